@@ -1,0 +1,418 @@
+-- economy-sync: functions.
+-- Lock order, everywhere: wallet rows in ascending id order, then their profile
+-- rows. Every writer follows it, so concurrent writers queue instead of
+-- deadlocking. SECURITY DEFINER functions pin search_path and name every object
+-- with its schema.
+
+-- Trigger function, BEFORE INSERT on the ledger (only for rows that need it):
+-- stores amounts with exactly 2 decimals when that changes no value, and
+-- checks that a reversal is the exact negation of an entry not yet reversed.
+CREATE FUNCTION economy.check_entry()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    original economy.transaction;
+BEGIN
+    IF min_scale(NEW.amount) <= 2 THEN
+        NEW.amount := round(NEW.amount, 2);
+    END IF;
+
+    IF NEW.reverses_id IS NOT NULL THEN
+        SELECT * INTO original FROM economy.transaction t WHERE t.id = NEW.reverses_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'transaction % does not exist', NEW.reverses_id
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        IF original.reverses_id IS NOT NULL THEN
+            RAISE EXCEPTION 'transaction % is a reversal and cannot be reversed', original.id
+                USING ERRCODE = 'check_violation';
+        END IF;
+        IF EXISTS (SELECT FROM economy.transaction t WHERE t.reverses_id = original.id) THEN
+            RAISE EXCEPTION 'transaction % is already reversed', original.id
+                USING ERRCODE = 'unique_violation';
+        END IF;
+        IF NEW.wallet_id <> original.wallet_id
+            OR NEW.kind <> original.kind
+            OR NEW.amount <> -original.amount THEN
+            RAISE EXCEPTION 'a reversal of transaction % must have its wallet and kind and amount %',
+                original.id, -original.amount
+                USING ERRCODE = 'check_violation';
+        END IF;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- Trigger function, AFTER INSERT on the ledger, for each row: applies the entry
+-- to the cached balances in the same transaction. An AFTER trigger, so that a
+-- row skipped by INSERT ... ON CONFLICT DO NOTHING is never applied. Its UPDATE
+-- takes the wallet row lock that reconcile_economy also takes.
+CREATE FUNCTION economy.apply_entry()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner_id bigint;
+    new_balance numeric;
+    limit_below_zero numeric;
+BEGIN
+    UPDATE economy.wallet w
+    SET balance = w.balance + NEW.amount
+    WHERE w.id = NEW.wallet_id
+    RETURNING w.user_id, w.balance, w.overdraft_limit
+    INTO owner_id, new_balance, limit_below_zero;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet % does not exist', NEW.wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    -- Only debits are refused: a credit to a wallet that is below its limit
+    -- (after a repair of bad data) still brings it closer to allowed.
+    IF NEW.amount < 0 AND new_balance < -limit_below_zero THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < -%',
+            NEW.wallet_id, new_balance, limit_below_zero
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    UPDATE economy.profile p
+    SET balance = p.balance + NEW.amount,
+        lifetime_earnings = p.lifetime_earnings
+        + CASE WHEN k.is_earning THEN NEW.amount ELSE 0 END
+    FROM economy.transaction_kind k
+    WHERE p.user_id = owner_id AND k.kind = NEW.kind;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown transaction kind %', NEW.kind
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Trigger function: the ledger is append-only; corrections are new entries.
+CREATE FUNCTION economy.refuse_ledger_change()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'economy.transaction is append-only: % refused; post a reversal instead', TG_OP
+        USING ERRCODE = 'restrict_violation';
+END;
+$$;
+
+CREATE FUNCTION economy.open_wallet(user_id bigint, overdraft_limit numeric DEFAULT 0)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    new_wallet_id bigint;
+BEGIN
+    IF open_wallet.user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF min_scale(open_wallet.overdraft_limit) > 2 THEN
+        RAISE EXCEPTION 'overdraft_limit % has more than 2 decimal places', open_wallet.overdraft_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO economy.profile (user_id) VALUES (open_wallet.user_id)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO economy.wallet (user_id, overdraft_limit)
+    VALUES (open_wallet.user_id, open_wallet.overdraft_limit)
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING id INTO new_wallet_id;
+    IF new_wallet_id IS NULL THEN
+        SELECT w.id INTO new_wallet_id FROM economy.wallet w WHERE w.user_id = open_wallet.user_id;
+    END IF;
+    RETURN new_wallet_id;
+END;
+$$;
+
+-- Raises unless a replayed entry carries the payload of the new request.
+CREATE FUNCTION economy.check_replay(
+    existing economy.transaction, amount numeric, kind text, memo text
+)
+RETURNS economy.transaction
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF existing.amount <> check_replay.amount
+        OR existing.kind <> check_replay.kind
+        OR existing.memo IS DISTINCT FROM check_replay.memo THEN
+        RAISE EXCEPTION 'idempotency key % of wallet % was used for a different entry (#%: % %)',
+            existing.idempotency_key, existing.wallet_id, existing.id, existing.amount, existing.kind
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN existing;
+END;
+$$;
+
+CREATE FUNCTION economy.post_transaction(
+    wallet_id bigint,
+    amount numeric,
+    kind text,
+    idempotency_key text DEFAULT NULL,
+    memo text DEFAULT NULL
+)
+RETURNS economy.transaction
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    entry economy.transaction;
+BEGIN
+    -- ON CONFLICT waits for a concurrent insert of the same key; the SELECT,
+    -- a new statement with a new snapshot, then sees the committed entry.
+    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo)
+    VALUES (wallet_id, amount, kind, idempotency_key, memo)
+    ON CONFLICT ON CONSTRAINT transaction_wallet_idempotency_key DO NOTHING
+    RETURNING t.* INTO entry;
+    IF entry.id IS NOT NULL THEN
+        RETURN entry;
+    END IF;
+    SELECT t.* INTO STRICT entry
+    FROM economy.transaction t
+    WHERE t.wallet_id = post_transaction.wallet_id
+      AND t.idempotency_key = post_transaction.idempotency_key;
+    RETURN economy.check_replay(entry, amount, kind, memo);
+END;
+$$;
+
+-- Returns the two entries, debit first.
+CREATE FUNCTION economy.transfer(
+    from_wallet_id bigint,
+    to_wallet_id bigint,
+    amount numeric,
+    idempotency_key text DEFAULT NULL,
+    memo text DEFAULT NULL
+)
+RETURNS SETOF economy.transaction
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    debit economy.transaction;
+    credit economy.transaction;
+BEGIN
+    IF from_wallet_id = to_wallet_id THEN
+        RAISE EXCEPTION 'cannot transfer from wallet % to itself', from_wallet_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT amount > 0 OR amount = 'NaN' THEN
+        RAISE EXCEPTION 'transfer amount must be positive, got %', amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- Both wallets in id order: opposite transfers queue instead of deadlocking.
+    PERFORM FROM economy.wallet w
+    WHERE w.id IN (from_wallet_id, to_wallet_id)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+
+    IF idempotency_key IS NOT NULL THEN
+        SELECT t.* INTO debit FROM economy.transaction t
+        WHERE t.wallet_id = from_wallet_id AND t.idempotency_key = transfer.idempotency_key;
+        IF FOUND THEN
+            SELECT t.* INTO credit FROM economy.transaction t
+            WHERE t.wallet_id = to_wallet_id AND t.idempotency_key = transfer.idempotency_key;
+            IF NOT FOUND THEN
+                credit := debit;  -- reported as a mismatch by check_replay
+            END IF;
+            RETURN NEXT economy.check_replay(debit, -amount, 'transfer', memo);
+            RETURN NEXT economy.check_replay(credit, amount, 'transfer', memo);
+            RETURN;
+        END IF;
+    END IF;
+
+    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo)
+    VALUES (from_wallet_id, -amount, 'transfer', idempotency_key, memo)
+    RETURNING t.* INTO debit;
+    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo)
+    VALUES (to_wallet_id, amount, 'transfer', idempotency_key, memo)
+    RETURNING t.* INTO credit;
+    RETURN NEXT debit;
+    RETURN NEXT credit;
+END;
+$$;
+
+CREATE FUNCTION economy.reverse_transaction(transaction_id bigint, memo text DEFAULT NULL)
+RETURNS economy.transaction
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    reversal economy.transaction;
+BEGIN
+    -- check_entry validates the reversal; the unique reverses_id settles races.
+    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, reverses_id, memo)
+    SELECT o.wallet_id, -o.amount, o.kind, o.id, coalesce(memo, 'reversal of #' || o.id)
+    FROM economy.transaction o
+    WHERE o.id = transaction_id
+    RETURNING t.* INTO reversal;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'transaction % does not exist', transaction_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN reversal;
+EXCEPTION
+    WHEN unique_violation THEN
+        RAISE EXCEPTION 'transaction % is already reversed', transaction_id
+            USING ERRCODE = 'unique_violation';
+END;
+$$;
+
+-- One row per cached field that disagrees with the ledger. Reads one snapshot
+-- and takes no locks: a cache and its ledger rows commit together, so a
+-- single snapshot sees both or neither.
+CREATE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE sql
+STABLE
+-- plan with the actual user_ids: a whole-ledger aggregate for NULL, index
+-- lookups for a few users
+SET plan_cache_mode = force_custom_plan
+AS $$
+    WITH scope AS (
+        SELECT
+            p.user_id,
+            w.id AS wallet_id,
+            w.balance AS wallet_balance,
+            p.balance AS profile_balance,
+            p.lifetime_earnings
+        FROM economy.profile p
+        LEFT JOIN economy.wallet w ON w.user_id = p.user_id
+        WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
+    ),
+
+    ledger AS (
+        SELECT
+            t.wallet_id,
+            sum(t.amount) AS balance,
+            coalesce(sum(t.amount) FILTER (WHERE k.is_earning), 0.00) AS earnings
+        FROM economy.transaction t
+        JOIN economy.transaction_kind k ON k.kind = t.kind
+        WHERE balance_drift.user_ids IS NULL
+            OR t.wallet_id IN (SELECT s.wallet_id FROM scope s)
+        GROUP BY t.wallet_id
+    )
+
+    SELECT s.user_id, s.wallet_id, f.field, f.cached_value, f.ledger_value
+    FROM scope s
+    LEFT JOIN ledger l ON l.wallet_id = s.wallet_id
+    CROSS JOIN LATERAL (
+        VALUES
+        (1, 'wallet.balance', s.wallet_balance, coalesce(l.balance, 0.00)),
+        (2, 'profile.balance', s.profile_balance, coalesce(l.balance, 0.00)),
+        (3, 'profile.lifetime_earnings', s.lifetime_earnings, coalesce(l.earnings, 0.00))
+    ) AS f (position, field, cached_value, ledger_value)
+    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
+        AND NOT (f.field = 'wallet.balance' AND s.wallet_id IS NULL)
+    ORDER BY s.user_id, f.position
+$$;
+
+-- Drift rows plus whether each was fixed. A real run locks the drifted wallets
+-- and profiles (writers' lock order), measures again with a snapshot taken
+-- after the locks, so every committed entry is both in the sum and in the
+-- cache it overwrites, and no in-flight entry is in either; then sets each
+-- cache to its ledger value and logs the fix.
+CREATE FUNCTION economy.reconcile_economy(
+    dry_run boolean DEFAULT true,
+    user_ids bigint[] DEFAULT NULL,
+    max_wallets integer DEFAULT NULL
+)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    drifted_users bigint[];
+    this_run_id uuid := gen_random_uuid();
+BEGIN
+    IF dry_run IS NULL THEN
+        RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF max_wallets < 0 THEN
+        RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF dry_run THEN
+        RETURN QUERY
+        SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, false
+        FROM (
+            SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
+            FROM economy.balance_drift(reconcile_economy.user_ids) d
+        ) d
+        WHERE reconcile_economy.max_wallets IS NULL OR d.nth <= reconcile_economy.max_wallets;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
+    FROM (
+        SELECT DISTINCT d.user_id
+        FROM economy.balance_drift(reconcile_economy.user_ids) d
+        ORDER BY d.user_id
+        LIMIT reconcile_economy.max_wallets
+    ) u;
+
+    PERFORM FROM economy.wallet w
+    WHERE w.user_id = ANY (drifted_users)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    PERFORM FROM economy.profile p
+    WHERE p.user_id = ANY (drifted_users)
+    ORDER BY p.user_id
+    FOR NO KEY UPDATE;
+
+    -- A new statement, so a new snapshot: taken after the locks.
+    RETURN QUERY
+    WITH drift AS (
+        SELECT d.* FROM economy.balance_drift(drifted_users) d
+    ),
+
+    wallet_fix AS (
+        UPDATE economy.wallet w
+        SET balance = d.ledger_value
+        FROM drift d
+        WHERE d.field = 'wallet.balance' AND w.id = d.wallet_id
+    ),
+
+    profile_fix AS (
+        UPDATE economy.profile p
+        SET balance = coalesce(b.ledger_value, p.balance),
+            lifetime_earnings = coalesce(e.ledger_value, p.lifetime_earnings)
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        WHERE p.user_id = u.user_id
+    ),
+
+    logged AS (
+        INSERT INTO economy.reconcile_log (
+            run_id, user_id, wallet_id, field, cached_value, ledger_value
+        )
+        SELECT this_run_id, d.user_id, d.wallet_id, d.field,
+            d.cached_value, d.ledger_value
+        FROM drift d
+    )
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+END;
+$$;

@@ -1,0 +1,45 @@
+-- economy-sync: group roles (NOLOGIN; grant them to real login roles).
+-- Roles belong to the whole cluster, so they are created only when missing:
+-- another database of the same server may already use them.
+--   economy_app      opens wallets, posts, transfers, reverses, reads
+--   economy_operator economy_app, plus reconcile_economy
+-- Neither may write the cached columns, change the ledger or own its triggers.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'economy_app') THEN
+        CREATE ROLE economy_app NOLOGIN;
+    END IF;
+EXCEPTION
+    WHEN duplicate_object THEN NULL;  -- created meanwhile by another database's install
+END;
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'economy_operator') THEN
+        CREATE ROLE economy_operator NOLOGIN;
+    END IF;
+EXCEPTION
+    WHEN duplicate_object THEN NULL;  -- created meanwhile by another database's install
+END;
+$$;
+
+GRANT economy_app TO economy_operator;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA economy TO economy_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA economy TO economy_app;
+-- Plain INSERTs are allowed: the triggers sync them like any other entry.
+GRANT INSERT ON economy.transaction TO economy_app;
+GRANT EXECUTE ON FUNCTION
+economy.open_wallet(bigint, numeric),
+economy.post_transaction(bigint, numeric, text, text, text),
+economy.transfer(bigint, bigint, numeric, text, text),
+economy.reverse_transaction(bigint, text),
+economy.balance_drift(bigint[])
+TO economy_app;
+
+GRANT EXECUTE ON FUNCTION economy.reconcile_economy(boolean, bigint[], integer)
+TO economy_operator;
