@@ -59,6 +59,17 @@ CREATE TABLE economy.transaction (
     CONSTRAINT transaction_wallet_idempotency_key UNIQUE (wallet_id, idempotency_key)
 );
 
+-- What the ledger says each wallet's caches must be: the one definition of
+-- balance and lifetime earnings. A filter on wallet_id reaches the ledger's index.
+CREATE VIEW economy.ledger_totals AS
+SELECT
+    t.wallet_id,
+    sum(t.amount) AS balance,
+    coalesce(sum(t.amount) FILTER (WHERE k.is_earning), 0.00) AS lifetime_earnings
+FROM economy.transaction t
+JOIN economy.transaction_kind k ON k.kind = t.kind
+GROUP BY t.wallet_id;
+
 CREATE TABLE economy.reconcile_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id uuid NOT NULL,

@@ -114,7 +114,7 @@ DECLARE
     new_wallet_id bigint;
 BEGIN
     IF open_wallet.user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = 'not_null_violation';
     END IF;
     IF min_scale(open_wallet.overdraft_limit) > 2 THEN
         RAISE EXCEPTION 'overdraft_limit % has more than 2 decimal places', open_wallet.overdraft_limit
@@ -278,48 +278,39 @@ CREATE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
--- plan with the actual user_ids: a whole-ledger aggregate for NULL, index
--- lookups for a few users
+-- plan with the actual arguments: a whole-ledger aggregate when user_ids is
+-- NULL, index lookups of a few wallets otherwise
 SET plan_cache_mode = force_custom_plan
 AS $$
-    WITH scope AS (
-        SELECT
-            p.user_id,
-            w.id AS wallet_id,
-            w.balance AS wallet_balance,
-            p.balance AS profile_balance,
-            p.lifetime_earnings
-        FROM economy.profile p
-        LEFT JOIN economy.wallet w ON w.user_id = p.user_id
-        WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
-    ),
+#variable_conflict use_column
+DECLARE
+    wallet_ids bigint[];
+BEGIN
+    IF user_ids IS NOT NULL THEN
+        wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
+    END IF;
 
-    ledger AS (
-        SELECT
-            t.wallet_id,
-            sum(t.amount) AS balance,
-            coalesce(sum(t.amount) FILTER (WHERE k.is_earning), 0.00) AS earnings
-        FROM economy.transaction t
-        JOIN economy.transaction_kind k ON k.kind = t.kind
-        WHERE balance_drift.user_ids IS NULL
-            OR t.wallet_id IN (SELECT s.wallet_id FROM scope s)
-        GROUP BY t.wallet_id
-    )
-
-    SELECT s.user_id, s.wallet_id, f.field, f.cached_value, f.ledger_value
-    FROM scope s
-    LEFT JOIN ledger l ON l.wallet_id = s.wallet_id
+    RETURN QUERY
+    SELECT p.user_id, w.id, f.field, f.cached_value, f.ledger_value
+    FROM economy.profile p
+    LEFT JOIN economy.wallet w ON w.user_id = p.user_id
+    LEFT JOIN (
+        SELECT lt.* FROM economy.ledger_totals lt
+        WHERE wallet_ids IS NULL OR lt.wallet_id = ANY (wallet_ids)
+    ) l ON l.wallet_id = w.id
     CROSS JOIN LATERAL (
         VALUES
-        (1, 'wallet.balance', s.wallet_balance, coalesce(l.balance, 0.00)),
-        (2, 'profile.balance', s.profile_balance, coalesce(l.balance, 0.00)),
-        (3, 'profile.lifetime_earnings', s.lifetime_earnings, coalesce(l.earnings, 0.00))
+        (1, 'wallet.balance', w.balance, coalesce(l.balance, 0.00)),
+        (2, 'profile.balance', p.balance, coalesce(l.balance, 0.00)),
+        (3, 'profile.lifetime_earnings', p.lifetime_earnings, coalesce(l.lifetime_earnings, 0.00))
     ) AS f (position, field, cached_value, ledger_value)
-    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
-        AND NOT (f.field = 'wallet.balance' AND s.wallet_id IS NULL)
-    ORDER BY s.user_id, f.position
+    WHERE (balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids))
+        AND f.cached_value IS DISTINCT FROM f.ledger_value
+        AND NOT (f.field = 'wallet.balance' AND w.id IS NULL)
+    ORDER BY p.user_id, f.position;
+END;
 $$;
 
 -- Drift rows plus whether each was fixed. A real run locks the drifted wallets
@@ -346,7 +337,7 @@ DECLARE
     this_run_id uuid := gen_random_uuid();
 BEGIN
     IF dry_run IS NULL THEN
-        RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'null_value_not_allowed';
+        RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'not_null_violation';
     END IF;
     IF max_wallets < 0 THEN
         RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';

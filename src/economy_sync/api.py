@@ -1,0 +1,194 @@
+"""The Python API: each function is one call of the SQL in sql/, on a psycopg 3
+connection, returning plain typed values (Decimal for money).
+
+    >>> with psycopg.connect(dsn) as conn:
+    ...     get_balance_drift(conn, wallet_id=7)
+    []
+    ...     recompute_lifetime_earnings(conn, wallet_id=7)
+    Decimal('125.00')
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import class_row
+
+BALANCE_FIELDS = ("wallet.balance", "profile.balance")
+EARNINGS_FIELD = "profile.lifetime_earnings"
+# Errors after which a reconcile batch is skipped (and counted) rather than the
+# whole run stopped: re-running later is safe.
+RETRYABLE_ERRORS = (errors.DeadlockDetected, errors.LockNotAvailable, errors.QueryCanceled)
+
+
+class WalletNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """A cached field that disagrees with the ledger (`economy.balance_drift`)."""
+
+    user_id: int
+    wallet_id: int | None
+    field: str
+    cached_value: Decimal
+    ledger_value: Decimal
+
+
+@dataclass(frozen=True)
+class ReconcileRow(DriftRow):
+    """A drift row of `economy.reconcile_economy`; fixed is False in a dry run."""
+
+    fixed: bool
+
+
+@dataclass
+class ReconcileSummary:
+    dry_run: bool
+    processed: int = 0  # users (profile and wallet) examined
+    balance_fixes: int = 0  # drifted balance fields: fixed, or to fix in a dry run
+    earnings_fixes: int = 0  # drifted lifetime_earnings fields
+    errors: int = 0  # batches skipped after a lock timeout or deadlock
+    batches: int = 0
+    rows: list[ReconcileRow] = field(default_factory=list)  # the first max_rows
+    rows_omitted: int = 0
+
+    @property
+    def drift_found(self) -> int:
+        return self.balance_fixes + self.earnings_fixes
+
+
+def _wallet_owner(conn: psycopg.Connection, wallet_id: int) -> int:
+    row = conn.execute(
+        "SELECT w.user_id FROM economy.wallet w WHERE w.id = %(wallet_id)s::bigint",
+        {"wallet_id": wallet_id},
+    ).fetchone()
+    if row is None:
+        raise WalletNotFound(f"wallet {wallet_id} does not exist")
+    return row[0]
+
+
+def _reconcile_users(
+    conn: psycopg.Connection, user_ids: list[int], dry_run: bool
+) -> list[ReconcileRow]:
+    with conn.transaction(), conn.cursor(row_factory=class_row(ReconcileRow)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.reconcile_economy("
+            "dry_run => %(dry_run)s::boolean, user_ids => %(user_ids)s::bigint[])",
+            {"dry_run": dry_run, "user_ids": user_ids},
+        ).fetchall()
+
+
+def get_balance_drift(conn: psycopg.Connection, wallet_id: int) -> list[DriftRow]:
+    """That wallet's drift rows, as `economy.balance_drift` returns them; [] when in sync."""
+    user_id = _wallet_owner(conn, wallet_id)
+    with conn.cursor(row_factory=class_row(DriftRow)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.balance_drift(user_ids => ARRAY[%(user_id)s::bigint])",
+            {"user_id": user_id},
+        ).fetchall()
+
+
+def recompute_lifetime_earnings(conn: psycopg.Connection, wallet_id: int) -> Decimal:
+    """The wallet's lifetime earnings according to the ledger."""
+    _wallet_owner(conn, wallet_id)
+    row = conn.execute(
+        "SELECT lt.lifetime_earnings FROM economy.ledger_totals lt"
+        " WHERE lt.wallet_id = %(wallet_id)s::bigint",
+        {"wallet_id": wallet_id},
+    ).fetchone()
+    return row[0] if row else Decimal("0.00")
+
+
+def sync_profile_by_user_id(conn: psycopg.Connection, user_id: int) -> list[ReconcileRow]:
+    """Repair that user's wallet and profile caches from the ledger, as a real
+    reconcile does (locked, logged); returns the fields that changed."""
+    return _reconcile_users(conn, [user_id], dry_run=False)
+
+
+def sync_wallet_to_profile(conn: psycopg.Connection, wallet_id: int) -> list[ReconcileRow]:
+    """Repair that wallet's caches and its profile's from the ledger; returns what changed."""
+    return sync_profile_by_user_id(conn, _wallet_owner(conn, wallet_id))
+
+
+def _user_batches(
+    conn: psycopg.Connection, user_ids: Iterable[int] | None, batch_size: int
+) -> Iterable[list[int]]:
+    """Every user once, in user_id order, batch_size at a time (keyset paging:
+    memory stays bounded however many users there are)."""
+    if user_ids is not None:
+        ordered = sorted(set(user_ids))
+        for start in range(0, len(ordered), batch_size):
+            yield ordered[start : start + batch_size]
+        return
+    after = None
+    while True:
+        batch = [
+            row[0]
+            for row in conn.execute(
+                "SELECT p.user_id FROM economy.profile p"
+                " WHERE %(after)s::bigint IS NULL OR p.user_id > %(after)s::bigint"
+                " ORDER BY p.user_id LIMIT %(batch_size)s::integer",
+                {"after": after, "batch_size": batch_size},
+            )
+        ]
+        if not batch:
+            return
+        yield batch
+        after = batch[-1]
+
+
+def count_users(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM economy.profile").fetchone()[0]
+
+
+def reconcile(
+    conn: psycopg.Connection,
+    dry_run: bool = True,
+    user_ids: Iterable[int] | None = None,
+    batch_size: int = 1000,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    lock_timeout: str = "5s",
+    max_rows: int = 1000,
+) -> ReconcileSummary:
+    """Reconcile the users (all, or user_ids) batch_size at a time, each batch
+    its own transaction, so no lock is held long and an interrupted run can
+    simply be run again. limit caps the users examined. progress, if given, is
+    called with the number of users each batch examined."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if limit is not None and limit < 0:
+        raise ValueError("limit must not be negative")
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("reconcile runs its own transactions: call it outside one")
+    summary = ReconcileSummary(dry_run=dry_run)
+    for batch in _user_batches(conn, user_ids, batch_size):
+        if limit is not None:
+            batch = batch[: limit - summary.processed]
+            if not batch:
+                break
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+                rows = _reconcile_users(conn, batch, dry_run)
+        except RETRYABLE_ERRORS:
+            summary.errors += 1
+            rows = []
+        summary.batches += 1
+        summary.processed += len(batch)
+        for row in rows:
+            if row.field == EARNINGS_FIELD:
+                summary.earnings_fixes += 1
+            else:
+                summary.balance_fixes += 1
+            if len(summary.rows) < max_rows:
+                summary.rows.append(row)
+            else:
+                summary.rows_omitted += 1
+        if progress is not None:
+            progress(len(batch))
+    return summary

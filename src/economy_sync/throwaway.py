@@ -1,0 +1,88 @@
+"""A throwaway local PostgreSQL server, for the demo and the benchmarks.
+
+pytest-postgresql's executor (already what the tests use) runs pg_ctl; the
+server binaries are the machine's `postgresql` package.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import port_for
+import psycopg
+from psycopg import sql
+from pytest_postgresql.executors import PostgreSQLExecutor
+
+INSTALL_HINT = "install the server: sudo apt-get install -y postgresql"
+
+
+def find_pg_ctl() -> str:
+    """pg_ctl of the machine's PostgreSQL: pg_config --bindir, else the newest
+    /usr/lib/postgresql/*/bin, else PATH."""
+    candidates = []
+    try:
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        candidates.append(Path(bindir) / "pg_ctl")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda path: int(Path(path).parent.parent.name),
+        reverse=True,
+    )
+    candidates += [Path(path) for path in versions]
+    if on_path := shutil.which("pg_ctl"):
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise FileNotFoundError(f"no PostgreSQL server binaries (pg_ctl) found: {INSTALL_HINT}")
+
+
+def refuse_root() -> None:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        raise PermissionError(
+            "PostgreSQL refuses to run as root: run this as an unprivileged user "
+            "(scripts/demo and scripts/test do it for you)"
+        )
+
+
+@contextmanager
+def throwaway_postgresql(dbname: str = "economy", settings: str = "") -> Iterator[str]:
+    """Start a server in a temporary directory; yield a conninfo of a new
+    database in it; stop the server and delete everything on exit."""
+    refuse_root()
+    workdir = Path(tempfile.mkdtemp(prefix="economy-sync-pg-"))
+    port = port_for.select_random()
+    executor = PostgreSQLExecutor(
+        executable=find_pg_ctl(),
+        host="127.0.0.1",
+        port=port,
+        datadir=str(workdir / "data"),
+        unixsocketdir=str(workdir),
+        logfile=str(workdir / "server.log"),
+        startparams="-w",
+        dbname=dbname,
+        user="postgres",
+        postgres_options=settings,
+    )
+    try:
+        executor.start()
+        admin = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        yield f"host=127.0.0.1 port={port} user=postgres dbname={dbname}"
+    finally:
+        try:
+            executor.stop()
+        except Exception as error:  # never hide the original error behind this one
+            print(f"warning: stopping the throwaway server: {error}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)

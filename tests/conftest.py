@@ -1,0 +1,112 @@
+"""Every test runs on a real PostgreSQL.
+
+By default pytest-postgresql starts a throwaway server (the machine's
+`postgresql` package) and each test gets a fresh database cloned from a
+template that `alembic upgrade head` has installed.
+
+To use an existing server instead, with no CREATEDB needed, set
+ECONOMY_SYNC_TEST_DSN to a database the tests may wipe: each test then
+reinstalls the schema in it (alembic downgrade base, upgrade head). The few
+tests that need a second database take it from ECONOMY_SYNC_TEST_SECOND_DSN.
+"""
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from economy_sync import migrate
+from economy_sync.throwaway import find_pg_ctl
+
+EXISTING_DSN = os.environ.get("ECONOMY_SYNC_TEST_DSN")
+EXISTING_SECOND_DSN = os.environ.get("ECONOMY_SYNC_TEST_SECOND_DSN")
+
+
+def install_schema(host, port, user, dbname, password=None, **_):
+    migrate.upgrade(make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password))
+
+
+pg_server = factories.postgresql_proc(executable=find_pg_ctl(), port=None, load=[install_schema])
+pg_template_clone = factories.postgresql("pg_server")
+
+
+def _conninfo(info) -> str:
+    return make_conninfo(
+        host=info.host, port=info.port, user=info.user, dbname=info.dbname, password=info.password
+    )
+
+
+@pytest.fixture
+def dsn(request) -> str:
+    """A database with the schema installed, fresh for this test."""
+    if EXISTING_DSN:
+        migrate.downgrade(EXISTING_DSN)
+        migrate.upgrade(EXISTING_DSN)
+        return EXISTING_DSN
+    return _conninfo(request.getfixturevalue("pg_template_clone").info)
+
+
+_empty_counter = iter(range(10**6))
+
+
+def _new_empty_database(request) -> Iterator[str]:
+    server = request.getfixturevalue("pg_server")
+    janitor = DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        dbname=f"empty_{os.getpid()}_{next(_empty_counter)}",
+        version=server.version,
+        password=server.password,
+    )
+    with janitor:
+        yield make_conninfo(
+            host=server.host, port=server.port, user=server.user, dbname=janitor.dbname
+        )
+
+
+@pytest.fixture
+def empty_dsn(request) -> Iterator[str]:
+    """A database without the schema."""
+    if EXISTING_DSN:
+        migrate.downgrade(EXISTING_DSN)
+        yield EXISTING_DSN
+        return
+    yield from _new_empty_database(request)
+
+
+@pytest.fixture
+def second_empty_dsn(request) -> Iterator[str]:
+    """Another database of the same server, without the schema."""
+    if EXISTING_DSN:
+        if not EXISTING_SECOND_DSN:
+            pytest.fail("set ECONOMY_SYNC_TEST_SECOND_DSN: this test needs a second database")
+        migrate.downgrade(EXISTING_SECOND_DSN)
+        yield EXISTING_SECOND_DSN
+        return
+    yield from _new_empty_database(request)
+
+
+@pytest.fixture
+def connect(dsn) -> Iterator:
+    """connect(**kwargs): another connection to the test database (autocommit by
+    default), closed after the test."""
+    opened: list[psycopg.Connection] = []
+
+    def _connect(autocommit: bool = True, **kwargs) -> psycopg.Connection:
+        conn = psycopg.connect(dsn, autocommit=autocommit, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def conn(connect) -> psycopg.Connection:
+    return connect()
