@@ -60,7 +60,6 @@ def _new_empty_database(request) -> Iterator[str]:
         host=server.host,
         port=server.port,
         dbname=f"empty_{os.getpid()}_{next(_empty_counter)}",
-        version=server.version,
         password=server.password,
     )
     with janitor:

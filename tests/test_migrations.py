@@ -1,0 +1,115 @@
+"""alembic installs and removes the schema; the schema it builds is the one sql/ describes."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from helpers import open_wallet, post
+from psycopg.conninfo import conninfo_to_dict
+
+from economy_sync import migrate
+from economy_sync._paths import SOURCE_ROOT, migrations_dir, schema_sql
+from economy_sync.throwaway import find_pg_ctl
+
+ROLES = ("economy_app", "economy_operator")
+
+
+def schema_exists(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT to_regnamespace('economy') IS NOT NULL").fetchone()[0]
+
+
+def libpq_url(dsn: str) -> str:
+    parts = conninfo_to_dict(dsn)
+    return f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+
+
+def dump_schema(dsn: str) -> str:
+    """pg_dump of schema economy, minus comments and the session settings."""
+    pg_dump = Path(find_pg_ctl()).with_name("pg_dump")
+    parts = conninfo_to_dict(dsn)
+    out = subprocess.run(
+        [pg_dump, "--schema-only", "--schema=economy", "-h", parts["host"], "-p", str(parts["port"]),
+         "-U", parts["user"], parts["dbname"]],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return "\n".join(
+        line for line in out.splitlines()
+        if line and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict"))
+    )
+
+
+def revisions() -> list[str]:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return [script.revision for script in ScriptDirectory.from_config(config).walk_revisions("base", "heads")][::-1]
+
+
+def test_single_head_revision():
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1
+
+
+def test_upgrade_downgrade_upgrade(empty_dsn):
+    migrate.upgrade(empty_dsn)
+    assert schema_exists(empty_dsn)
+    migrate.downgrade(empty_dsn)
+    assert not schema_exists(empty_dsn)
+    migrate.upgrade(empty_dsn)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        wallet_id = open_wallet(conn, 1)
+        post(conn, wallet_id, "5")
+        assert conn.execute("SELECT count(*) FROM economy.balance_drift()").fetchone() == (0,)
+
+
+def test_up_down_consistency_of_every_revision(empty_dsn):
+    previous = "base"
+    for revision in revisions():
+        migrate.upgrade(empty_dsn, revision)
+        migrate.downgrade(empty_dsn, previous)
+        migrate.upgrade(empty_dsn, revision)
+        previous = revision
+    with psycopg.connect(empty_dsn) as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision()
+
+
+def test_schema_built_by_migrations_equals_sql_dir(empty_dsn, second_empty_dsn):
+    migrate.upgrade(empty_dsn)
+    with psycopg.connect(second_empty_dsn, autocommit=True) as conn:
+        conn.execute(schema_sql())
+    assert dump_schema(empty_dsn) == dump_schema(second_empty_dsn)
+
+
+def test_alembic_command_line_from_repository_root(empty_dsn):
+    env = {**os.environ, "DATABASE_URL": libpq_url(empty_dsn)}
+    alembic = Path(os.sys.executable).with_name("alembic")
+    for action in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"]):
+        subprocess.run([alembic, *action], cwd=SOURCE_ROOT, env=env, check=True, capture_output=True)
+    assert schema_exists(empty_dsn)
+
+
+def test_second_database_installs_and_removes_while_first_uses_the_roles(dsn, second_empty_dsn):
+    with psycopg.connect(dsn, autocommit=True) as first:
+        wallet_id = open_wallet(first, 1)
+        migrate.upgrade(second_empty_dsn)
+        migrate.downgrade(second_empty_dsn)
+        assert not schema_exists(second_empty_dsn)
+        roles = first.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(ROLES)])
+        assert sorted(row[0] for row in roles) == sorted(ROLES)
+        first.execute("SET ROLE economy_app")
+        post(first, wallet_id, "1")
+        migrate.upgrade(second_empty_dsn)
+    assert schema_exists(second_empty_dsn)
+
+
+@pytest.mark.parametrize("revision", revisions())
+def test_revision_applies_its_frozen_sql(revision):
+    """A revision never reads sql/: edits there must not change history."""
+    source = (migrations_dir() / "versions").glob(f"{revision}*.py")
+    text = next(source).read_text()
+    assert "frozen" in text and "sql_dir" not in text and "schema_sql" not in text
