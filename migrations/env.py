@@ -17,7 +17,9 @@ def sqlalchemy_url(libpq_url: str) -> str:
 def database_url() -> str:
     url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not url:
-        raise SystemExit("Set DATABASE_URL to a libpq URL, e.g. postgresql://user@localhost:5432/db")
+        raise SystemExit(
+            "Set DATABASE_URL to a libpq URL, e.g. postgresql://user@localhost:5432/db"
+        )
     return sqlalchemy_url(url)
 
 

@@ -27,7 +27,9 @@ EXISTING_SECOND_DSN = os.environ.get("ECONOMY_SYNC_TEST_SECOND_DSN")
 
 
 def install_schema(host, port, user, dbname, password=None, **_):
-    migrate.upgrade(make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password))
+    migrate.upgrade(
+        make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password)
+    )
 
 
 pg_server = factories.postgresql_proc(executable=find_pg_ctl(), port=None, load=[install_schema])

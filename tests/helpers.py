@@ -37,8 +37,15 @@ def post(conn, wallet_id, amount, kind="reward", idempotency_key=None, memo=None
     """economy.post_transaction; returns the entry as a dict."""
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
     return cur.execute(
-        "SELECT * FROM economy.post_transaction(%s::bigint, %s::numeric, %s::text, %s::text, %s::text)",
-        [wallet_id, Decimal(amount) if isinstance(amount, str) else amount, kind, idempotency_key, memo],
+        "SELECT * FROM economy.post_transaction("
+        "%s::bigint, %s::numeric, %s::text, %s::text, %s::text)",
+        [
+            wallet_id,
+            Decimal(amount) if isinstance(amount, str) else amount,
+            kind,
+            idempotency_key,
+            memo,
+        ],
     ).fetchone()
 
 

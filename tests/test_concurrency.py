@@ -9,7 +9,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 from helpers import balances, drift, open_wallet, post
-
 from psycopg import errors
 
 CLIENTS = 8
@@ -188,7 +187,9 @@ def run_writers_beside_reconcile(connect, dsn, wallets, clients=6, operations=60
     return nets, repairs
 
 
-def test_reconcile_looping_beside_writers_finds_nothing_to_fix(conn, connect, dsn, ten_funded_wallets):
+def test_reconcile_looping_beside_writers_finds_nothing_to_fix(
+    conn, connect, dsn, ten_funded_wallets
+):
     nets, repairs = run_writers_beside_reconcile(connect, dsn, ten_funded_wallets)
     assert repairs == []
     assert conn.execute("SELECT count(*) FROM economy.reconcile_log").fetchone() == (0,)

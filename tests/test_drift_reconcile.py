@@ -5,7 +5,6 @@ from decimal import Decimal
 
 import pytest
 from helpers import balances, drift, open_wallet, post, state
-
 from psycopg import errors
 
 
@@ -51,7 +50,9 @@ def test_drift_reports_each_drifted_field(conn, wallets):
 
 def test_manual_update_of_one_cache_is_drift(conn, wallets):
     conn.execute("UPDATE economy.profile SET lifetime_earnings = 0 WHERE user_id = 2")
-    assert drift(conn) == [(2, wallets[1], "profile.lifetime_earnings", Decimal("0.00"), Decimal("10.00"))]
+    assert drift(conn) == [
+        (2, wallets[1], "profile.lifetime_earnings", Decimal("0.00"), Decimal("10.00"))
+    ]
 
 
 def test_drift_filtered_by_user_ids(conn, wallets):
@@ -96,7 +97,10 @@ def test_real_run_repairs_logs_and_second_run_finds_nothing(conn, wallets):
     conn.execute("UPDATE economy.wallet SET balance = 99 WHERE id = %s", [wallets[2]])
     rows = reconcile(conn, dry_run=False)
     assert [row[2] for row in rows] == [
-        "wallet.balance", "profile.balance", "profile.lifetime_earnings", "wallet.balance",
+        "wallet.balance",
+        "profile.balance",
+        "profile.lifetime_earnings",
+        "wallet.balance",
     ]
     assert all(row[-1] for row in rows)
     assert balances(conn, wallets[0]) == (Decimal("20.00"),) * 3
@@ -107,7 +111,9 @@ def test_real_run_repairs_logs_and_second_run_finds_nothing(conn, wallets):
     ).fetchall()
     assert [entry[:5] for entry in log] == [row[:5] for row in rows]
     assert {entry[5] for entry in log} == {conn.info.user}
-    assert conn.execute("SELECT count(DISTINCT run_id) FROM economy.reconcile_log").fetchone() == (1,)
+    assert conn.execute("SELECT count(DISTINCT run_id) FROM economy.reconcile_log").fetchone() == (
+        1,
+    )
     assert reconcile(conn, dry_run=False) == []
     assert drift(conn) == []
 

@@ -27,7 +27,9 @@ def test_open_wallet_twice_returns_the_same_wallet(conn):
 def test_open_wallet_for_existing_profile_keeps_it(conn):
     conn.execute("INSERT INTO economy.profile (user_id) VALUES (8)")
     wallet_id = open_wallet(conn, 8)
-    assert conn.execute("SELECT user_id FROM economy.wallet WHERE id = %s", [wallet_id]).fetchone() == (8,)
+    assert conn.execute(
+        "SELECT user_id FROM economy.wallet WHERE id = %s", [wallet_id]
+    ).fetchone() == (8,)
 
 
 def test_open_wallet_default_overdraft_is_zero(conn):
@@ -97,7 +99,9 @@ def test_multi_row_insert_select_is_synced(conn):
 
 def test_copy_is_synced(conn):
     wallet_id = open_wallet(conn, 1)
-    with conn.cursor().copy("COPY economy.transaction (wallet_id, amount, kind) FROM STDIN") as copy:
+    with conn.cursor().copy(
+        "COPY economy.transaction (wallet_id, amount, kind) FROM STDIN"
+    ) as copy:
         for _ in range(100):
             copy.write_row((wallet_id, Decimal("0.01"), "prize"))
     assert balances(conn, wallet_id) == (Decimal("1.00"),) * 3
@@ -185,7 +189,9 @@ def test_transfer_with_same_key_and_other_amount_is_refused(conn):
     conn.execute("SELECT economy.transfer(%s, %s, 30, idempotency_key => 'tx')", [source, target])
     before = state(conn)
     with pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute("SELECT economy.transfer(%s, %s, 31, idempotency_key => 'tx')", [source, target])
+        conn.execute(
+            "SELECT economy.transfer(%s, %s, 31, idempotency_key => 'tx')", [source, target]
+        )
     assert state(conn) == before
 
 

@@ -33,20 +33,39 @@ def dump_schema(dsn: str) -> str:
     pg_dump = Path(find_pg_ctl()).with_name("pg_dump")
     parts = conninfo_to_dict(dsn)
     out = subprocess.run(
-        [pg_dump, "--schema-only", "--schema=economy", "-h", parts["host"], "-p", str(parts["port"]),
-         "-U", parts["user"], parts["dbname"]],
-        capture_output=True, text=True, check=True,
+        [
+            pg_dump,
+            "--schema-only",
+            "--schema=economy",
+            "-h",
+            parts["host"],
+            "-p",
+            str(parts["port"]),
+            "-U",
+            parts["user"],
+            parts["dbname"],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return "\n".join(
-        line for line in out.splitlines()
-        if line and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict"))
+        line
+        for line in out.splitlines()
+        if line
+        and not line.startswith(
+            ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
+        )
     )
 
 
 def revisions() -> list[str]:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
-    return [script.revision for script in ScriptDirectory.from_config(config).walk_revisions("base", "heads")][::-1]
+    return [
+        script.revision
+        for script in ScriptDirectory.from_config(config).walk_revisions("base", "heads")
+    ][::-1]
 
 
 def test_single_head_revision():
@@ -89,7 +108,9 @@ def test_alembic_command_line_from_repository_root(empty_dsn):
     env = {**os.environ, "DATABASE_URL": libpq_url(empty_dsn)}
     alembic = Path(os.sys.executable).with_name("alembic")
     for action in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"]):
-        subprocess.run([alembic, *action], cwd=SOURCE_ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [alembic, *action], cwd=SOURCE_ROOT, env=env, check=True, capture_output=True
+        )
     assert schema_exists(empty_dsn)
 
 

@@ -5,7 +5,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 from helpers import open_wallet, post, state
-
 from psycopg import errors
 
 
@@ -216,7 +215,11 @@ def test_reversal_that_would_overdraw_is_refused(conn, funded):
 
 @pytest.mark.parametrize(
     "values",
-    ["(%(w)s, -1, 'prize', %(id)s)", "(%(w)s, -100, 'reward', %(id)s)", "(%(o)s, -100, 'prize', %(id)s)"],
+    [
+        "(%(w)s, -1, 'prize', %(id)s)",
+        "(%(w)s, -100, 'reward', %(id)s)",
+        "(%(o)s, -100, 'prize', %(id)s)",
+    ],
     ids=["wrong_amount", "wrong_kind", "wrong_wallet"],
 )
 def test_plain_insert_of_a_mismatched_reversal_is_refused(conn, funded, values):
@@ -224,7 +227,8 @@ def test_plain_insert_of_a_mismatched_reversal_is_refused(conn, funded, values):
     before = state(conn)
     with pytest.raises(errors.CheckViolation, match="reversal"):
         conn.execute(
-            "INSERT INTO economy.transaction (wallet_id, amount, kind, reverses_id) VALUES " + values,
+            "INSERT INTO economy.transaction (wallet_id, amount, kind, reverses_id) VALUES "
+            + values,
             {"w": funded[0], "o": funded[1], "id": prize},
         )
     assert state(conn) == before

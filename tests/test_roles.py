@@ -4,7 +4,6 @@ from decimal import Decimal
 
 import pytest
 from helpers import balances, drift, open_wallet, post
-
 from psycopg import errors
 
 
@@ -36,7 +35,9 @@ def test_role_can_use_the_ledger_api(as_role, role):
     entry = post(c, a, "5", kind="refund")
     c.execute("SELECT economy.transfer(%s, %s, 10)", [a, b])
     c.execute("SELECT economy.reverse_transaction(%s)", [entry["id"]])
-    c.execute("INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (%s, 3, 'reward')", [b])
+    c.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (%s, 3, 'reward')", [b]
+    )
     assert balances(c, b) == (Decimal("13.00"), Decimal("13.00"), Decimal("3.00"))
     assert drift(c) == []
 

@@ -1,7 +1,7 @@
 """Core: schema economy, ledger sync triggers, drift and reconcile, roles
 
 Revision ID: 0001_core
-Revises: 
+Revises:
 Create Date: 2026-11-25
 """
 

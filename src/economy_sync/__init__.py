@@ -7,8 +7,8 @@ from economy_sync.api import (
     ReconcileSummary,
     WalletNotFound,
     get_balance_drift,
-    reconcile,
     recompute_lifetime_earnings,
+    reconcile,
     sync_profile_by_user_id,
     sync_wallet_to_profile,
 )
@@ -19,8 +19,8 @@ __all__ = [
     "ReconcileSummary",
     "WalletNotFound",
     "get_balance_drift",
-    "reconcile",
     "recompute_lifetime_earnings",
+    "reconcile",
     "sync_profile_by_user_id",
     "sync_wallet_to_profile",
 ]

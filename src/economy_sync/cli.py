@@ -1,2 +1,207 @@
-def main():
-    pass
+"""The `economy-sync` command.
+
+Exit codes: 0 all good; 1 drift found (drift, reconcile --dry-run) or a doctor
+finding; 2 usage, connection or installation error; 3 reconcile --apply
+skipped batches (lock timeouts or deadlocks: run it again).
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import psycopg
+from rich.console import Console
+
+from economy_sync import api, migrate
+from economy_sync.console import (
+    CliError,
+    drift_table,
+    first_line,
+    print_counts,
+    print_rows,
+    row_json,
+    run_reconcile,
+)
+
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--dsn",
+        default=argparse.SUPPRESS,
+        help="libpq connection string or URL (default: $DATABASE_URL)",
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="economy-sync",
+        description="Keep cached balances in sync with the ledger, inside PostgreSQL.",
+        epilog="exit codes: 0 ok, 1 drift found, 2 usage/connection/installation error, "
+        "3 reconcile skipped some batches",
+        parents=[database],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", parents=[database], help="install or upgrade the schema")
+    drift = commands.add_parser("drift", parents=[database, output], help="list drifted caches")
+    drift.add_argument("--user-id", type=int, action="append", dest="user_ids", metavar="N")
+
+    rec = commands.add_parser(
+        "reconcile", parents=[database, output], help="find (default) or repair drift, in batches"
+    )
+    mode = rec.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", dest="apply", action="store_false", help="report only (default)")
+    mode.add_argument("--apply", dest="apply", action="store_true", help="repair, logged")
+    scope = rec.add_mutually_exclusive_group()
+    scope.add_argument("--user-id", type=int, action="append", dest="user_ids", metavar="N")
+    scope.add_argument("--all", action="store_true", help="every user (default for --dry-run)")
+    rec.add_argument("--batch-size", type=positive_int, default=1000, metavar="N")
+    rec.add_argument("--limit", type=positive_int, default=None, metavar="N", help="users at most")
+
+    commands.add_parser(
+        "demo", parents=[database], help="the whole story on a throwaway PostgreSQL"
+    )
+    commands.add_parser("doctor", parents=[database], help="check an installation, read-only")
+    return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def database_dsn(args) -> str | None:
+    return getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None
+
+
+def required_dsn(args) -> str:
+    dsn = database_dsn(args)
+    if not dsn:
+        raise CliError("no database: pass --dsn or set DATABASE_URL (postgresql://user@host/db)")
+    return dsn
+
+
+@contextmanager
+def connected(dsn: str, need_schema: bool = True) -> Iterator[psycopg.Connection]:
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as error:
+        raise CliError(
+            f"cannot connect to the database: {first_line(error)} (check --dsn / DATABASE_URL)"
+        ) from None
+    with conn:
+        if need_schema and not schema_installed(conn):
+            raise CliError(
+                "schema economy is not installed in this database: run `economy-sync migrate`"
+            )
+        yield conn
+
+
+def schema_installed(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT to_regprocedure('economy.reconcile_economy(boolean, bigint[], integer)')"
+        " IS NOT NULL"
+    ).fetchone()[0]
+
+
+def cmd_migrate(args, out: Console) -> int:
+    dsn = required_dsn(args)
+    with connected(dsn, need_schema=False):
+        pass  # one clear line if the database cannot be reached
+    migrate.upgrade(dsn)
+    out.print(f"schema economy is at revision {migrate.head_revision()}")
+    return EXIT_OK
+
+
+def cmd_drift(args, out: Console) -> int:
+    with (
+        connected(required_dsn(args)) as conn,
+        conn.cursor(name="drift", row_factory=psycopg.rows.class_row(api.DriftRow)) as cur,
+        conn.transaction(),
+    ):
+        cur.execute(
+            "SELECT * FROM economy.balance_drift(user_ids => %(user_ids)s::bigint[])",
+            {"user_ids": args.user_ids},
+        )
+        rows = list(cur)
+    if args.json:
+        print(json.dumps({"count": len(rows), "drift": [row_json(row) for row in rows]}))
+    elif rows:
+        out.print(drift_table(rows, f"{len(rows)} cached fields disagree with the ledger"))
+    else:
+        out.print("No drift: every cached balance equals the ledger.")
+    return EXIT_DRIFT if rows else EXIT_OK
+
+
+def cmd_reconcile(args, out: Console) -> int:
+    if args.apply and not (args.all or args.user_ids):
+        raise CliError("--apply needs a scope: --all or --user-id N")
+    with connected(required_dsn(args)) as conn:
+        summary = run_reconcile(
+            conn,
+            dry_run=not args.apply,
+            user_ids=args.user_ids,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            show_progress=not args.json,
+        )
+    if args.json:
+        document = asdict(summary)
+        document["rows"] = [row_json(row) for row in summary.rows]
+        print(json.dumps(document))
+    else:
+        print_rows(summary, out)
+        print_counts(summary, out)
+    if summary.errors:
+        return EXIT_INCOMPLETE
+    return EXIT_DRIFT if summary.dry_run and summary.drift_found else EXIT_OK
+
+
+def cmd_demo(args, out: Console) -> int:
+    from economy_sync.demo import run_demo
+
+    return run_demo(database_dsn(args), out)
+
+
+def cmd_doctor(args, out: Console) -> int:
+    from economy_sync.doctor import run_doctor
+
+    with connected(required_dsn(args), need_schema=False) as conn:
+        return run_doctor(conn, out)
+
+
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "drift": cmd_drift,
+    "reconcile": cmd_reconcile,
+    "demo": cmd_demo,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Console()
+    try:
+        return COMMANDS[args.command](args, out)
+    except CliError as error:
+        print(f"economy-sync: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except psycopg.Error as error:
+        print(f"economy-sync: database error: {first_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("economy-sync: interrupted (safe to run again)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

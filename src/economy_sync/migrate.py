@@ -46,6 +46,8 @@ def head_revision() -> str:
 
 def current_revision(conn: psycopg.Connection) -> str | None:
     """The revision the database is at, None when alembic never ran there."""
-    engine = sa.create_engine("postgresql+psycopg://", creator=lambda: conn, poolclass=sa.pool.StaticPool)
+    engine = sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: conn, poolclass=sa.pool.StaticPool
+    )
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,71 @@
+# Shared by scripts/test and scripts/demo: install what is missing, then run
+# as a user PostgreSQL accepts. Source it from the repository root.
+# PostgreSQL refuses to run as root, so as root the command runs as the
+# `postgres` system user, with a venv made from Debian's /usr/bin/python3
+# (a venv of a Python installed under /root would be unreadable to it).
+
+VENV=.venv
+UNPRIVILEGED_USER=postgres
+
+have_postgresql_server() {
+    compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null \
+        || { command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/pg_ctl" ]; }
+}
+
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "==> installing $* (apt-get)" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgresql() {
+    have_postgresql_server || apt_install postgresql
+}
+
+base_python() {
+    if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi
+}
+
+ensure_venv() {
+    local python
+    python="$(base_python)"
+    "$python" -c "import ensurepip, venv" 2>/dev/null || apt_install python3-venv
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "==> creating $VENV with $python" >&2
+        "$python" -m venv "$VENV"
+    fi
+    # reinstall when pyproject.toml changed since the last install
+    if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+        echo "==> installing economy-sync and its test tools into $VENV" >&2
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+        touch "$VENV/.installed"
+    fi
+}
+
+# As root: re-run this script from a copy the unprivileged user can read, if
+# it cannot read this checkout (e.g. a clone under /root).
+ensure_readable_checkout() {
+    [ "$(id -u)" -eq 0 ] || return 0
+    if runuser -u "$UNPRIVILEGED_USER" -- test -r pyproject.toml -a -x scripts; then
+        return 0
+    fi
+    local copy
+    copy="$(mktemp -d /tmp/economy-sync-checkout.XXXXXX)"
+    echo "==> $UNPRIVILEGED_USER cannot read $PWD; running from a copy in $copy" >&2
+    tar --exclude=./.venv -cf - . | tar -xf - -C "$copy"
+    chmod -R a+rX "$copy"
+    chmod a+rx "$copy"
+    exec "$copy/$1" "${@:2}"
+}
+
+run_unprivileged() {
+    if [ "$(id -u)" -ne 0 ]; then
+        "$@"
+        return
+    fi
+    local home
+    home="$(getent passwd "$UNPRIVILEGED_USER" | cut -d: -f6)"
+    runuser -u "$UNPRIVILEGED_USER" -- env HOME="$home" PYTHONDONTWRITEBYTECODE=1 "$@"
+}

@@ -1,0 +1,98 @@
+"""What the command line shows: tables, progress, summaries, JSON rows."""
+
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from economy_sync import api
+
+
+class CliError(Exception):
+    """A one-line message for the user; exit code 2."""
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
+def money(value) -> str:
+    return "" if value is None else str(value)
+
+
+def row_json(row) -> dict:
+    return {
+        key: (money(value) if key in ("cached_value", "ledger_value") else value)
+        for key, value in asdict(row).items()
+    }
+
+
+def drift_table(rows: Iterable, title: str) -> Table:
+    table = Table(title=title)
+    for name in ("user_id", "wallet_id", "field", "cached", "ledger", "difference"):
+        if name == "field":
+            table.add_column(name, no_wrap=True)
+        else:
+            table.add_column(name, justify="right")
+    for row in rows:
+        difference = row.ledger_value - row.cached_value
+        table.add_row(
+            str(row.user_id),
+            money(row.wallet_id),
+            row.field,
+            money(row.cached_value),
+            money(row.ledger_value),
+            f"{difference:+}",
+        )
+    return table
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool):
+    """Yield a callback advancing a progress bar on stderr; no bar when stderr
+    is not a terminal."""
+    if not enabled or not Console(stderr=True).is_terminal:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+def run_reconcile(
+    conn, dry_run: bool, user_ids=None, batch_size=1000, limit=None, show_progress=True
+) -> api.ReconcileSummary:
+    total = len(set(user_ids)) if user_ids else api.count_users(conn)
+    if limit is not None:
+        total = min(total, limit)
+    label = "checking" if dry_run else "repairing"
+    with progress_bar(total, label, show_progress) as advance:
+        return api.reconcile(
+            conn,
+            dry_run=dry_run,
+            user_ids=user_ids,
+            batch_size=batch_size,
+            limit=limit,
+            progress=advance,
+        )
+
+
+def print_rows(summary: api.ReconcileSummary, out: Console) -> None:
+    if summary.rows:
+        title = "drift found (dry run: nothing written)" if summary.dry_run else "repaired"
+        out.print(drift_table(summary.rows, title))
+    if summary.rows_omitted:
+        out.print(f"... and {summary.rows_omitted} more rows")
+
+
+def print_counts(summary: api.ReconcileSummary, out: Console) -> None:
+    verb = "to sync" if summary.dry_run else "synced"
+    out.print(f"Processed: {summary.processed}")
+    out.print(f"Balance {verb}: {summary.balance_fixes}")
+    out.print(f"Earnings {verb}: {summary.earnings_fixes}")
+    out.print(f"Errors: {summary.errors}")

@@ -1,0 +1,2 @@
+def run_doctor(conn, out):
+    return 0
