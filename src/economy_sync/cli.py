@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = rec.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", dest="apply", action="store_false", help="report only (default)")
     mode.add_argument("--apply", dest="apply", action="store_true", help="repair, logged")
+    rec.set_defaults(apply=False)
     scope = rec.add_mutually_exclusive_group()
     scope.add_argument("--user-id", type=int, action="append", dest="user_ids", metavar="N")
     scope.add_argument("--all", action="store_true", help="every user (default for --dry-run)")

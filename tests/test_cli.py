@@ -1,0 +1,180 @@
+"""The economy-sync command, run as a user runs it: a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import drift, open_wallet, post
+
+EXECUTABLE = Path(sys.executable).with_name("economy-sync")
+
+
+def run(*args, dsn=None, env_dsn=None, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if env_dsn:
+        env["DATABASE_URL"] = env_dsn
+    command = [str(EXECUTABLE), *args] + (["--dsn", dsn] if dsn else [])
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("economy-sync: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def drifted(conn):
+    wallets = [open_wallet(conn, user) for user in (1, 2, 3)]
+    for wallet_id in wallets:
+        post(conn, wallet_id, "10.50", kind="prize")
+    conn.execute("UPDATE economy.wallet SET balance = 0 WHERE user_id = 2")
+    conn.execute("UPDATE economy.profile SET lifetime_earnings = 1 WHERE user_id = 3")
+    return wallets
+
+
+def test_help_lists_commands_and_exit_codes():
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("migrate", "drift", "reconcile", "demo", "doctor", "exit codes"):
+        assert word in result.stdout
+
+
+def test_migrate_installs_the_schema(empty_dsn):
+    result = run("migrate", dsn=empty_dsn)
+    assert result.returncode == 0, result.stderr
+    assert "0001_core" in result.stdout
+    assert run("migrate", env_dsn=empty_dsn).returncode == 0  # idempotent, via DATABASE_URL
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('economy.transaction')").fetchone()[0]
+
+
+def test_drift_when_clean(dsn, conn):
+    post(conn, open_wallet(conn, 1), "1")
+    result = run("drift", dsn=dsn)
+    assert result.returncode == 0
+    assert "No drift" in result.stdout
+
+
+def test_drift_shows_a_table_and_exits_1(dsn, drifted):
+    result = run("drift", env_dsn=dsn)
+    assert result.returncode == 1
+    assert "wallet.balance" in result.stdout and "profile.lifetime_earnings" in result.stdout
+    assert "+10.50" in result.stdout
+
+
+def test_drift_json(dsn, drifted):
+    result = run("drift", "--json", "--user-id", "2", dsn=dsn)
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {
+        "count": 1,
+        "drift": [
+            {
+                "user_id": 2,
+                "wallet_id": drifted[1],
+                "field": "wallet.balance",
+                "cached_value": "0.00",
+                "ledger_value": "10.50",
+            }
+        ],
+    }
+
+
+def test_reconcile_dry_run_is_the_default_and_exits_1(dsn, drifted, conn):
+    result = run("reconcile", dsn=dsn)
+    assert result.returncode == 1
+    for line in ("Processed: 3", "Balance to sync: 1", "Earnings to sync: 1", "Errors: 0"):
+        assert line in result.stdout
+    assert len(drift(conn)) == 2
+
+
+def test_reconcile_json_shape(dsn, drifted):
+    result = run("reconcile", "--dry-run", "--all", "--json", dsn=dsn)
+    document = json.loads(result.stdout)
+    assert set(document) == {
+        "dry_run", "processed", "balance_fixes", "earnings_fixes", "errors", "batches",
+        "rows", "rows_omitted",
+    }  # fmt: skip
+    assert document["rows"][0] == {
+        "user_id": 2,
+        "wallet_id": drifted[1],
+        "field": "wallet.balance",
+        "cached_value": "0.00",
+        "ledger_value": "10.50",
+        "fixed": False,
+    }
+    assert (document["processed"], document["errors"], document["dry_run"]) == (3, 0, True)
+
+
+def test_reconcile_apply_repairs_and_second_run_is_clean(dsn, drifted, conn):
+    result = run("reconcile", "--apply", "--all", "--batch-size", "2", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert "Balance synced: 1" in result.stdout and "Earnings synced: 1" in result.stdout
+    assert drift(conn) == []
+    assert run("reconcile", dsn=dsn).returncode == 0
+
+
+def test_reconcile_apply_for_one_user(dsn, drifted, conn):
+    result = run("reconcile", "--apply", "--user-id", "3", "--json", dsn=dsn)
+    assert json.loads(result.stdout)["earnings_fixes"] == 1
+    assert [row[0] for row in drift(conn)] == [2]
+
+
+def test_reconcile_limit(dsn, drifted):
+    assert json.loads(run("reconcile", "--limit", "2", "--json", dsn=dsn).stdout)["processed"] == 2
+
+
+def test_apply_needs_a_scope(dsn, drifted):
+    assert_one_line_error(run("reconcile", "--apply", dsn=dsn), "--all")
+
+
+@pytest.mark.parametrize("args", [["reconcile", "--batch-size", "0"], ["bogus"], []])
+def test_usage_errors_exit_2(args, dsn):
+    result = run(*args, dsn=dsn)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_no_database_given():
+    assert_one_line_error(run("drift"), "--dsn", "DATABASE_URL")
+
+
+def test_unreachable_server():
+    assert_one_line_error(run("drift", dsn="postgresql://nobody@127.0.0.1:1/none"), "connect")
+
+
+def test_malformed_dsn():
+    assert_one_line_error(run("reconcile", dsn="this is not a dsn"), "connect")
+
+
+def test_schema_not_installed(empty_dsn):
+    assert_one_line_error(run("reconcile", dsn=empty_dsn), "economy-sync migrate")
+
+
+def test_no_progress_bar_when_piped(dsn, drifted):
+    result = run("reconcile", dsn=dsn)
+    assert result.stderr == ""
+
+
+def test_demo_on_a_given_empty_database(empty_dsn):
+    result = run("demo", dsn=empty_dsn)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "In sync." in result.stdout
+    assert "Balance synced: 51" in result.stdout and "Errors: 0" in result.stdout
+
+
+def test_demo_refuses_a_database_with_wallets(dsn, drifted):
+    assert_one_line_error(run("demo", dsn=dsn), "empty database")
+
+
+def test_demo_without_database_runs_on_a_throwaway_server():
+    result = run("demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("Starting a throwaway PostgreSQL", "In sync.", "Stopping the throwaway"):
+        assert step in result.stdout

@@ -1,0 +1,56 @@
+"""Reconcile at scale: 100,000 wallets, each touched exactly once, in flat memory."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_cli import EXECUTABLE
+
+WALLETS = 100_000
+
+# Runs a command and prints the peak resident memory of that command (KiB):
+# RUSAGE_CHILDREN of a fresh wrapper process covers exactly one child.
+PEAK_RSS = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(done.stdout)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
+def reconcile_measured(dsn, *args):
+    """(the JSON summary, peak RSS in KiB) of `economy-sync reconcile --json ...`."""
+    command = [str(EXECUTABLE), "reconcile", "--json", "--dsn", dsn, *args]
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True, check=True
+    )
+    *output, peak = done.stdout.strip().splitlines()
+    return json.loads("\n".join(output)), int(peak)
+
+
+@pytest.mark.slow
+def test_reconcile_100k_wallets_touches_each_once_in_flat_memory(conn, dsn):
+    conn.execute("SELECT economy.open_wallet(u) FROM generate_series(1, %s) u", [WALLETS])
+    conn.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+        " SELECT id, 1.25, 'prize' FROM economy.wallet"
+    )
+    conn.execute("UPDATE economy.wallet SET balance = 0")  # every wallet drifted
+    conn.execute("ANALYZE")
+
+    small, small_peak = reconcile_measured(dsn, "--apply", "--all", "--limit", "10000")
+    full, full_peak = reconcile_measured(dsn, "--apply", "--all", "--batch-size", "2000")
+
+    assert small["processed"] == 10_000 and small["balance_fixes"] == 10_000
+    assert full["processed"] == WALLETS and full["balance_fixes"] == WALLETS - 10_000
+    assert small["errors"] == full["errors"] == 0
+    logged = conn.execute(
+        "SELECT count(*), count(DISTINCT wallet_id) FROM economy.reconcile_log"
+    ).fetchone()
+    assert logged == (WALLETS, WALLETS)  # every wallet fixed, none twice
+    # 9x the wallets repaired, yet peak memory stays within a few MiB
+    assert full_peak - small_peak < 8 * 1024, (small_peak, full_peak)
+    print(f"peak RSS: {small_peak} KiB for 10k wallets, {full_peak} KiB for {WALLETS}")
