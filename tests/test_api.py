@@ -12,8 +12,8 @@ from economy_sync import (
     ReconcileRow,
     WalletNotFound,
     get_balance_drift,
-    reconcile,
     recompute_lifetime_earnings,
+    reconcile,
     sync_profile_by_user_id,
     sync_wallet_to_profile,
 )
@@ -68,7 +68,9 @@ def test_sync_wallet_to_profile_repairs_and_reports(conn, wallet):
     changed = sync_wallet_to_profile(conn, wallet)
     assert changed == [
         ReconcileRow(1, wallet, "profile.balance", Decimal("0.00"), Decimal("35.00"), True),
-        ReconcileRow(1, wallet, "profile.lifetime_earnings", Decimal("0.00"), Decimal("30.00"), True),
+        ReconcileRow(
+            1, wallet, "profile.lifetime_earnings", Decimal("0.00"), Decimal("30.00"), True
+        ),
     ]
     assert balances(conn, wallet) == (Decimal("35.00"), Decimal("35.00"), Decimal("30.00"))
     assert sync_wallet_to_profile(conn, wallet) == []
