@@ -48,7 +48,8 @@ ensure_venv() {
 # it cannot read this checkout (e.g. a clone under /root).
 ensure_readable_checkout() {
     [ "$(id -u)" -eq 0 ] || return 0
-    if runuser -u "$UNPRIVILEGED_USER" -- test -r pyproject.toml -a -x scripts; then
+    # absolute paths: a relative one would pass through the inherited working directory
+    if runuser -u "$UNPRIVILEGED_USER" -- test -r "$PWD/pyproject.toml" -a -x "$PWD/scripts"; then
         return 0
     fi
     local copy
