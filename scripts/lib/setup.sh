@@ -47,6 +47,10 @@ ensure_venv() {
 # As root: re-run this script from a copy the unprivileged user can read, if
 # it cannot read this checkout (e.g. a clone under /root).
 ensure_readable_checkout() {
+    if [ -n "${ECONOMY_SYNC_REMOVE_WHEN_DONE:-}" ]; then
+        trap 'rm -rf "$ECONOMY_SYNC_REMOVE_WHEN_DONE"' EXIT
+        return 0
+    fi
     [ "$(id -u)" -eq 0 ] || return 0
     # absolute paths: a relative one would pass through the inherited working directory
     if runuser -u "$UNPRIVILEGED_USER" -- test -r "$PWD/pyproject.toml" -a -x "$PWD/scripts"; then
@@ -58,7 +62,7 @@ ensure_readable_checkout() {
     tar --exclude=./.venv -cf - . | tar -xf - -C "$copy"
     chmod -R a+rX "$copy"
     chmod a+rx "$copy"
-    exec "$copy/$1" "${@:2}"
+    ECONOMY_SYNC_REMOVE_WHEN_DONE="$copy" exec "$copy/$1" "${@:2}"
 }
 
 run_unprivileged() {
