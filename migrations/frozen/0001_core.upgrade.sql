@@ -8,8 +8,10 @@
 
 CREATE SCHEMA economy;
 
+-- The revision in this comment lets anyone with USAGE (economy-sync doctor)
+-- see which migration the schema is at; each revision sets it.
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0001_core)';
 
 CREATE TABLE economy.profile (
     user_id bigint PRIMARY KEY,

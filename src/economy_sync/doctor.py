@@ -1,2 +1,191 @@
-def run_doctor(conn, out):
-    return 0
+"""`economy-sync doctor`: checks an installation, read-only, and says for each
+problem what to do. Needs no write privilege and no CREATEDB: it only reads
+the catalogs and calls economy.balance_drift()."""
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+from rich.console import Console
+from rich.markup import escape
+
+from economy_sync import migrate
+
+SYNC_TRIGGERS = ("check_entry", "apply_entry", "refuse_ledger_change")
+ROLES = ("economy_app", "economy_operator")
+APP_FUNCTIONS = (
+    "economy.open_wallet(bigint, numeric)",
+    "economy.post_transaction(bigint, numeric, text, text, text)",
+    "economy.transfer(bigint, bigint, numeric, text, text)",
+    "economy.reverse_transaction(bigint, text)",
+    "economy.balance_drift(bigint[])",
+)
+RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer)"
+CACHE_TABLES = ("economy.wallet", "economy.profile")
+LEDGER = "economy.transaction"
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    message: str
+
+
+Check = Callable[[psycopg.Connection], Iterator[Finding]]
+
+
+def one(conn: psycopg.Connection, query: str, params=None):
+    return conn.execute(query, params).fetchone()[0]
+
+
+def schema_revision(conn: psycopg.Connection) -> str | None:
+    """The revision named in the schema's comment (readable with USAGE alone)."""
+    comment = one(conn, "SELECT obj_description('economy'::regnamespace, 'pg_namespace')")
+    found = re.search(r"\(revision (\S+)\)", comment or "")
+    return found.group(1) if found else None
+
+
+def check_schema(conn) -> Iterator[Finding]:
+    if not one(conn, "SELECT to_regnamespace('economy') IS NOT NULL"):
+        yield Finding(False, "schema economy is missing: run `economy-sync migrate`")
+        return
+    head, current = migrate.head_revision(), schema_revision(conn)
+    if current == head:
+        yield Finding(True, f"schema at the latest migration ({head})")
+    else:
+        yield Finding(False, f"schema at {current}, latest is {head}: run `economy-sync migrate`")
+
+
+def check_triggers(conn) -> Iterator[Finding]:
+    states = dict(
+        conn.execute(
+            "SELECT tgname, tgenabled FROM pg_trigger"
+            " WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
+            [LEDGER],
+        ).fetchall()
+    )
+    for name in SYNC_TRIGGERS:
+        state = states.get(name)
+        if state is None:
+            yield Finding(False, f"trigger {name} is missing: reinstall (`economy-sync migrate`)")
+        elif state in ("O", "A"):
+            yield Finding(True, f"trigger {name} present and enabled")
+        else:
+            how = "disabled" if state == "D" else "enabled only for replicas"
+            yield Finding(
+                False,
+                f"trigger {name} is {how}: ALTER TABLE {LEDGER} ENABLE TRIGGER {name};"
+                " then run `economy-sync reconcile --apply --all`",
+            )
+
+
+def check_replication_role(conn) -> Iterator[Finding]:
+    if one(conn, "SELECT current_setting('session_replication_role')") != "origin":
+        yield Finding(False, "this session's session_replication_role skips the sync triggers")
+    skipping = conn.execute(
+        "SELECT coalesce(r.rolname, 'every role'), coalesce(d.datname, 'every database')"
+        " FROM pg_db_role_setting s"
+        " LEFT JOIN pg_roles r ON r.oid = s.setrole"
+        " LEFT JOIN pg_database d ON d.oid = s.setdatabase"
+        " WHERE s.setdatabase IN"
+        "  (0, (SELECT oid FROM pg_database WHERE datname = current_database()))"
+        " AND EXISTS (SELECT FROM unnest(s.setconfig) c"
+        "  WHERE split_part(c, '=', 1) = 'session_replication_role'"
+        "  AND split_part(c, '=', 2) <> 'origin')"
+    ).fetchall()
+    for role, database in skipping:
+        yield Finding(
+            False,
+            f"session_replication_role is set for {role} in {database}: their inserts skip the"
+            " sync triggers; ALTER ROLE ... / ALTER DATABASE ... RESET session_replication_role",
+        )
+    if not skipping:
+        yield Finding(
+            True, "no role or database defaults session_replication_role to skip triggers"
+        )
+
+
+def check_roles(conn) -> Iterator[Finding]:
+    present = {
+        row[0]
+        for row in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(ROLES)]
+        )
+    }
+    for role in ROLES:
+        if role not in present:
+            yield Finding(
+                False, f"role {role} is missing: run `economy-sync migrate` as a CREATEROLE user"
+            )
+    if present != set(ROLES):
+        return
+    wrong = []
+    for role in ROLES:
+        for function in APP_FUNCTIONS:
+            if not one(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", [role, function]):
+                wrong.append(f"{role} cannot EXECUTE {function}")
+        for table in CACHE_TABLES:
+            if one(conn, "SELECT has_table_privilege(%s, %s, 'UPDATE')", [role, table]):
+                wrong.append(f"{role} can UPDATE {table}")
+        for action in ("UPDATE", "DELETE", "TRUNCATE"):
+            if one(conn, "SELECT has_table_privilege(%s, %s, %s)", [role, LEDGER, action]):
+                wrong.append(f"{role} can {action} {LEDGER}")
+    if one(conn, "SELECT has_function_privilege('economy_app', %s, 'EXECUTE')", [RECONCILE]):
+        wrong.append("economy_app can run reconcile_economy")
+    if not one(
+        conn, "SELECT has_function_privilege('economy_operator', %s, 'EXECUTE')", [RECONCILE]
+    ):
+        wrong.append("economy_operator cannot run reconcile_economy")
+    for problem in wrong:
+        yield Finding(
+            False, f"grant not as designed: {problem}; reinstall the grants (sql/40_roles.sql)"
+        )
+    if not wrong:
+        yield Finding(True, "roles economy_app and economy_operator granted as designed")
+
+
+def check_drift(conn) -> Iterator[Finding]:
+    try:
+        with conn.transaction():
+            drifted = one(conn, "SELECT count(*) FROM economy.balance_drift()")
+    except psycopg.errors.InsufficientPrivilege:
+        yield Finding(False, "cannot read drift: run doctor as a member of economy_app")
+        return
+    if drifted:
+        yield Finding(
+            False,
+            f"{drifted} cached fields disagree with the ledger:"
+            " `economy-sync reconcile --dry-run` to see them, `--apply --all` to repair",
+        )
+    else:
+        yield Finding(True, "no drift: every cached balance equals the ledger")
+
+
+CHECKS: tuple[Check, ...] = (
+    check_schema,
+    check_triggers,
+    check_replication_role,
+    check_roles,
+    check_drift,
+)
+
+
+def findings(conn: psycopg.Connection) -> list[Finding]:
+    """Every finding, in a read-only transaction: doctor never writes."""
+    results = []
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        if not one(conn, "SELECT to_regnamespace('economy') IS NOT NULL"):
+            return list(check_schema(conn))
+        for check in CHECKS:
+            results.extend(check(conn))
+    return results
+
+
+def run_doctor(conn: psycopg.Connection, out: Console) -> int:
+    results = findings(conn)
+    for finding in results:
+        mark = "[green]ok[/]     " if finding.ok else "[red]PROBLEM[/]"
+        out.print(f"{mark} {escape(finding.message)}", highlight=False, soft_wrap=True)
+    return 0 if all(finding.ok for finding in results) else 1
