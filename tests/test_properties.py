@@ -1,0 +1,183 @@
+"""Property tests: Hypothesis drives random sequences of operations; a small
+Python model of the ledger predicts every balance and which operations must
+fail; the database must agree after every step."""
+
+import itertools
+from decimal import Decimal
+
+import psycopg
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from psycopg import errors
+
+EARNING = {"prize", "reward"}
+KINDS = ["prize", "reward", "purchase", "fee", "refund", "adjustment"]
+LIMIT = Decimal("999999999999999.99")
+USERS_PER_RUN = 4
+_user_ranges = itertools.count(1_000_000, 1_000)
+
+amounts = st.one_of(
+    st.decimals(min_value=-300, max_value=300, places=2),
+    st.sampled_from([Decimal("0"), Decimal("0.005"), Decimal("1.999"), Decimal("1e16")]),
+)
+keys = st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"]))
+
+
+def valid_amount(amount: Decimal) -> bool:
+    return amount != 0 and amount.as_tuple().exponent >= -2 and abs(amount) <= LIMIT
+
+
+class LedgerModel(RuleBasedStateMachine):
+    dsn: str
+
+    @initialize()
+    def connect(self):
+        self.conn = psycopg.connect(self.dsn, autocommit=True)
+        self.first_user = next(_user_ranges)
+        self.wallets = {}  # slot -> wallet id
+        self.limits, self.balance, self.earnings = {}, {}, {}
+        self.entries = []  # dicts: id, wallet, amount, kind, reverses, reversed
+        self.keys = {}  # (wallet, key) -> entry
+
+    def teardown(self):
+        self.conn.close()
+
+    def call(self, query, params):
+        """Run one call; return (rows, error class or None)."""
+        try:
+            return self.conn.execute(query, params).fetchall(), None
+        except psycopg.Error as error:
+            return None, type(error)
+
+    def apply(self, wallet, amount, kind, key=None, reverses=None, entry_id=None):
+        entry = {"id": entry_id, "wallet": wallet, "amount": amount, "kind": kind,
+                 "reverses": reverses, "reversed": False}  # fmt: skip
+        self.entries.append(entry)
+        if key is not None:
+            self.keys[(wallet, key)] = entry
+        self.balance[wallet] += amount
+        if kind in EARNING:
+            self.earnings[wallet] += amount
+
+    def overdraws(self, wallet, amount) -> bool:
+        return amount < 0 and self.balance[wallet] + amount < -self.limits[wallet]
+
+    @rule(slot=st.integers(0, USERS_PER_RUN - 1), limit=st.sampled_from(["0", "10", "50"]))
+    def open_wallet(self, slot, limit):
+        rows, error = self.call(
+            "SELECT economy.open_wallet(%s, overdraft_limit => %s)",
+            [self.first_user + slot, Decimal(limit)],
+        )
+        assert error is None
+        wallet = rows[0][0]
+        if slot in self.wallets:
+            assert wallet == self.wallets[slot]
+        else:
+            self.wallets[slot] = wallet
+            self.limits[wallet], self.balance[wallet], self.earnings[wallet] = Decimal(limit), 0, 0
+
+    @rule(data=st.data(), amount=amounts, kind=st.sampled_from(KINDS), key=keys)
+    def post(self, data, amount, kind, key):
+        if not self.wallets:
+            return
+        wallet = self.wallets[data.draw(st.sampled_from(sorted(self.wallets)))]
+        rows, error = self.call(
+            "SELECT id FROM economy.post_transaction(%s, %s, %s, %s)", [wallet, amount, kind, key]
+        )
+        replayed = self.keys.get((wallet, key))
+        if not valid_amount(amount):
+            assert error is errors.CheckViolation
+        elif replayed is not None:
+            same = replayed["amount"] == amount and replayed["kind"] == kind
+            assert (error, rows) == (
+                (None, [(replayed["id"],)]) if same else (errors.UniqueViolation, None)
+            )
+        elif self.overdraws(wallet, amount):
+            assert error is errors.CheckViolation
+        else:
+            assert error is None
+            self.apply(wallet, amount, kind, key, entry_id=rows[0][0])
+
+    @rule(data=st.data(), amount=amounts, key=keys)
+    def transfer(self, data, amount, key):
+        if not self.wallets:
+            return
+        a = self.wallets[data.draw(st.sampled_from(sorted(self.wallets)))]
+        b = self.wallets[data.draw(st.sampled_from(sorted(self.wallets)))]
+        rows, error = self.call(
+            "SELECT id FROM economy.transfer(%s, %s, %s, %s)", [a, b, amount, key]
+        )
+        debit, credit = self.keys.get((a, key)), self.keys.get((b, key))
+        if a == b or amount <= 0:
+            assert error is errors.CheckViolation
+        elif debit is not None:
+            same = (
+                (debit["amount"], debit["kind"]) == (-amount, "transfer")
+                and credit is not None
+                and (credit["amount"], credit["kind"]) == (amount, "transfer")
+            )
+            if same:
+                assert (error, rows) == (None, [(debit["id"],), (credit["id"],)])
+            else:
+                assert error is errors.UniqueViolation
+        elif not valid_amount(amount) or self.overdraws(a, -amount):
+            assert error is errors.CheckViolation
+        elif credit is not None:
+            assert error is errors.UniqueViolation  # the key is taken on the receiving wallet
+        else:
+            assert error is None
+            self.apply(a, -amount, "transfer", key, entry_id=rows[0][0])
+            self.apply(b, amount, "transfer", key, entry_id=rows[1][0])
+
+    @rule(data=st.data())
+    def reverse(self, data):
+        if not self.entries:
+            return
+        entry = data.draw(st.sampled_from(self.entries))
+        rows, error = self.call("SELECT id FROM economy.reverse_transaction(%s)", [entry["id"]])
+        if entry["reverses"] is not None:
+            assert error is errors.CheckViolation
+        elif entry["reversed"]:
+            assert error is errors.UniqueViolation
+        elif self.overdraws(entry["wallet"], -entry["amount"]):
+            assert error is errors.CheckViolation
+        else:
+            assert error is None
+            entry["reversed"] = True
+            self.apply(entry["wallet"], -entry["amount"], entry["kind"], reverses=entry["id"],
+                       entry_id=rows[0][0])  # fmt: skip
+
+    @rule()
+    def reverse_unknown_entry(self):
+        assert self.call("SELECT economy.reverse_transaction(-1)", [])[1] is errors.NoDataFound
+
+    @invariant()
+    def database_agrees_with_model(self):
+        if not getattr(self, "wallets", None):
+            return
+        ids = list(self.wallets.values())
+        rows = self.conn.execute(
+            "SELECT w.id, w.balance, p.balance, p.lifetime_earnings FROM economy.wallet w"
+            " JOIN economy.profile p USING (user_id) WHERE w.id = ANY(%s)",
+            [ids],
+        ).fetchall()
+        for wallet, wallet_balance, profile_balance, earnings in rows:
+            assert wallet_balance == profile_balance == self.balance[wallet]
+            assert earnings == self.earnings[wallet]
+            assert wallet_balance >= -self.limits[wallet]
+        users = [self.first_user + slot for slot in self.wallets]
+        drift = self.conn.execute("SELECT * FROM economy.balance_drift(%s)", [users]).fetchall()
+        assert drift == []
+
+
+def test_database_agrees_with_the_model(dsn):
+    LedgerModel.dsn = dsn
+    LedgerModel.TestCase.settings = settings(
+        max_examples=60,
+        stateful_step_count=40,
+        deadline=None,
+        database=None,  # no example database written into the checkout
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    LedgerModel.TestCase().runTest()
