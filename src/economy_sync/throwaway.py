@@ -55,34 +55,68 @@ def refuse_root() -> None:
         )
 
 
+class ThrowawayServer:
+    """A server in a temporary directory, with a new database in it; stopped
+    and deleted on exit. crash() and restart() are for fault injection."""
+
+    def __init__(self, dbname: str = "economy", settings: str = ""):
+        refuse_root()
+        self.dbname = dbname
+        self.workdir = Path(tempfile.mkdtemp(prefix="economy-sync-pg-"))
+        self.port = port_for.select_random()
+        self.pg_ctl = find_pg_ctl()
+        self.executor = PostgreSQLExecutor(
+            executable=self.pg_ctl,
+            host="127.0.0.1",
+            port=self.port,
+            datadir=str(self.workdir / "data"),
+            unixsocketdir=str(self.workdir),
+            logfile=str(self.workdir / "server.log"),
+            startparams="-w",
+            dbname=dbname,
+            user="postgres",
+            postgres_options=settings,
+        )
+
+    def conninfo(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    @property
+    def dsn(self) -> str:
+        return self.conninfo(self.dbname)
+
+    def __enter__(self) -> "ThrowawayServer":
+        try:
+            self.executor.start()
+            with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_) -> None:
+        try:
+            self.executor.stop()
+        except Exception as error:  # never hide the original error behind this one
+            print(f"warning: stopping the throwaway server: {error}", file=sys.stderr)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def crash(self) -> None:
+        """Stop the server the way a power cut would: no checkpoint, crash recovery next."""
+        subprocess.run(
+            [self.pg_ctl, "stop", "-D", self.executor.datadir, "-m", "immediate"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def restart(self) -> None:
+        """Start again after crash(), with the same settings (pg_ctl start -w)."""
+        subprocess.run(self.executor.command_parts, check=True, capture_output=True)
+
+
 @contextmanager
 def throwaway_postgresql(dbname: str = "economy", settings: str = "") -> Iterator[str]:
     """Start a server in a temporary directory; yield a conninfo of a new
     database in it; stop the server and delete everything on exit."""
-    refuse_root()
-    workdir = Path(tempfile.mkdtemp(prefix="economy-sync-pg-"))
-    port = port_for.select_random()
-    executor = PostgreSQLExecutor(
-        executable=find_pg_ctl(),
-        host="127.0.0.1",
-        port=port,
-        datadir=str(workdir / "data"),
-        unixsocketdir=str(workdir),
-        logfile=str(workdir / "server.log"),
-        startparams="-w",
-        dbname=dbname,
-        user="postgres",
-        postgres_options=settings,
-    )
-    try:
-        executor.start()
-        admin = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        yield f"host=127.0.0.1 port={port} user=postgres dbname={dbname}"
-    finally:
-        try:
-            executor.stop()
-        except Exception as error:  # never hide the original error behind this one
-            print(f"warning: stopping the throwaway server: {error}", file=sys.stderr)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with ThrowawayServer(dbname, settings) as server:
+        yield server.dsn

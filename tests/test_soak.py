@@ -1,0 +1,21 @@
+"""The short soak: faults injected while writers and a reconcile run (scripts/soak)."""
+
+import subprocess
+import sys
+
+from economy_sync._paths import SOURCE_ROOT
+
+
+def test_short_soak_with_crash_and_killed_backends_passes():
+    done = subprocess.run(
+        [sys.executable, str(SOURCE_ROOT / "scripts/soak/soak.py"), "--seconds", "15", "--crashes", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "soak result: PASS" in done.stdout
+    counts = dict(
+        line.strip().rsplit(": ", 1) for line in done.stdout.splitlines() if line.startswith("  ")
+    )
+    assert int(counts["server crashes (immediate stop)"]) == 1
+    assert int(counts["backends terminated"]) > 0
+    assert int(counts["reconcile runs"]) > 0
