@@ -7,10 +7,13 @@ from economy_sync._paths import SOURCE_ROOT
 
 
 def test_short_soak_with_crash_and_killed_backends_passes():
+    soak = SOURCE_ROOT / "scripts/soak/soak.py"
     done = subprocess.run(
-        [sys.executable, str(SOURCE_ROOT / "scripts/soak/soak.py"), "--seconds", "15", "--crashes", "1"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, str(soak), "--seconds", "15", "--crashes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "soak result: PASS" in done.stdout
     counts = dict(
