@@ -253,7 +253,9 @@ AS $$
 DECLARE
     reversal economy.transaction;
 BEGIN
-    -- check_entry validates the reversal; the unique reverses_id settles races.
+    -- check_entry validates the reversal; the unique reverses_id settles races
+    -- (no EXCEPTION block here: a subtransaction per reversal is not worth a
+    -- nicer message for a lost race).
     INSERT INTO economy.transaction AS t (wallet_id, amount, kind, reverses_id, memo)
     SELECT o.wallet_id, -o.amount, o.kind, o.id, coalesce(memo, 'reversal of #' || o.id)
     FROM economy.transaction o
@@ -264,10 +266,6 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     RETURN reversal;
-EXCEPTION
-    WHEN unique_violation THEN
-        RAISE EXCEPTION 'transaction % is already reversed', transaction_id
-            USING ERRCODE = 'unique_violation';
 END;
 $$;
 

@@ -189,9 +189,13 @@ class Writer(threading.Thread):
         op = Operation(key, {wallet: -amount}, "reversal", "", reverses=entry[0])
         # already reversed, when an earlier attempt's outcome was unknown
         refusals = (errors.CheckViolation, errors.QueryCanceled, errors.UniqueViolation)
-        rows = self.call(
-            conn, op, "SELECT id FROM economy.reverse_transaction(%s)", [entry[0]], refusals
-        )
+        try:
+            rows = self.call(
+                conn, op, "SELECT id FROM economy.reverse_transaction(%s)", [entry[0]], refusals
+            )
+        except psycopg.OperationalError:
+            original.reversed = True  # outcome unknown: never again, the end check tells
+            raise
         if rows:
             original.reversed = True
 

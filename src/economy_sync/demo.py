@@ -124,4 +124,7 @@ def bulk_load_without_trigger(conn: psycopg.Connection) -> None:
                 for amount in ("12.34", "0.66", "-3.00"):
                     kind = "prize" if Decimal(amount) > 0 else "fee"
                     copy.write_row((wallet_id, Decimal(amount), kind, "imported"))
+        # the wallet foreign key is checked at commit: check now, so that the
+        # table has no pending trigger events when the trigger is re-enabled
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         conn.execute("ALTER TABLE economy.transaction ENABLE TRIGGER apply_entry")

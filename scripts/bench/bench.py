@@ -1,0 +1,436 @@
+"""Benchmarks: the trigger design against its baselines, measured side by side
+in one run on a throwaway PostgreSQL; writes docs/BENCHMARKS.md.
+
+    .venv/bin/python scripts/bench/bench.py                  # full scale (about 15 min)
+    .venv/bin/python scripts/bench/bench.py --scale smoke    # seconds, to keep it working
+
+Throughput comes from pgbench with custom scripts. These machines are noisy:
+every figure is a median of repeated runs, and every verdict is a ratio to a
+baseline measured in the same run, interleaved with it.
+"""
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from economy_sync import migrate
+from economy_sync._paths import SOURCE_ROOT
+from economy_sync.throwaway import ThrowawayServer
+
+SCALES = {
+    # wallets for throughput; wallets and entries for the drift scan; seconds per run
+    "full": {
+        "wallets": 100_000,
+        "scan_wallets": 1_000_000,
+        "scan_entries": 10_000_000,
+        "seconds": 10,
+        "repeats": 3,
+    },
+    "smoke": {
+        "wallets": 1_000,
+        "scan_wallets": 2_000,
+        "scan_entries": 20_000,
+        "seconds": 2,
+        "repeats": 1,
+    },
+}
+SERVER_SETTINGS = "-c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min"
+CLIENTS = 8
+SYNC_TRIGGER = "apply_entry"
+
+INSERT_ONE = (
+    "\\set w random(1, {wallets})\n"
+    "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (:w, 1.00, 'reward');\n"
+)
+APP_SIDE = (  # what the project replaces: the client syncs the caches itself
+    "\\set w random(1, {wallets})\n"
+    "BEGIN;\n"
+    "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (:w, 1.00, 'reward');\n"
+    "UPDATE economy.wallet SET balance = balance + 1.00 WHERE id = :w;\n"
+    "UPDATE economy.profile SET balance = balance + 1.00,"
+    " lifetime_earnings = lifetime_earnings + 1.00 WHERE user_id = :w;\n"
+    "END;\n"
+)
+INSERT_BULK = (  # 1,000 rows over distinct wallets, in wallet order (the documented lock order)
+    "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+    " SELECT w, 1.00, 'reward' FROM (SELECT DISTINCT 1 + (random() * ({wallets} - 1))::int AS w"
+    " FROM generate_series(1, 1100) LIMIT 1000) s ORDER BY w;\n"
+)
+INSERT_HOT = (
+    "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (1, 1.00, 'reward');\n"
+)
+
+
+@dataclass
+class Row:
+    scenario: str
+    baseline: str
+    unit: str
+    baseline_runs: list[float]
+    candidate_runs: list[float]
+    target: str
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.candidate_runs) / statistics.median(self.baseline_runs)
+
+    def show(self, value: float) -> str:
+        return f"{value:.2f} s" if self.unit == "s" else f"{value:,.0f} {self.unit}"
+
+    def holds(self) -> bool:
+        number = float(re.search(r"[\d.]+", self.target).group())
+        return self.ratio >= number if self.target.startswith("≥") else self.ratio <= number
+
+
+class Bench:
+    def __init__(self, server: ThrowawayServer, scale: dict, workdir: Path):
+        self.server, self.scale, self.workdir = server, scale, workdir
+        self.pgbench = str(Path(server.pg_ctl).with_name("pgbench"))
+        self.conn = psycopg.connect(server.dsn, autocommit=True)
+
+    def sql(self, query: str, params=None):
+        return self.conn.execute(query, params)
+
+    def sync_trigger(self, enabled: bool) -> None:
+        action = "ENABLE" if enabled else "DISABLE"
+        self.sql(f"ALTER TABLE economy.transaction {action} TRIGGER {SYNC_TRIGGER}")
+
+    def pgbench_tps(self, script: str, clients: int) -> float:
+        path = self.workdir / "script.sql"
+        path.write_text(script.format(wallets=self.scale["wallets"]))
+        done = subprocess.run(
+            [
+                self.pgbench,
+                "-n",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-T",
+                str(self.scale["seconds"]),
+                "-f",
+                str(path),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.server.port),
+                "-U",
+                "postgres",
+                self.server.dbname,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+        if failed and int(failed.group(1)):
+            raise RuntimeError(f"pgbench transactions failed:\n{done.stdout}{done.stderr}")
+        return float(re.search(r"tps = ([\d.]+) \(without initial", done.stdout).group(1))
+
+    def interleaved(self, runs: dict) -> dict[str, list[float]]:
+        """Each measurement `repeats` times, interleaved so noise hits all alike."""
+        results = {name: [] for name in runs}
+        for _ in range(self.scale["repeats"]):
+            for name, measure in runs.items():
+                results[name].append(measure())
+        return results
+
+    def tps_with(self, script: str, clients: int, trigger: bool):
+        def measure() -> float:
+            self.sync_trigger(trigger)
+            try:
+                return self.pgbench_tps(script, clients)
+            finally:
+                self.sync_trigger(True)
+
+        return measure
+
+
+def setup_wallets(conn: psycopg.Connection, wallets: int) -> None:
+    """wallet id = user id = 1..wallets, straight into the tables (setup only)."""
+    conn.execute(
+        "INSERT INTO economy.profile (user_id) SELECT g FROM generate_series(1, %s) g", [wallets]
+    )
+    conn.execute(
+        "INSERT INTO economy.wallet (id, user_id) SELECT g, g FROM generate_series(1, %s) g",
+        [wallets],
+    )
+    conn.execute("SELECT setval(pg_get_serial_sequence('economy.wallet', 'id'), %s)", [wallets])
+    conn.execute("VACUUM ANALYZE economy.wallet, economy.profile")
+
+
+def throughput(bench: Bench) -> list[Row]:
+    runs = bench.interleaved(
+        {
+            "bare": bench.tps_with(INSERT_ONE, CLIENTS, trigger=False),
+            "trigger": bench.tps_with(INSERT_ONE, CLIENTS, trigger=True),
+            "app": bench.tps_with(APP_SIDE, CLIENTS, trigger=False),
+            "bulk bare": bench.tps_with(INSERT_BULK, 2, trigger=False),
+            "bulk trigger": bench.tps_with(INSERT_BULK, 2, trigger=True),
+            "hot bare": bench.tps_with(INSERT_HOT, CLIENTS, trigger=False),
+            "hot trigger": bench.tps_with(INSERT_HOT, CLIENTS, trigger=True),
+        }
+    )
+    wallets = f"{bench.scale['wallets']:,} wallets"
+    return [
+        Row(
+            f"single-row INSERT, {CLIENTS} clients, {wallets}",
+            "bare INSERT (sync trigger off)",
+            "rows/s",
+            runs["bare"],
+            runs["trigger"],
+            "≥ 0.8",
+        ),
+        Row(
+            f"single-row INSERT, {CLIENTS} clients, {wallets}",
+            "app-side sync (INSERT + UPDATE wallet + UPDATE profile)",
+            "rows/s",
+            runs["app"],
+            runs["trigger"],
+            "≥ 1.5",
+        ),
+        Row(
+            f"1,000-row INSERT … SELECT, 2 clients, {wallets}",
+            "bare",
+            "rows/s",
+            [t * 1000 for t in runs["bulk bare"]],
+            [t * 1000 for t in runs["bulk trigger"]],
+            "≥ 0.7",
+        ),
+        Row(
+            f"hot wallet: {CLIENTS} clients on one wallet",
+            "bare INSERT on one wallet",
+            "rows/s",
+            runs["hot bare"],
+            runs["hot trigger"],
+            "≥ 0.5",
+        ),
+    ]
+
+
+def load_scan_data(conn: psycopg.Connection, wallets: int, entries: int) -> None:
+    """`entries` ledger rows over wallets 1..N, loaded with the trigger off;
+    then the caches set from the sums."""
+    with conn.transaction():
+        conn.execute(f"ALTER TABLE economy.transaction DISABLE TRIGGER {SYNC_TRIGGER}")
+        conn.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+            " SELECT 1 + g %% %s, 1.25, (ARRAY['prize', 'fee', 'refund'])[1 + g %% 3]"
+            " FROM generate_series(1, %s) g",
+            [wallets, entries],
+        )
+        conn.execute(f"ALTER TABLE economy.transaction ENABLE TRIGGER {SYNC_TRIGGER}")
+        conn.execute(
+            "UPDATE economy.wallet w SET balance = t.balance FROM economy.ledger_totals t"
+            " WHERE t.wallet_id = w.id"
+        )
+        conn.execute(
+            "UPDATE economy.profile p"
+            " SET balance = t.balance, lifetime_earnings = t.lifetime_earnings"
+            " FROM economy.ledger_totals t WHERE t.wallet_id = p.user_id"
+        )
+    conn.execute("VACUUM ANALYZE")
+
+
+BARE_GROUP_BY = "SELECT wallet_id, sum(amount) FROM economy.transaction GROUP BY wallet_id"
+DRIFT_SCAN = "SELECT * FROM economy.balance_drift()"
+
+
+def timed(conn: psycopg.Connection, query: str) -> float:
+    started = time.perf_counter()
+    conn.execute(query).fetchall()
+    return time.perf_counter() - started
+
+
+def drift_scan(bench: Bench) -> tuple[Row, str]:
+    bench.sql("LOAD 'auto_explain'")
+    runs = bench.interleaved(
+        {
+            "bare": lambda: timed(bench.conn, BARE_GROUP_BY),
+            "drift": lambda: timed(bench.conn, DRIFT_SCAN),
+        }
+    )
+    plans = []
+    for query in (BARE_GROUP_BY, DRIFT_SCAN):
+        for setting in (
+            "log_min_duration = 0",
+            "log_analyze = on",
+            "log_buffers = on",
+            "log_nested_statements = on",
+        ):
+            bench.sql(f"SET auto_explain.{setting}")
+        bench.sql("SET client_min_messages = log")
+        notices = []
+
+        def keep(diagnostic, notices=notices):
+            notices.append(diagnostic.message_primary)
+
+        bench.conn.add_notice_handler(keep)
+        bench.sql(query).fetchall()
+        bench.conn.remove_notice_handler(keep)
+        bench.sql("RESET ALL")
+        plans.append(f"-- {query}\n" + "\n\n".join(notices))
+    scale = f"{bench.scale['scan_wallets']:,} wallets, {bench.scale['scan_entries']:,} entries"
+    row = Row(
+        f"drift scan `balance_drift()`, {scale}",
+        "one bare `GROUP BY wallet_id` sum",
+        "s",
+        runs["bare"],
+        runs["drift"],
+        "≤ 1.3",
+        higher_is_better=False,
+    )
+    return row, "\n\n".join(plans)
+
+
+# Runs a command on a pseudo-terminal (so rich draws its progress bar) and
+# prints the command's peak resident memory (KiB) to stderr.
+ON_A_TERMINAL = """
+import pty, resource, sys
+pty.spawn(sys.argv[1:])
+sys.stderr.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+"""
+
+
+def reconcile_memory(bench: Bench) -> tuple[int, bool, float]:
+    """Peak RSS (KiB) of `economy-sync reconcile --apply --all` on a terminal,
+    whether it drew its progress bar, and how long it took."""
+    command = [
+        str(Path(sys.executable).with_name("economy-sync")),
+        "reconcile",
+        "--apply",
+        "--all",
+        "--dsn",
+        bench.server.dsn,
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", ON_A_TERMINAL, *command],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
+    elapsed = time.perf_counter() - started
+    peak = int(done.stderr.strip().splitlines()[-1])
+    return peak, "repairing" in done.stdout, elapsed
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.platform()}"
+
+
+def write_report(
+    path: Path, rows: list[Row], plans: str, memory: tuple, version: str, args
+) -> None:
+    peak, progress, elapsed = memory
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} by `scripts/bench/bench.py --scale {args.scale}`"
+        " (reproduce: `.venv/bin/python scripts/bench/bench.py`, as an unprivileged user;"
+        " it starts its own PostgreSQL).",
+        "",
+        f"- machine: {machine()}",
+        f"- PostgreSQL: {version}; settings: `{SERVER_SETTINGS}`, fsync and synchronous_commit on",
+        f"- each figure: median of {args.repeats} runs of {args.seconds} s,"
+        " the scenarios interleaved;"
+        " the ratio is candidate median / baseline median, measured in the same run",
+        "",
+        "| scenario | baseline | baseline median | economy-sync median | ratio | target | holds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        base, cand = statistics.median(row.baseline_runs), statistics.median(row.candidate_runs)
+        lines.append(
+            f"| {row.scenario} | {row.baseline} | {row.show(base)} | {row.show(cand)} |"
+            f" {row.ratio:.2f}× |"
+            f" {row.target}× | {'yes' if row.holds() else '**no**'} |"
+        )
+    lines.append(
+        f"| `economy-sync reconcile --all`, {args.scan_wallets:,} wallets | — | — |"
+        f" peak RSS {peak / 1024:.0f} MiB, {elapsed:.0f} s,"
+        f" progress bar {'shown' if progress else 'NOT shown'} | — | < 150 MiB, progress shown |"
+        f" {'yes' if peak < 150 * 1024 and progress else '**no**'} |"
+    )
+    lines += ["", "Raw runs:", ""]
+    for row in rows:
+        lines.append(
+            f"- {row.scenario} / {row.baseline}: baseline {row.baseline_runs}, "
+            f"economy-sync {row.candidate_runs}"
+        )
+    lines += [
+        "",
+        "## Plans of the drift scan (EXPLAIN ANALYZE, BUFFERS via auto_explain)",
+        "",
+        "```",
+        plans,
+        "```",
+        "",
+    ]
+    notes = SOURCE_ROOT / "docs" / "BENCHMARKS-notes.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    path.write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=SCALES, default="full")
+    parser.add_argument("--output", type=Path, default=SOURCE_ROOT / "docs" / "BENCHMARKS.md")
+    args = parser.parse_args()
+    scale = SCALES[args.scale]
+    args.repeats, args.seconds, args.scan_wallets = (
+        scale["repeats"],
+        scale["seconds"],
+        scale["scan_wallets"],
+    )
+
+    with ThrowawayServer("bench", SERVER_SETTINGS) as server, tempfile.TemporaryDirectory() as tmp:
+        migrate.upgrade(server.dsn)
+        bench = Bench(server, scale, Path(tmp))
+        version = bench.sql("SHOW server_version").fetchone()[0]
+        print("throughput ...", flush=True)
+        setup_wallets(bench.conn, scale["wallets"])
+        rows = throughput(bench)
+        bench.conn.close()
+
+    with ThrowawayServer("bench", SERVER_SETTINGS) as server, tempfile.TemporaryDirectory() as tmp:
+        migrate.upgrade(server.dsn)
+        bench = Bench(server, scale, Path(tmp))
+        print("drift scan data ...", flush=True)
+        setup_wallets(bench.conn, scale["scan_wallets"])
+        load_scan_data(bench.conn, scale["scan_wallets"], scale["scan_entries"])
+        print("drift scan ...", flush=True)
+        scan_row, plans = drift_scan(bench)
+        rows.append(scan_row)
+        bench.sql("UPDATE economy.wallet SET balance = balance + 1 WHERE id % 100 = 0")
+        print("reconcile memory ...", flush=True)
+        memory = reconcile_memory(bench)
+        bench.conn.close()
+
+    write_report(args.output, rows, plans, memory, version, args)
+    print(args.output.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
