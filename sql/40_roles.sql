@@ -6,20 +6,14 @@
 -- Neither may write the cached columns, change the ledger or own its triggers.
 
 DO $$
+DECLARE
+    role_name text;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'economy_app') THEN
-        CREATE ROLE economy_app NOLOGIN;
-    END IF;
-EXCEPTION
-    WHEN duplicate_object THEN NULL;  -- created meanwhile by another database's install
-END;
-$$;
-
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'economy_operator') THEN
-        CREATE ROLE economy_operator NOLOGIN;
-    END IF;
+    FOREACH role_name IN ARRAY ARRAY['economy_app', 'economy_operator'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', role_name);  -- our constants
+        END IF;
+    END LOOP;
 EXCEPTION
     WHEN duplicate_object THEN NULL;  -- created meanwhile by another database's install
 END;

@@ -66,11 +66,40 @@ def connect(dsn: str, name: str, deadline: float) -> psycopg.Connection | None:
     return None
 
 
-class Writer(threading.Thread):
+class SoakThread(threading.Thread):
+    """Repeats step(conn) until the deadline, reconnecting after a lost
+    connection; any other error is a failure of the soak."""
+
+    def __init__(self, name, dsn, deadline, stats):
+        super().__init__(name=name)
+        self.dsn, self.deadline, self.stats = dsn, deadline, stats
+
+    def more(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    def run(self) -> None:
+        try:
+            conn = connect(self.dsn, self.name, self.deadline)
+            while conn and self.more():
+                try:
+                    self.step(conn)
+                except psycopg.OperationalError:  # killed backend or crashed server
+                    self.stats.count("connections lost")
+                    conn.close()
+                    conn = connect(self.dsn, self.name, self.deadline)
+            if conn:
+                conn.close()
+        except Exception as error:
+            self.stats.fail(f"{self.name} stopped: {error!r}")
+
+    def step(self, conn: psycopg.Connection) -> None:
+        raise NotImplementedError
+
+
+class Writer(SoakThread):
     def __init__(self, number, dsn, wallets, deadline, max_operations, stats, seed):
-        super().__init__(name=f"soak-writer-{number}")
-        self.number, self.dsn, self.wallets = number, dsn, wallets
-        self.deadline, self.max_operations, self.stats = deadline, max_operations, stats
+        super().__init__(f"soak-writer-{number}", dsn, deadline, stats)
+        self.number, self.wallets, self.max_operations = number, wallets, max_operations
         self.rng = random.Random(seed + number)
         self.operations: list[Operation] = []
         self.sequence = 0
@@ -79,23 +108,8 @@ class Writer(threading.Thread):
         self.sequence += 1
         return f"w{self.number}-{self.sequence}"
 
-    def run(self) -> None:
-        try:
-            self.loop()
-        except Exception as error:
-            self.stats.fail(f"{self.name} stopped: {error!r}")
-
-    def loop(self) -> None:
-        conn = connect(self.dsn, self.name, self.deadline)
-        while conn and time.monotonic() < self.deadline and self.sequence < self.max_operations:
-            try:
-                self.one_operation(conn)
-            except psycopg.OperationalError:  # killed backend or crashed server
-                self.stats.count("connections lost")
-                conn.close()
-                conn = connect(self.dsn, self.name, self.deadline)
-        if conn:
-            conn.close()
+    def more(self) -> bool:
+        return super().more() and self.sequence < self.max_operations
 
     def call(
         self,
@@ -127,7 +141,7 @@ class Writer(threading.Thread):
         self.stats.count(f"acknowledged: {operation.kind}")
         return rows
 
-    def one_operation(self, conn) -> None:
+    def step(self, conn) -> None:
         a, b = self.rng.sample(self.wallets, 2)
         amount = Decimal(self.rng.randint(1, 6000)) / 100
         key = self.new_key()
@@ -223,34 +237,17 @@ class Writer(threading.Thread):
             self.stats.fail(f"{op.key}: {copies} entries after an idempotent retry")
 
 
-class Reconciler(threading.Thread):
+class Reconciler(SoakThread):
     """Loops a real reconcile; with the triggers always on, it must never fix anything."""
 
     def __init__(self, dsn, deadline, stats):
-        super().__init__(name="soak-reconciler")
-        self.dsn, self.deadline, self.stats = dsn, deadline, stats
+        super().__init__("soak-reconciler", dsn, deadline, stats)
 
-    def run(self) -> None:
-        try:
-            self.loop()
-        except Exception as error:
-            self.stats.fail(f"{self.name} stopped: {error!r}")
-
-    def loop(self) -> None:
-        conn = connect(self.dsn, self.name, self.deadline)
-        while conn and time.monotonic() < self.deadline:
-            try:
-                fixed = conn.execute(
-                    "SELECT * FROM economy.reconcile_economy(dry_run => false)"
-                ).fetchall()
-                self.stats.count("reconcile runs")
-                if fixed:
-                    self.stats.fail(f"reconcile fixed values the triggers keep: {fixed[:3]}")
-            except psycopg.OperationalError:
-                conn.close()
-                conn = connect(self.dsn, self.name, self.deadline)
-        if conn:
-            conn.close()
+    def step(self, conn) -> None:
+        fixed = conn.execute("SELECT * FROM economy.reconcile_economy(dry_run => false)").fetchall()
+        self.stats.count("reconcile runs")
+        if fixed:
+            self.stats.fail(f"reconcile fixed values the triggers keep: {fixed[:3]}")
 
 
 def inject_faults(server, deadline, crashes, stats, rng) -> None:
