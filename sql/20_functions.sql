@@ -290,24 +290,46 @@ BEGIN
         wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
     END IF;
 
+    -- MATERIALIZED: the ledger is aggregated once, by one process (as the
+    -- inner side of a parallel join, every worker would aggregate it again).
+    -- Disagreeing users are found first; only their rows are unpivoted.
     RETURN QUERY
-    SELECT p.user_id, w.id, f.field, f.cached_value, f.ledger_value
-    FROM economy.profile p
-    LEFT JOIN economy.wallet w ON w.user_id = p.user_id
-    LEFT JOIN (
+    WITH l AS MATERIALIZED (
         SELECT lt.* FROM economy.ledger_totals lt
         WHERE wallet_ids IS NULL OR lt.wallet_id = ANY (wallet_ids)
-    ) l ON l.wallet_id = w.id
+    ),
+
+    disagreeing AS (
+        SELECT
+            p.user_id,
+            w.id AS wallet_id,
+            w.balance AS wallet_balance,
+            p.balance AS profile_balance,
+            p.lifetime_earnings,
+            coalesce(l.balance, 0.00) AS ledger_balance,
+            coalesce(l.lifetime_earnings, 0.00) AS ledger_earnings
+        FROM economy.profile p
+        LEFT JOIN economy.wallet w ON w.user_id = p.user_id
+        LEFT JOIN l ON l.wallet_id = w.id
+        WHERE (balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids))
+            AND (
+                (w.id IS NOT NULL AND w.balance IS DISTINCT FROM coalesce(l.balance, 0.00))
+                OR p.balance IS DISTINCT FROM coalesce(l.balance, 0.00)
+                OR p.lifetime_earnings IS DISTINCT FROM coalesce(l.lifetime_earnings, 0.00)
+            )
+    )
+
+    SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
+    FROM disagreeing d
     CROSS JOIN LATERAL (
         VALUES
-        (1, 'wallet.balance', w.balance, coalesce(l.balance, 0.00)),
-        (2, 'profile.balance', p.balance, coalesce(l.balance, 0.00)),
-        (3, 'profile.lifetime_earnings', p.lifetime_earnings, coalesce(l.lifetime_earnings, 0.00))
+        (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
+        (2, 'profile.balance', d.profile_balance, d.ledger_balance),
+        (3, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
     ) AS f (position, field, cached_value, ledger_value)
-    WHERE (balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids))
-        AND f.cached_value IS DISTINCT FROM f.ledger_value
-        AND NOT (f.field = 'wallet.balance' AND w.id IS NULL)
-    ORDER BY p.user_id, f.position;
+    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
+        AND NOT (f.field = 'wallet.balance' AND d.wallet_id IS NULL)
+    ORDER BY d.user_id, f.position;
 END;
 $$;
 
