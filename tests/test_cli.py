@@ -178,3 +178,19 @@ def test_demo_without_database_runs_on_a_throwaway_server():
     assert result.returncode == 0, result.stdout + result.stderr
     for step in ("Starting a throwaway PostgreSQL", "In sync.", "Stopping the throwaway"):
         assert step in result.stdout
+
+
+# Runs a command on a pseudo-terminal, as a person at a terminal would.
+ON_A_TERMINAL = "import pty, sys; pty.spawn(sys.argv[1:])"
+
+
+def test_progress_bar_on_a_terminal(dsn, drifted):
+    command = [str(EXECUTABLE), "reconcile", "--dsn", dsn]
+    done = subprocess.run(
+        [sys.executable, "-c", ON_A_TERMINAL, *command],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert "checking" in done.stdout and "3/3" in done.stdout

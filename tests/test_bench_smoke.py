@@ -1,0 +1,21 @@
+"""A tiny-scale run of the benchmark harness, to keep it working (no timing asserted)."""
+
+import subprocess
+import sys
+
+from economy_sync._paths import SOURCE_ROOT
+
+
+def test_bench_harness_smoke_run(tmp_path):
+    report = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, str(SOURCE_ROOT / "scripts/bench/bench.py"), "--scale", "smoke",
+         "--output", str(report)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = report.read_text()
+    for scenario in ("single-row INSERT", "app-side sync", "1,000-row INSERT", "hot wallet",
+                     "drift scan", "reconcile --all"):  # fmt: skip
+        assert scenario in text
+    assert "EXPLAIN" in text
