@@ -346,7 +346,7 @@ def write_report(
         "# Benchmarks",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} by `scripts/bench/bench.py --scale {args.scale}`"
-        " (reproduce: `.venv/bin/python scripts/bench/bench.py`, as an unprivileged user;"
+        " (reproduce: `scripts/bench/run`;"
         " it starts its own PostgreSQL).",
         "",
         f"- machine: {machine()}",

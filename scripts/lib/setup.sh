@@ -74,3 +74,11 @@ run_unprivileged() {
     home="$(getent passwd "$UNPRIVILEGED_USER" | cut -d: -f6)"
     runuser -u "$UNPRIVILEGED_USER" -- env HOME="$home" PYTHONDONTWRITEBYTECODE=1 "$@"
 }
+
+# The start of every script here: runnable by the unprivileged user, with what
+# is missing installed. $1: the script's path from the root; then its arguments.
+prepare() {
+    ensure_readable_checkout "$@"
+    ensure_postgresql
+    ensure_venv
+}
