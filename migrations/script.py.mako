@@ -21,8 +21,8 @@ FROZEN = Path(__file__).resolve().parent.parent / "frozen"
 
 def run_frozen(name: str) -> None:
     script = (FROZEN / name).read_text()
-    if op.get_context().as_sql:
-        op.execute(script)
+    if op.get_context().as_sql:  # alembic upgrade --sql: the script verbatim
+        op.get_context().impl.static_output(script)
     else:
         op.get_bind().connection.driver_connection.execute(script)
 

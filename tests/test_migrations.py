@@ -134,3 +134,21 @@ def test_revision_applies_its_frozen_sql(revision):
     source = (migrations_dir() / "versions").glob(f"{revision}*.py")
     text = next(source).read_text()
     assert "frozen" in text and "sql_dir" not in text and "schema_sql" not in text
+
+
+def test_offline_sql_script_installs_the_same_schema(empty_dsn, second_empty_dsn):
+    """`alembic upgrade head --sql` (for review or squawk) emits a script that works."""
+    env = {**os.environ, "DATABASE_URL": libpq_url(empty_dsn)}
+    alembic = Path(os.sys.executable).with_name("alembic")
+    script = subprocess.run(
+        [alembic, "upgrade", "head", "--sql"],
+        cwd=SOURCE_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(script)
+    migrate.upgrade(second_empty_dsn)
+    assert dump_schema(empty_dsn) == dump_schema(second_empty_dsn)
