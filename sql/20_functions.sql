@@ -59,22 +59,22 @@ AS $$
 DECLARE
     owner_id bigint;
     new_balance numeric;
-    limit_below_zero numeric;
+    overdraft numeric;
 BEGIN
     UPDATE economy.wallet w
     SET balance = w.balance + NEW.amount
     WHERE w.id = NEW.wallet_id
     RETURNING w.user_id, w.balance, w.overdraft_limit
-    INTO owner_id, new_balance, limit_below_zero;
+    INTO owner_id, new_balance, overdraft;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'wallet % does not exist', NEW.wallet_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     -- Only debits are refused: a credit to a wallet that is below its limit
     -- (after a repair of bad data) still brings it closer to allowed.
-    IF NEW.amount < 0 AND new_balance < -limit_below_zero THEN
+    IF NEW.amount < 0 AND new_balance < -overdraft THEN
         RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < -%',
-            NEW.wallet_id, new_balance, limit_below_zero
+            NEW.wallet_id, new_balance, overdraft
             USING ERRCODE = 'check_violation';
     END IF;
 

@@ -84,10 +84,14 @@ def test_sync_profile_by_user_id_repairs_wallet_too(conn, wallet):
     assert drift(conn) == []
 
 
-def test_sync_commits_on_a_non_autocommit_connection(connect, wallet, conn):
+@pytest.mark.parametrize("sync", ["by_user", "by_wallet"])
+def test_sync_commits_on_a_non_autocommit_connection(connect, wallet, conn, sync):
     conn.execute("UPDATE economy.wallet SET balance = 0")
     manual = connect(autocommit=False)
-    sync_profile_by_user_id(manual, 1)
+    if sync == "by_user":
+        sync_profile_by_user_id(manual, 1)
+    else:
+        sync_wallet_to_profile(manual, wallet)
     manual.close()
     assert drift(conn) == []
 

@@ -74,7 +74,8 @@ def _wallet_owner(conn: psycopg.Connection, wallet_id: int) -> int:
 def _reconcile_users(
     conn: psycopg.Connection, user_ids: list[int], dry_run: bool
 ) -> list[ReconcileRow]:
-    with conn.transaction(), conn.cursor(row_factory=class_row(ReconcileRow)) as cur:
+    """One reconcile_economy call; the caller holds the transaction."""
+    with conn.cursor(row_factory=class_row(ReconcileRow)) as cur:
         return cur.execute(
             "SELECT * FROM economy.reconcile_economy("
             "dry_run => %(dry_run)s::boolean, user_ids => %(user_ids)s::bigint[])",
@@ -105,13 +106,15 @@ def recompute_lifetime_earnings(conn: psycopg.Connection, wallet_id: int) -> Dec
 
 def sync_profile_by_user_id(conn: psycopg.Connection, user_id: int) -> list[ReconcileRow]:
     """Repair that user's wallet and profile caches from the ledger, as a real
-    reconcile does (locked, logged); returns the fields that changed."""
-    return _reconcile_users(conn, [user_id], dry_run=False)
+    reconcile does (locked, logged), committed with it; returns the fields that changed."""
+    with conn.transaction():
+        return _reconcile_users(conn, [user_id], dry_run=False)
 
 
 def sync_wallet_to_profile(conn: psycopg.Connection, wallet_id: int) -> list[ReconcileRow]:
     """Repair that wallet's caches and its profile's from the ledger; returns what changed."""
-    return sync_profile_by_user_id(conn, _wallet_owner(conn, wallet_id))
+    with conn.transaction():
+        return _reconcile_users(conn, [_wallet_owner(conn, wallet_id)], dry_run=False)
 
 
 def _user_batches(
