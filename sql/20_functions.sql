@@ -269,6 +269,66 @@ BEGIN
 END;
 $$;
 
+-- Step 1 of advancing the checkpoint, in a short transaction of its own:
+-- wait out the inserts in flight (SHARE conflicts with their ROW EXCLUSIVE
+-- lock), then every entry up to max(id) is committed for good, and any later
+-- one will get a larger id from the identity. Records that id as safe.
+CREATE FUNCTION economy.mark_ledger_horizon()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'mark_ledger_horizon needs READ COMMITTED: a snapshot taken after its lock'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    IF (SELECT s.cache_size FROM pg_catalog.pg_sequences s
+        WHERE s.schemaname = 'economy' AND s.sequencename = 'transaction_id_seq') <> 1 THEN
+        RAISE EXCEPTION 'the ledger id sequence caches values: ids would not grow in commit order'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    LOCK TABLE economy.transaction IN SHARE MODE;
+    -- a new statement, so a snapshot taken after the lock
+    SELECT coalesce(max(t.id), 0) INTO horizon FROM economy.transaction t;
+    UPDATE economy.ledger_horizon h SET safe_up_to = greatest(h.safe_up_to, horizon);
+    RETURN horizon;
+END;
+$$;
+
+-- Step 2, in its own transaction: fold the entries up to the safe horizon
+-- into the checkpoint. Concurrent calls queue on the horizon row.
+CREATE FUNCTION economy.advance_ledger_checkpoint()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    done bigint;
+    target bigint;
+BEGIN
+    SELECT h.checkpointed_up_to, h.safe_up_to INTO done, target
+    FROM economy.ledger_horizon h
+    FOR UPDATE;
+    IF target > done THEN
+        INSERT INTO economy.ledger_checkpoint AS c (wallet_id, balance, lifetime_earnings)
+        SELECT e.wallet_id, sum(e.balance), sum(e.lifetime_earnings)
+        FROM economy.ledger_entry_effects e
+        WHERE e.id > done AND e.id <= target
+        GROUP BY e.wallet_id
+        ON CONFLICT (wallet_id) DO UPDATE
+        SET balance = c.balance + excluded.balance,
+            lifetime_earnings = c.lifetime_earnings + excluded.lifetime_earnings;
+        UPDATE economy.ledger_horizon h SET checkpointed_up_to = target;
+    END IF;
+    RETURN target;
+END;
+$$;
+
 -- One row per cached field that disagrees with the ledger. Reads one snapshot
 -- and takes no locks: a cache and its ledger rows commit together, so a
 -- single snapshot sees both or neither.

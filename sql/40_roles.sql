@@ -35,5 +35,8 @@ economy.reverse_transaction(bigint, text),
 economy.balance_drift(bigint[])
 TO economy_app;
 
-GRANT EXECUTE ON FUNCTION economy.reconcile_economy(boolean, bigint[], integer)
+GRANT EXECUTE ON FUNCTION
+economy.reconcile_economy(boolean, bigint[], integer),
+economy.mark_ledger_horizon(),
+economy.advance_ledger_checkpoint()
 TO economy_operator;

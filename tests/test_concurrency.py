@@ -162,8 +162,11 @@ def random_writer(wallets, operations, seed):
 
 
 def reconcile_loop(dsn, stop, repairs):
+    """Real reconcile runs, the ledger checkpoint advanced before each."""
     with psycopg.connect(dsn, autocommit=True) as c:
         while not stop.is_set():
+            c.execute("SELECT economy.mark_ledger_horizon()")
+            c.execute("SELECT economy.advance_ledger_checkpoint()")
             repairs.extend(c.execute("SELECT * FROM economy.reconcile_economy(dry_run => false)"))
 
 

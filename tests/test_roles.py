@@ -68,9 +68,22 @@ def test_role_cannot_bypass_the_ledger(as_role, conn, role, statement):
     assert balances(conn, 1) == (Decimal("10.00"), Decimal("10.00"), Decimal("10.00"))
 
 
-def test_app_cannot_reconcile(app):
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT * FROM economy.reconcile_economy(dry_run => false)",
+        "SELECT economy.mark_ledger_horizon()",
+        "SELECT economy.advance_ledger_checkpoint()",
+    ],
+)
+def test_app_cannot_reconcile_or_checkpoint(app, call):
     with pytest.raises(errors.InsufficientPrivilege):
-        app.execute("SELECT * FROM economy.reconcile_economy(dry_run => false)")
+        app.execute(call)
+
+
+def test_operator_can_advance_the_checkpoint(operator):
+    operator.execute("SELECT economy.mark_ledger_horizon()")
+    operator.execute("SELECT economy.advance_ledger_checkpoint()")
 
 
 def test_operator_can_reconcile(operator, conn):

@@ -144,6 +144,21 @@ def _user_batches(
         after = batch[-1]
 
 
+def advance_checkpoint(conn: psycopg.Connection, lock_timeout: str = "2s") -> int | None:
+    """Fold the committed ledger into economy.ledger_checkpoint, so that drift
+    checks sum only newer entries; returns the ledger id now covered, or None
+    when in-flight inserts held the ledger past lock_timeout (try later).
+    Two short transactions: the first briefly blocks new inserts."""
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+            conn.execute("SELECT economy.mark_ledger_horizon()")
+    except errors.LockNotAvailable:
+        return None
+    with conn.transaction():
+        return conn.execute("SELECT economy.advance_ledger_checkpoint()").fetchone()[0]
+
+
 def count_users(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM economy.profile").fetchone()[0]
 
@@ -160,8 +175,9 @@ def reconcile(
 ) -> ReconcileSummary:
     """Reconcile the users (all, or user_ids) batch_size at a time, each batch
     its own transaction, so no lock is held long and an interrupted run can
-    simply be run again. limit caps the users examined. progress, if given, is
-    called with the number of users each batch examined."""
+    simply be run again. A real run first advances the ledger checkpoint.
+    limit caps the users examined. progress, if given, is called with the
+    number of users each batch examined."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if limit is not None and limit < 0:
@@ -169,6 +185,8 @@ def reconcile(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
     summary = ReconcileSummary(dry_run=dry_run)
+    if not dry_run:  # a dry run writes nothing, not even the checkpoint
+        advance_checkpoint(conn)
     for batch in _user_batches(conn, user_ids, batch_size):
         if limit is not None:
             batch = batch[: limit - summary.processed]
