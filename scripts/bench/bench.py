@@ -221,8 +221,8 @@ def throughput(bench: Bench) -> list[Row]:
 
 def load_scan_data(conn: psycopg.Connection, wallets: int, entries: int) -> None:
     """`entries` ledger rows over wallets 1..N, loaded with every trigger off
-    (session_replication_role = replica: no sync, no foreign key checks); then
-    the caches set from the sums."""
+    (session_replication_role = replica: no sync, no foreign key checks), the
+    caches set from the sums, the ledger checkpointed, then 1 % more entries."""
     with conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute(
@@ -240,6 +240,16 @@ def load_scan_data(conn: psycopg.Connection, wallets: int, entries: int) -> None
             " SET balance = t.balance, lifetime_earnings = t.lifetime_earnings"
             " FROM economy.ledger_totals t WHERE t.wallet_id = p.user_id"
         )
+    # what a real reconcile does first: checkpoint the committed ledger ...
+    conn.execute("SELECT economy.mark_ledger_horizon()")
+    conn.execute("SELECT economy.advance_ledger_checkpoint()")
+    # ... then 1 % more entries arrive, synced as usual, in wallet order
+    conn.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+        " SELECT 1 + (random() * (%s - 1))::int AS w, 2.00, 'reward'"
+        " FROM generate_series(1, %s) ORDER BY w",
+        [wallets, entries // 100],
+    )
     conn.execute("VACUUM ANALYZE")
 
 
