@@ -489,13 +489,34 @@ BEGIN
         wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
     END IF;
 
-    -- MATERIALIZED: the ledger is aggregated once, by one process (as the
-    -- inner side of a parallel join, every worker would aggregate it again).
-    -- Disagreeing users are found first; only their rows are unpivoted.
+    -- The ledger's totals as economy.ledger_totals defines them, in a shape
+    -- that plans well both for all users and for a batch of them: the
+    -- checkpoint joined by key, the entries after it aggregated once
+    -- (MATERIALIZED: as the inner side of a parallel join, every worker would
+    -- aggregate them again). Disagreeing users are found first; only their
+    -- rows are unpivoted.
     RETURN QUERY
-    WITH l AS MATERIALIZED (
-        SELECT lt.* FROM economy.ledger_totals lt
-        WHERE wallet_ids IS NULL OR lt.wallet_id = ANY (wallet_ids)
+    WITH recent AS MATERIALIZED (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
+        GROUP BY e.wallet_id
+    ),
+
+    l AS (
+        SELECT
+            w.id AS wallet_id,
+            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS balance,
+            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
+            AS lifetime_earnings
+        FROM economy.wallet w
+        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
+        LEFT JOIN recent r ON r.wallet_id = w.id
+        WHERE wallet_ids IS NULL OR w.id = ANY (wallet_ids)
     ),
 
     disagreeing AS (
