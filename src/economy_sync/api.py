@@ -8,7 +8,8 @@ connection, returning plain typed values (Decimal for money).
     Decimal('125.00')
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -16,7 +17,6 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
 
-BALANCE_FIELDS = ("wallet.balance", "profile.balance")
 EARNINGS_FIELD = "profile.lifetime_earnings"
 # Errors after which a reconcile batch is skipped (and counted) rather than the
 # whole run stopped: re-running later is safe.
@@ -69,6 +69,14 @@ def _wallet_owner(conn: psycopg.Connection, wallet_id: int) -> int:
     if row is None:
         raise WalletNotFound(f"wallet {wallet_id} does not exist")
     return row[0]
+
+
+@contextmanager
+def _transaction(conn: psycopg.Connection, lock_timeout: str) -> Iterator[None]:
+    """A transaction whose lock waits give up after lock_timeout."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+        yield
 
 
 def _reconcile_users(
@@ -150,8 +158,7 @@ def advance_checkpoint(conn: psycopg.Connection, lock_timeout: str = "2s") -> in
     when in-flight inserts held the ledger past lock_timeout (try later).
     Two short transactions: the first briefly blocks new inserts."""
     try:
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+        with _transaction(conn, lock_timeout):
             conn.execute("SELECT economy.mark_ledger_horizon()")
     except errors.LockNotAvailable:
         return None
@@ -175,7 +182,8 @@ def reconcile(
 ) -> ReconcileSummary:
     """Reconcile the users (all, or user_ids) batch_size at a time, each batch
     its own transaction, so no lock is held long and an interrupted run can
-    simply be run again. A real run first advances the ledger checkpoint.
+    simply be run again. A real run over all users first advances the
+    ledger checkpoint.
     limit caps the users examined. progress, if given, is called with the
     number of users each batch examined."""
     if batch_size < 1:
@@ -185,7 +193,8 @@ def reconcile(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
     summary = ReconcileSummary(dry_run=dry_run)
-    if not dry_run:  # a dry run writes nothing, not even the checkpoint
+    # The checkpoint speeds up scans of everyone; a dry run writes nothing.
+    if not dry_run and user_ids is None:
         advance_checkpoint(conn)
     for batch in _user_batches(conn, user_ids, batch_size):
         if limit is not None:
@@ -193,8 +202,7 @@ def reconcile(
             if not batch:
                 break
         try:
-            with conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+            with _transaction(conn, lock_timeout):
                 rows = _reconcile_users(conn, batch, dry_run)
         except RETRYABLE_ERRORS:
             summary.errors += 1
