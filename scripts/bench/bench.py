@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +80,7 @@ class Row:
     unit: str
     baseline_runs: list[float]
     candidate_runs: list[float]
-    target: str
-    higher_is_better: bool = True
+    target: str  # "≥ 0.8" or "≤ 1.3": which way is better comes from here
 
     @property
     def ratio(self) -> float:
@@ -155,6 +156,19 @@ class Bench:
                 self.sync_trigger(True)
 
         return measure
+
+
+@contextmanager
+def fresh_bench(scale: dict, wallets: int) -> Iterator[Bench]:
+    """A new throwaway server with the schema and `wallets` wallets."""
+    with ThrowawayServer("bench", SERVER_SETTINGS) as server, tempfile.TemporaryDirectory() as tmp:
+        migrate.upgrade(server.dsn)
+        bench = Bench(server, scale, Path(tmp))
+        try:
+            setup_wallets(bench.conn, wallets)
+            yield bench
+        finally:
+            bench.conn.close()
 
 
 def setup_wallets(conn: psycopg.Connection, wallets: int) -> None:
@@ -299,7 +313,6 @@ def drift_scan(bench: Bench) -> tuple[Row, str]:
         runs["bare"],
         runs["drift"],
         "≤ 1.3",
-        higher_is_better=False,
     )
     return row, "\n\n".join(plans)
 
@@ -414,20 +427,13 @@ def main() -> int:
         scale["scan_wallets"],
     )
 
-    with ThrowawayServer("bench", SERVER_SETTINGS) as server, tempfile.TemporaryDirectory() as tmp:
-        migrate.upgrade(server.dsn)
-        bench = Bench(server, scale, Path(tmp))
+    with fresh_bench(scale, scale["wallets"]) as bench:
         version = bench.sql("SHOW server_version").fetchone()[0]
         print("throughput ...", flush=True)
-        setup_wallets(bench.conn, scale["wallets"])
         rows = throughput(bench)
-        bench.conn.close()
 
-    with ThrowawayServer("bench", SERVER_SETTINGS) as server, tempfile.TemporaryDirectory() as tmp:
-        migrate.upgrade(server.dsn)
-        bench = Bench(server, scale, Path(tmp))
+    with fresh_bench(scale, scale["scan_wallets"]) as bench:
         print("drift scan data ...", flush=True)
-        setup_wallets(bench.conn, scale["scan_wallets"])
         load_scan_data(bench.conn, scale["scan_wallets"], scale["scan_entries"])
         print("drift scan ...", flush=True)
         scan_row, plans = drift_scan(bench)
@@ -435,7 +441,6 @@ def main() -> int:
         bench.sql("UPDATE economy.wallet SET balance = balance + 1 WHERE id % 100 = 0")
         print("reconcile memory ...", flush=True)
         memory = reconcile_memory(bench)
-        bench.conn.close()
 
     write_report(args.output, rows, plans, memory, version, args)
     print(args.output.read_text())
