@@ -354,8 +354,8 @@ BEGIN
     -- that plans well both for all users and for a batch of them: the
     -- checkpoint joined by key, the entries after it aggregated once
     -- (MATERIALIZED: as the inner side of a parallel join, every worker would
-    -- aggregate them again). Disagreeing users are found first; only their
-    -- rows are unpivoted.
+    -- aggregate them again). Users whose caches all agree are dropped before
+    -- the unpivot into one row per field.
     RETURN QUERY
     WITH recent AS MATERIALIZED (
         SELECT
@@ -368,47 +368,37 @@ BEGIN
         GROUP BY e.wallet_id
     ),
 
-    l AS (
-        SELECT
-            w.id AS wallet_id,
-            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS balance,
-            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
-            AS lifetime_earnings
-        FROM economy.wallet w
-        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
-        LEFT JOIN recent r ON r.wallet_id = w.id
-        WHERE wallet_ids IS NULL OR w.id = ANY (wallet_ids)
-    ),
-
-    disagreeing AS (
+    compared AS (
         SELECT
             p.user_id,
             w.id AS wallet_id,
             w.balance AS wallet_balance,
             p.balance AS profile_balance,
             p.lifetime_earnings,
-            coalesce(l.balance, 0.00) AS ledger_balance,
-            coalesce(l.lifetime_earnings, 0.00) AS ledger_earnings
+            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
+            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
+            AS ledger_earnings
         FROM economy.profile p
         LEFT JOIN economy.wallet w ON w.user_id = p.user_id
-        LEFT JOIN l ON l.wallet_id = w.id
-        WHERE (balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids))
-            AND (
-                (w.id IS NOT NULL AND w.balance IS DISTINCT FROM coalesce(l.balance, 0.00))
-                OR p.balance IS DISTINCT FROM coalesce(l.balance, 0.00)
-                OR p.lifetime_earnings IS DISTINCT FROM coalesce(l.lifetime_earnings, 0.00)
-            )
+        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
+        LEFT JOIN recent r ON r.wallet_id = w.id
+        WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
     )
 
     SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
-    FROM disagreeing d
+    FROM compared d
     CROSS JOIN LATERAL (
         VALUES
         (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
         (2, 'profile.balance', d.profile_balance, d.ledger_balance),
         (3, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
     ) AS f (position, field, cached_value, ledger_value)
-    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
+    WHERE (
+        (d.wallet_id IS NOT NULL AND d.wallet_balance IS DISTINCT FROM d.ledger_balance)
+        OR d.profile_balance IS DISTINCT FROM d.ledger_balance
+        OR d.lifetime_earnings IS DISTINCT FROM d.ledger_earnings
+    )
+        AND f.cached_value IS DISTINCT FROM f.ledger_value
         AND NOT (f.field = 'wallet.balance' AND d.wallet_id IS NULL)
     ORDER BY d.user_id, f.position;
 END;
