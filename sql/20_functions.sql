@@ -4,52 +4,76 @@
 -- deadlocking. SECURITY DEFINER functions pin search_path and name every object
 -- with its schema.
 
--- Trigger function, BEFORE INSERT on the ledger (only for rows that need it):
--- stores amounts with exactly 2 decimals when that changes no value, and
--- checks that a reversal is the exact negation of an entry not yet reversed.
-CREATE FUNCTION economy.check_entry()
-RETURNS trigger
+-- Raises with the reason an entry could not be applied to its wallet: an
+-- unknown wallet, or an id at or below the safe horizon, which only an id
+-- chosen by the writer can be (the checkpoint and drift checks rely on it).
+CREATE FUNCTION economy.refuse_unapplied_entry(entry economy.transaction)
+RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM economy.wallet w WHERE w.id = entry.wallet_id) THEN
+        RAISE EXCEPTION 'wallet % does not exist', entry.wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RAISE EXCEPTION 'ledger id % is at or below the safe horizon: ids are the database''s',
+        entry.id
+        USING ERRCODE = 'check_violation',
+        HINT = 'leave id out of the INSERT (no OVERRIDING SYSTEM VALUE)';
+END;
+$$;
+
+-- A reversal, before it is applied: locks the wallet of the entry it reverses
+-- (both wallets, in id order, for a leg of a transfer, whose other leg is
+-- reversed with it), then checks under that lock, where a concurrent reversal
+-- has either committed or not started, that the entry exists, is no reversal,
+-- is not reversed yet, and that this is its exact negation.
+CREATE FUNCTION economy.check_reversal(reversal economy.transaction)
+RETURNS void
+LANGUAGE plpgsql
 AS $$
 DECLARE
     original economy.transaction;
 BEGIN
-    IF min_scale(NEW.amount) <= 2 THEN
-        NEW.amount := round(NEW.amount, 2);
+    SELECT * INTO original FROM economy.transaction t WHERE t.id = reversal.reverses_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'transaction % does not exist', reversal.reverses_id
+            USING ERRCODE = 'foreign_key_violation';
     END IF;
-
-    IF NEW.reverses_id IS NOT NULL THEN
-        SELECT * INTO original FROM economy.transaction t WHERE t.id = NEW.reverses_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'transaction % does not exist', NEW.reverses_id
-                USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        IF original.reverses_id IS NOT NULL THEN
-            RAISE EXCEPTION 'transaction % is a reversal and cannot be reversed', original.id
-                USING ERRCODE = 'check_violation';
-        END IF;
-        IF EXISTS (SELECT FROM economy.transaction t WHERE t.reverses_id = original.id) THEN
-            RAISE EXCEPTION 'transaction % is already reversed', original.id
-                USING ERRCODE = 'unique_violation';
-        END IF;
-        IF NEW.wallet_id <> original.wallet_id
-            OR NEW.kind <> original.kind
-            OR NEW.amount <> -original.amount THEN
-            RAISE EXCEPTION 'a reversal of transaction % must have its wallet and kind and amount %',
-                original.id, -original.amount
-                USING ERRCODE = 'check_violation';
-        END IF;
+    PERFORM FROM economy.wallet w
+    WHERE w.id = original.wallet_id
+        OR w.id IN (
+            SELECT leg.wallet_id FROM economy.transaction leg
+            WHERE leg.id = original.transfer_debit_id OR leg.transfer_debit_id = original.id
+        )
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    IF original.reverses_id IS NOT NULL THEN
+        RAISE EXCEPTION 'transaction % is a reversal and cannot be reversed', original.id
+            USING ERRCODE = 'check_violation';
     END IF;
-    RETURN NEW;
+    IF EXISTS (SELECT FROM economy.transaction t WHERE t.reverses_id = original.id) THEN
+        RAISE EXCEPTION 'transaction % is already reversed', original.id
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    IF reversal.wallet_id <> original.wallet_id
+        OR reversal.kind <> original.kind
+        OR reversal.amount <> -original.amount THEN
+        RAISE EXCEPTION 'a reversal of transaction % must have its wallet and kind and amount %',
+            original.id, -original.amount
+            USING ERRCODE = 'check_violation';
+    END IF;
 END;
 $$;
 
--- Trigger function, AFTER INSERT on the ledger, for each row: applies the entry
--- to the cached balances in the same transaction. An AFTER trigger, so that a
--- row skipped by INSERT ... ON CONFLICT DO NOTHING is never applied. Its UPDATE
--- takes the wallet row lock that reconcile_economy also takes.
+-- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
+-- entry and applies it to the cached balances in the same transaction.
+-- Its UPDATE takes the wallet row lock that every writer of the wallet, and
+-- reconcile_economy, queue on. Under that lock an idempotency key already
+-- used is seen for sure: such a row is about to be skipped by ON CONFLICT DO
+-- NOTHING (or refused as a duplicate), so its amount is taken back.
+-- BEFORE rather than AFTER: the foreign key's check, at the end of the
+-- statement, then finds the wallet row already locked by this transaction.
 CREATE FUNCTION economy.apply_entry()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -61,14 +85,35 @@ DECLARE
     new_balance numeric;
     overdraft numeric;
 BEGIN
+    IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
+        OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
+        RETURN NEW;  -- refused by the table's NOT NULL and CHECK constraints
+    END IF;
+    -- exactly 2 decimals when that changes no value; the CHECKs refuse the rest
+    IF scale(NEW.amount) <> 2 AND min_scale(NEW.amount) <= 2 THEN
+        NEW.amount := round(NEW.amount, 2);
+    END IF;
+    IF NEW.reverses_id IS NOT NULL THEN
+        PERFORM economy.check_reversal(NEW);
+    END IF;
+
     UPDATE economy.wallet w
     SET balance = w.balance + NEW.amount
     WHERE w.id = NEW.wallet_id
+        -- the safe horizon: no entry at or below it may commit any more
+        AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
     RETURNING w.user_id, w.balance, w.overdraft_limit
     INTO owner_id, new_balance, overdraft;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'wallet % does not exist', NEW.wallet_id
-            USING ERRCODE = 'foreign_key_violation';
+        PERFORM economy.refuse_unapplied_entry(NEW);
+    END IF;
+
+    IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+        SELECT FROM economy.transaction t
+        WHERE t.wallet_id = NEW.wallet_id AND t.idempotency_key = NEW.idempotency_key
+    ) THEN
+        UPDATE economy.wallet w SET balance = w.balance - NEW.amount WHERE w.id = NEW.wallet_id;
+        RETURN NEW;
     END IF;
     -- Only debits are refused: a credit to a wallet that is below its limit
     -- (after a repair of bad data) still brings it closer to allowed.
@@ -87,6 +132,35 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown transaction kind %', NEW.kind
             USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- Trigger function, AFTER INSERT of a reversal: the legs of a transfer are
+-- reversed together, so no reversal creates or destroys money. Reversing one
+-- leg inserts the reversal of the other (whose own run of this trigger then
+-- finds nothing left to do), in the same transaction, under the wallet locks
+-- check_reversal took for both.
+CREATE FUNCTION economy.reverse_transfer_leg()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other_leg_id bigint;
+BEGIN
+    SELECT coalesce(o.transfer_debit_id, credit.id) INTO other_leg_id
+    FROM economy.transaction o
+    LEFT JOIN economy.transaction credit ON credit.transfer_debit_id = o.id
+    WHERE o.id = NEW.reverses_id;
+    IF other_leg_id IS NOT NULL
+        AND NOT EXISTS (SELECT FROM economy.transaction r WHERE r.reverses_id = other_leg_id) THEN
+        INSERT INTO economy.transaction (wallet_id, amount, kind, reverses_id, memo)
+        SELECT o.wallet_id, -o.amount, o.kind, o.id, NEW.memo
+        FROM economy.transaction o
+        WHERE o.id = other_leg_id;
     END IF;
     RETURN NULL;
 END;
@@ -116,14 +190,20 @@ BEGIN
     IF open_wallet.user_id IS NULL THEN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = 'not_null_violation';
     END IF;
-    IF min_scale(open_wallet.overdraft_limit) > 2 THEN
-        RAISE EXCEPTION 'overdraft_limit % has more than 2 decimal places', open_wallet.overdraft_limit
+    IF open_wallet.overdraft_limit IS NULL THEN
+        RAISE EXCEPTION 'overdraft_limit must not be null' USING ERRCODE = 'not_null_violation';
+    END IF;
+    -- NaN is above every number, so BETWEEN also refuses it (and infinities)
+    IF NOT open_wallet.overdraft_limit BETWEEN 0 AND 999999999999999.99
+        OR scale(open_wallet.overdraft_limit) > 2 THEN
+        RAISE EXCEPTION 'overdraft_limit must be from 0 to 999999999999999.99 with at most'
+            ' 2 decimal places, got %', open_wallet.overdraft_limit
             USING ERRCODE = 'check_violation';
     END IF;
     INSERT INTO economy.profile (user_id) VALUES (open_wallet.user_id)
     ON CONFLICT DO NOTHING;
     INSERT INTO economy.wallet (user_id, overdraft_limit)
-    VALUES (open_wallet.user_id, open_wallet.overdraft_limit)
+    VALUES (open_wallet.user_id, round(open_wallet.overdraft_limit, 2))
     ON CONFLICT (user_id) DO NOTHING
     RETURNING id INTO new_wallet_id;
     IF new_wallet_id IS NULL THEN
@@ -211,7 +291,11 @@ BEGIN
         RAISE EXCEPTION 'transfer amount must be positive, got %', amount
             USING ERRCODE = 'check_violation';
     END IF;
-    -- Both wallets in id order: opposite transfers queue instead of deadlocking.
+    -- The ledger's lock first, as an INSERT takes it before its trigger locks
+    -- a wallet: holding a wallet while queueing for the ledger behind
+    -- mark_ledger_horizon() would make a cycle. Then both wallets in id
+    -- order: opposite transfers queue instead of deadlocking.
+    LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
     PERFORM FROM economy.wallet w
     WHERE w.id IN (from_wallet_id, to_wallet_id)
     ORDER BY w.id
@@ -235,8 +319,10 @@ BEGIN
     INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo)
     VALUES (from_wallet_id, -amount, 'transfer', idempotency_key, memo)
     RETURNING t.* INTO debit;
-    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo)
-    VALUES (to_wallet_id, amount, 'transfer', idempotency_key, memo)
+    INSERT INTO economy.transaction AS t (
+        wallet_id, amount, kind, idempotency_key, memo, transfer_debit_id
+    )
+    VALUES (to_wallet_id, amount, 'transfer', idempotency_key, memo, debit.id)
     RETURNING t.* INTO credit;
     RETURN NEXT debit;
     RETURN NEXT credit;
@@ -253,9 +339,8 @@ AS $$
 DECLARE
     reversal economy.transaction;
 BEGIN
-    -- check_entry validates the reversal; the unique reverses_id settles races
-    -- (no EXCEPTION block here: a subtransaction per reversal is not worth a
-    -- nicer message for a lost race).
+    -- check_reversal validates it under the wallet lock; a transfer's other
+    -- leg is reversed with it by the reverse_transfer_leg trigger.
     INSERT INTO economy.transaction AS t (wallet_id, amount, kind, reverses_id, memo)
     SELECT o.wallet_id, -o.amount, o.kind, o.id, coalesce(memo, 'reversal of #' || o.id)
     FROM economy.transaction o
@@ -271,13 +356,17 @@ $$;
 
 -- Step 1 of advancing the checkpoint, in a short transaction of its own:
 -- wait out the inserts in flight (SHARE conflicts with their ROW EXCLUSIVE
--- lock), then every entry up to max(id) is committed for good, and any later
--- one will get a larger id from the identity. Records that id as safe.
+-- lock), then every id the identity has handed out belongs to an entry that
+-- has committed or never will, and any later entry gets a larger id (an
+-- entry with a chosen id is refused by apply_entry at or below the horizon).
+-- Records that id as safe. Waits at most lock_timeout for the lock: new
+-- inserts queue behind the wait.
 CREATE FUNCTION economy.mark_ledger_horizon()
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
 AS $$
 DECLARE
     horizon bigint;
@@ -291,9 +380,15 @@ BEGIN
         RAISE EXCEPTION 'the ledger id sequence caches values: ids would not grow in commit order'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    LOCK TABLE economy.transaction IN SHARE MODE;
-    -- a new statement, so a snapshot taken after the lock
-    SELECT coalesce(max(t.id), 0) INTO horizon FROM economy.transaction t;
+    BEGIN
+        LOCK TABLE economy.transaction IN SHARE MODE;
+    EXCEPTION
+        WHEN lock_not_available THEN
+            RAISE EXCEPTION 'mark_ledger_horizon: inserts in flight held the ledger for over %:'
+                ' the checkpoint was not advanced; try again', current_setting('lock_timeout')
+                USING ERRCODE = 'lock_not_available';
+    END;
+    horizon := coalesce(pg_sequence_last_value('economy.transaction_id_seq'), 0);
     UPDATE economy.ledger_horizon h SET safe_up_to = greatest(h.safe_up_to, horizon);
     RETURN horizon;
 END;
@@ -326,6 +421,51 @@ BEGIN
         UPDATE economy.ledger_horizon h SET checkpointed_up_to = target;
     END IF;
     RETURN target;
+END;
+$$;
+
+-- The occasional full audit of the checkpoint itself: one row per wallet and
+-- figure where it differs from a full sum of the entries it covers. Reads the
+-- whole ledger, in one snapshot.
+CREATE FUNCTION economy.audit_ledger_checkpoint()
+RETURNS TABLE (wallet_id bigint, field text, checkpoint_value numeric, ledger_value numeric)
+LANGUAGE sql
+STABLE
+AS $$
+    WITH covered AS (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id <= (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+        GROUP BY e.wallet_id
+    )
+
+    SELECT coalesce(c.wallet_id, s.wallet_id), f.field, f.checkpoint_value, f.ledger_value
+    FROM economy.ledger_checkpoint c
+    FULL JOIN covered s ON s.wallet_id = c.wallet_id
+    CROSS JOIN LATERAL (
+        VALUES
+        ('balance', coalesce(c.balance, 0.00), coalesce(s.balance, 0.00)),
+        ('lifetime_earnings', coalesce(c.lifetime_earnings, 0.00), coalesce(s.lifetime_earnings, 0.00))
+    ) AS f (field, checkpoint_value, ledger_value)
+    WHERE f.checkpoint_value <> f.ledger_value
+    ORDER BY 1, 2;
+$$;
+
+-- Empties the checkpoint (after a failed audit): drift checks then sum the
+-- whole ledger until the next advance_ledger_checkpoint() rebuilds it.
+CREATE FUNCTION economy.reset_ledger_checkpoint()
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM economy.ledger_horizon h FOR UPDATE;
+    DELETE FROM economy.ledger_checkpoint;
+    UPDATE economy.ledger_horizon h SET checkpointed_up_to = 0;
 END;
 $$;
 
@@ -408,11 +548,13 @@ $$;
 -- and profiles (writers' lock order), measures again with a snapshot taken
 -- after the locks, so every committed entry is both in the sum and in the
 -- cache it overwrites, and no in-flight entry is in either; then sets each
--- cache to its ledger value and logs the fix.
+-- cache to its ledger value and logs the fix, under run_id (one per call
+-- unless given: a run of many batches passes its own).
 CREATE FUNCTION economy.reconcile_economy(
     dry_run boolean DEFAULT true,
     user_ids bigint[] DEFAULT NULL,
-    max_wallets integer DEFAULT NULL
+    max_wallets integer DEFAULT NULL,
+    run_id uuid DEFAULT NULL
 )
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
@@ -425,7 +567,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     drifted_users bigint[];
-    this_run_id uuid := gen_random_uuid();
+    this_run_id uuid := coalesce(reconcile_economy.run_id, gen_random_uuid());
 BEGIN
     IF dry_run IS NULL THEN
         RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'not_null_violation';

@@ -1,15 +1,15 @@
 -- economy-sync: triggers on the ledger.
 
-CREATE TRIGGER check_entry
+CREATE TRIGGER apply_entry
 BEFORE INSERT ON economy.transaction
 FOR EACH ROW
-WHEN (scale(NEW.amount) <> 2 OR NEW.reverses_id IS NOT NULL)
-EXECUTE FUNCTION economy.check_entry();
+EXECUTE FUNCTION economy.apply_entry();
 
-CREATE TRIGGER apply_entry
+CREATE TRIGGER reverse_transfer_leg
 AFTER INSERT ON economy.transaction
 FOR EACH ROW
-EXECUTE FUNCTION economy.apply_entry();
+WHEN (NEW.reverses_id IS NOT NULL)
+EXECUTE FUNCTION economy.reverse_transfer_leg();
 
 CREATE TRIGGER refuse_ledger_change
 BEFORE UPDATE OR DELETE OR TRUNCATE ON economy.transaction

@@ -26,17 +26,22 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
 GRANT USAGE ON SCHEMA economy TO economy_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA economy TO economy_app;
 -- Plain INSERTs are allowed: the triggers sync them like any other entry.
-GRANT INSERT ON economy.transaction TO economy_app;
+-- Not of id and created_at, which are the database's (OVERRIDING SYSTEM VALUE
+-- needs INSERT on id), nor of transfer_debit_id, which only transfer() sets.
+GRANT INSERT (wallet_id, amount, kind, idempotency_key, reverses_id, memo)
+ON economy.transaction TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.open_wallet(bigint, numeric),
 economy.post_transaction(bigint, numeric, text, text, text),
 economy.transfer(bigint, bigint, numeric, text, text),
 economy.reverse_transaction(bigint, text),
-economy.balance_drift(bigint[])
+economy.balance_drift(bigint[]),
+economy.audit_ledger_checkpoint()
 TO economy_app;
 
 GRANT EXECUTE ON FUNCTION
-economy.reconcile_economy(boolean, bigint[], integer),
+economy.reconcile_economy(boolean, bigint[], integer, uuid),
 economy.mark_ledger_horizon(),
-economy.advance_ledger_checkpoint()
+economy.advance_ledger_checkpoint(),
+economy.reset_ledger_checkpoint()
 TO economy_operator;

@@ -65,6 +65,11 @@ def test_grant_not_as_designed(dsn, conn):
     ]
 
 
+def test_app_that_may_choose_ledger_ids(dsn, conn):
+    conn.execute("GRANT INSERT (id) ON economy.transaction TO economy_app")
+    assert "economy_app can choose economy.transaction.id" in problems(run("doctor", dsn=dsn))[0]
+
+
 def test_old_or_foreign_revision(dsn, conn):
     conn.execute("COMMENT ON SCHEMA economy IS 'economy-sync (revision 0000_older)'")
     assert "run `economy-sync migrate`" in problems(run("doctor", dsn=dsn))[0]

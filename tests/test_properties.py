@@ -52,13 +52,14 @@ class LedgerModel(RuleBasedStateMachine):
 
     def apply(self, wallet, amount, kind, key=None, reverses=None, entry_id=None):
         entry = {"id": entry_id, "wallet": wallet, "amount": amount, "kind": kind,
-                 "reverses": reverses, "reversed": False}  # fmt: skip
+                 "reverses": reverses, "reversed": False, "other_leg": None}  # fmt: skip
         self.entries.append(entry)
         if key is not None:
             self.keys[(wallet, key)] = entry
         self.balance[wallet] += amount
         if kind in EARNING:
             self.earnings[wallet] += amount
+        return entry
 
     def overdraws(self, wallet, amount) -> bool:
         return amount < 0 and self.balance[wallet] + amount < -self.limits[wallet]
@@ -127,26 +128,52 @@ class LedgerModel(RuleBasedStateMachine):
             assert error is errors.UniqueViolation  # the key is taken on the receiving wallet
         else:
             assert error is None
-            self.apply(a, -amount, "transfer", key, entry_id=rows[0][0])
-            self.apply(b, amount, "transfer", key, entry_id=rows[1][0])
+            debit = self.apply(a, -amount, "transfer", key, entry_id=rows[0][0])
+            credit = self.apply(b, amount, "transfer", key, entry_id=rows[1][0])
+            debit["other_leg"], credit["other_leg"] = credit, debit
 
     @rule(data=st.data())
     def reverse(self, data):
+        """Reversing a leg of a transfer reverses both legs, or neither."""
         if not self.entries:
             return
         entry = data.draw(st.sampled_from(self.entries))
         rows, error = self.call("SELECT id FROM economy.reverse_transaction(%s)", [entry["id"]])
+        legs = [entry] if entry["other_leg"] is None else [entry, entry["other_leg"]]
         if entry["reverses"] is not None:
             assert error is errors.CheckViolation
         elif entry["reversed"]:
             assert error is errors.UniqueViolation
-        elif self.overdraws(entry["wallet"], -entry["amount"]):
+        elif any(self.overdraws(leg["wallet"], -leg["amount"]) for leg in legs):
             assert error is errors.CheckViolation
         else:
             assert error is None
-            entry["reversed"] = True
-            self.apply(entry["wallet"], -entry["amount"], entry["kind"], reverses=entry["id"],
-                       entry_id=rows[0][0])  # fmt: skip
+            reversal_ids = []
+            for leg in legs:
+                leg["reversed"] = True
+                reversal_ids.append(
+                    self.conn.execute(
+                        "SELECT id FROM economy.transaction WHERE reverses_id = %s", [leg["id"]]
+                    ).fetchone()[0]
+                )
+                self.apply(leg["wallet"], -leg["amount"], leg["kind"], reverses=leg["id"],
+                           entry_id=reversal_ids[-1])  # fmt: skip
+            assert rows == [(reversal_ids[0],)]  # the reversal of the leg it was given
+
+    @rule(data=st.data())
+    def forge_an_id_below_the_horizon(self, data):
+        """Nobody, superuser included, may add an entry the checkpoint has passed."""
+        if not self.entries:
+            return
+        entry = data.draw(st.sampled_from(self.entries))
+        _, error = self.call(
+            "INSERT INTO economy.transaction (id, wallet_id, amount, kind)"
+            " OVERRIDING SYSTEM VALUE VALUES (%s, %s, 1, 'prize')",
+            [entry["id"], entry["wallet"]],
+        )
+        safe = self.conn.execute("SELECT safe_up_to FROM economy.ledger_horizon").fetchone()[0]
+        # at or below the horizon: refused before the primary key is even looked at
+        assert error is (errors.CheckViolation if entry["id"] <= safe else errors.UniqueViolation)
 
     @rule()
     def advance_checkpoint(self):

@@ -1,4 +1,4 @@
-"""The short soak: faults injected while writers and a reconcile run (scripts/soak)."""
+"""The short soak: faults injected while writers, forgers and a reconcile run (scripts/soak)."""
 
 import subprocess
 import sys
@@ -22,3 +22,5 @@ def test_short_soak_with_crash_and_killed_backends_passes():
     assert int(counts["server crashes (immediate stop)"]) == 1
     assert int(counts["backends terminated"]) > 0
     assert int(counts["reconcile runs"]) > 0
+    assert int(counts["forgeries refused"]) > 0
+    assert int(counts["transfer legs reversed"]) > 0

@@ -23,7 +23,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import errors
 
-from economy_sync import migrate
+from economy_sync import advance_checkpoint, migrate
 from economy_sync.throwaway import ThrowawayServer
 
 START_BALANCE = Decimal("500.00")
@@ -237,6 +237,105 @@ class Writer(SoakThread):
             self.stats.fail(f"{op.key}: {copies} entries after an idempotent retry")
 
 
+class Forger(SoakThread):
+    """An attacker beside the writers: ledger ids at or below the safe horizon
+    (as the superuser), chosen ids and created_at (as economy_app), and
+    reversals of a single transfer leg, two forgers racing for the same
+    transfers. Every forgery must be refused; a leg reversal must reverse the
+    whole transfer (it is recorded like a writer's operation and checked at
+    the end)."""
+
+    REFUSED = (errors.CheckViolation, errors.UniqueViolation, errors.QueryCanceled)
+
+    def __init__(self, number, dsn, wallets, deadline, stats, seed):
+        super().__init__(f"soak-forger-{number}", dsn, deadline, stats)
+        self.wallets = wallets
+        self.rng = random.Random(seed * 1000 + number)
+        self.operations: list[Operation] = []
+        self.sequence = 0
+
+    def step(self, conn) -> None:
+        self.stats.count("forgeries tried")
+        match self.rng.choice(["below_horizon", "chosen_id", "backdated", "leg", "leg"]):
+            case "below_horizon":
+                safe = conn.execute("SELECT safe_up_to FROM economy.ledger_horizon").fetchone()[0]
+                if safe:
+                    self.forge(
+                        conn,
+                        "INSERT INTO economy.transaction (id, wallet_id, amount, kind)"
+                        " OVERRIDING SYSTEM VALUE VALUES (%s, %s, -1, 'fee')",
+                        [self.rng.randint(1, safe), self.rng.choice(self.wallets)],
+                        errors.CheckViolation,
+                    )
+            case "chosen_id":
+                self.forge_as_app(
+                    conn,
+                    "INSERT INTO economy.transaction (id, wallet_id, amount, kind)"
+                    " OVERRIDING SYSTEM VALUE VALUES (%s, %s, 1, 'prize')",
+                    [self.rng.randint(1, 10**9), self.rng.choice(self.wallets)],
+                )
+            case "backdated":
+                self.forge_as_app(
+                    conn,
+                    "INSERT INTO economy.transaction (wallet_id, amount, kind, created_at)"
+                    " VALUES (%s, 1, 'prize', now() - interval '1 year')",
+                    [self.rng.choice(self.wallets)],
+                )
+            case "leg":
+                self.reverse_a_leg(conn)
+
+    def forge(self, conn, query, params, expected) -> None:
+        try:
+            conn.execute(query, params)
+        except expected:
+            self.stats.count("forgeries refused")
+            return
+        self.stats.fail(f"{self.name}: a forgery was accepted: {query % tuple(params)}")
+
+    def forge_as_app(self, conn, query, params) -> None:
+        conn.execute("SET ROLE economy_app")
+        try:
+            self.forge(conn, query, params, errors.InsufficientPrivilege)
+        finally:
+            conn.execute("RESET ROLE")
+
+    def reverse_a_leg(self, conn) -> None:
+        """Reverse one leg of one of the oldest unreversed transfers, as the app."""
+        transfer = conn.execute(
+            "SELECT d.id, c.id, d.wallet_id, c.wallet_id, c.amount"
+            " FROM economy.transaction c JOIN economy.transaction d ON d.id = c.transfer_debit_id"
+            " WHERE NOT EXISTS (SELECT FROM economy.transaction r WHERE r.reverses_id = c.id)"
+            " ORDER BY c.id LIMIT 3"
+        ).fetchall()
+        if not transfer:
+            return
+        debit, credit, source, target, amount = self.rng.choice(transfer)
+        leg = self.rng.choice([debit, credit])
+        self.sequence += 1
+        # reverses: the transfer (its debit leg), whichever leg is named
+        op = Operation(
+            f"{self.name}-{self.sequence}", {source: amount, target: -amount}, "reversal", "",
+            reverses=debit,
+        )  # fmt: skip
+        conn.execute("SET ROLE economy_app")
+        try:
+            conn.execute("SELECT economy.reverse_transaction(%s)", [leg])
+        except self.REFUSED as error:  # already reversed by the other forger, or overdraws
+            self.stats.count(f"leg reversals refused: {type(error).__name__}")
+            return
+        except psycopg.OperationalError:
+            op.outcome = UNKNOWN
+            self.operations.append(op)
+            raise
+        finally:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("RESET ROLE")
+        op.outcome = "acknowledged"
+        self.operations.append(op)
+        self.stats.count("transfer legs reversed")
+
+
 class Reconciler(SoakThread):
     """Loops a real reconcile, advancing the ledger checkpoint before each; with
     the triggers always on, it must never fix anything."""
@@ -245,8 +344,8 @@ class Reconciler(SoakThread):
         super().__init__("soak-reconciler", dsn, deadline, stats)
 
     def step(self, conn) -> None:
-        conn.execute("SELECT economy.mark_ledger_horizon()")
-        conn.execute("SELECT economy.advance_ledger_checkpoint()")
+        if advance_checkpoint(conn) is None:
+            self.stats.count("checkpoint advances skipped (ledger busy)")
         fixed = conn.execute("SELECT * FROM economy.reconcile_economy(dry_run => false)").fetchall()
         self.stats.count("reconcile runs")
         if fixed:
@@ -279,44 +378,57 @@ def inject_faults(server, deadline, crashes, stats, rng) -> None:
             pass
 
 
-def verify(dsn: str, writers: list[Writer], stats: Stats) -> None:
-    """The end checks: acknowledged present, unknown all-or-nothing, balances exact, no drift."""
+def one_per_transfer(forgers: list[Forger], stats: Stats) -> list[Operation]:
+    """At most one reversal of a transfer can commit: count it once, whichever
+    forger's attempt it was (the acknowledged one, or one of unknown outcome)."""
+    chosen: dict[int, Operation] = {}
+    for op in (op for forger in forgers for op in forger.operations):
+        kept = chosen.get(op.reverses)
+        if kept and kept.outcome == op.outcome == "acknowledged":
+            stats.fail(f"transfer {op.reverses}: reversed twice")
+        if kept is None or op.outcome == "acknowledged":
+            chosen[op.reverses] = op
+    return list(chosen.values())
+
+
+def verify(dsn: str, writers: list[Writer], forgers: list[Forger], stats: Stats) -> None:
+    """The end checks: acknowledged present, unknown all-or-nothing, balances
+    exact, total conserved, no drift, the checkpoint equal to a full sum."""
+    operations = [op for writer in writers for op in writer.operations]
+    operations += one_per_transfer(forgers, stats)
     expected: dict[int, Decimal] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         wallets = conn.execute("SELECT id FROM economy.wallet").fetchall()
         for (wallet,) in wallets:
             expected[wallet] = START_BALANCE
-        for writer in writers:
-            for op in writer.operations:
-                if op.reverses is not None:
-                    present = conn.execute(
-                        "SELECT count(*) FROM economy.transaction WHERE reverses_id = %s",
-                        [op.reverses],
-                    ).fetchone()[0]
-                    legs = len(op.effects) if present else 0
-                else:
-                    legs = conn.execute(
-                        "SELECT count(*) FROM economy.transaction"
-                        " WHERE idempotency_key = %s AND wallet_id = ANY(%s)",
-                        [op.key, list(op.effects)],
-                    ).fetchone()[0]
-                stats.count("invariant checks")
-                if op.outcome == "acknowledged" and legs != len(op.effects):
-                    stats.fail(
-                        f"{op.key}: acknowledged but {legs}/{len(op.effects)} entries present"
-                    )
-                elif legs not in (0, len(op.effects)):
-                    stats.fail(f"{op.key}: half-applied ({legs}/{len(op.effects)} entries)")
-                if legs:
-                    stats.count(
-                        "unknown outcome: committed"
-                        if op.outcome == UNKNOWN
-                        else "acknowledged and present"
-                    )
-                    for wallet, amount in op.effects.items():
-                        expected[wallet] += amount
-                elif op.outcome == UNKNOWN:
-                    stats.count("unknown outcome: not committed")
+        for op in operations:
+            if op.reverses is not None:
+                present = conn.execute(
+                    "SELECT count(*) FROM economy.transaction WHERE reverses_id = %s",
+                    [op.reverses],
+                ).fetchone()[0]
+                legs = len(op.effects) if present else 0
+            else:
+                legs = conn.execute(
+                    "SELECT count(*) FROM economy.transaction"
+                    " WHERE idempotency_key = %s AND wallet_id = ANY(%s)",
+                    [op.key, list(op.effects)],
+                ).fetchone()[0]
+            stats.count("invariant checks")
+            if op.outcome == "acknowledged" and legs != len(op.effects):
+                stats.fail(f"{op.key}: acknowledged but {legs}/{len(op.effects)} entries present")
+            elif legs not in (0, len(op.effects)):
+                stats.fail(f"{op.key}: half-applied ({legs}/{len(op.effects)} entries)")
+            if legs:
+                stats.count(
+                    "unknown outcome: committed"
+                    if op.outcome == UNKNOWN
+                    else "acknowledged and present"
+                )
+                for wallet, amount in op.effects.items():
+                    expected[wallet] += amount
+            elif op.outcome == UNKNOWN:
+                stats.count("unknown outcome: not committed")
         rows = conn.execute(
             "SELECT w.id, w.balance, p.balance, w.overdraft_limit FROM economy.wallet w"
             " JOIN economy.profile p USING (user_id)"
@@ -330,6 +442,10 @@ def verify(dsn: str, writers: list[Writer], stats: Stats) -> None:
                 )
             if wallet_balance < -limit:
                 stats.fail(f"wallet {wallet}: {wallet_balance} below -{limit}")
+        stats.count("invariant checks")
+        total = conn.execute("SELECT sum(balance) FROM economy.wallet").fetchone()[0]
+        if total != sum(expected.values()):
+            stats.fail(f"total money {total}, expected {sum(expected.values())}")
         unexplained = conn.execute(
             "SELECT count(*) FROM economy.transaction WHERE idempotency_key IS NULL"
             " AND reverses_id IS NULL AND memo IS DISTINCT FROM 'opening balance'"
@@ -340,6 +456,10 @@ def verify(dsn: str, writers: list[Writer], stats: Stats) -> None:
         stats.count("invariant checks")
         if drift:
             stats.fail(f"{drift} drifted cache fields at the end")
+        audit = conn.execute("SELECT count(*) FROM economy.audit_ledger_checkpoint()").fetchone()[0]
+        stats.count("invariant checks")
+        if audit:
+            stats.fail(f"{audit} checkpoint totals differ from a full sum of the ledger")
 
 
 def main() -> int:
@@ -347,6 +467,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--wallets", type=int, default=12)
+    parser.add_argument("--forgers", type=int, default=2, help="attackers beside the writers")
     parser.add_argument("--crashes", type=int, default=1, help="immediate stops and restarts")
     parser.add_argument("--max-operations", type=int, default=100_000, help="per writer")
     parser.add_argument("--seed", type=int, default=1)
@@ -372,16 +493,21 @@ def main() -> int:
             Writer(n, server.dsn, wallets, deadline, args.max_operations, stats, args.seed)
             for n in range(args.writers)
         ]
+        forgers = [
+            Forger(n, server.dsn, wallets, deadline, stats, args.seed) for n in range(args.forgers)
+        ]
         reconciler = Reconciler(server.dsn, deadline, stats)
-        for thread in [*writers, reconciler]:
+        threads = [*writers, *forgers, reconciler]
+        for thread in threads:
             thread.start()
         inject_faults(server, deadline, args.crashes, stats, random.Random(args.seed))
-        for thread in [*writers, reconciler]:
+        for thread in threads:
             thread.join()
-        verify(server.dsn, writers, stats)
+        verify(server.dsn, writers, forgers, stats)
 
     print(
-        f"soak: {time.monotonic() - started:.0f} s, {args.writers} writers, {args.wallets} wallets"
+        f"soak: {time.monotonic() - started:.0f} s, {args.writers} writers,"
+        f" {args.forgers} forgers, {args.wallets} wallets"
     )
     for name, value in sorted(stats.counts.items()):
         print(f"  {name}: {value}")

@@ -8,6 +8,7 @@ connection, returning plain typed values (Decimal for money).
     Decimal('125.00')
 """
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,13 +46,28 @@ class ReconcileRow(DriftRow):
     fixed: bool
 
 
+@dataclass(frozen=True)
+class CheckpointMismatch:
+    """A checkpointed total that differs from a full sum of the ledger
+    (`economy.audit_ledger_checkpoint`)."""
+
+    wallet_id: int
+    field: str
+    checkpoint_value: Decimal
+    ledger_value: Decimal
+
+
 @dataclass
 class ReconcileSummary:
     dry_run: bool
+    run_id: str  # every fix of the run is logged under it in economy.reconcile_log
     processed: int = 0  # users (profile and wallet) examined
     balance_fixes: int = 0  # drifted balance fields: fixed, or to fix in a dry run
     earnings_fixes: int = 0  # drifted lifetime_earnings fields
     errors: int = 0  # batches skipped after a lock timeout or deadlock
+    # a real run over all users first advances the ledger checkpoint; True when
+    # in-flight inserts held the ledger too long for that (run again later)
+    checkpoint_skipped: bool = False
     batches: int = 0
     rows: list[ReconcileRow] = field(default_factory=list)  # the first max_rows
     rows_omitted: int = 0
@@ -80,14 +96,14 @@ def _transaction(conn: psycopg.Connection, lock_timeout: str) -> Iterator[None]:
 
 
 def _reconcile_users(
-    conn: psycopg.Connection, user_ids: list[int], dry_run: bool
+    conn: psycopg.Connection, user_ids: list[int], dry_run: bool, run_id: str | None = None
 ) -> list[ReconcileRow]:
     """One reconcile_economy call; the caller holds the transaction."""
     with conn.cursor(row_factory=class_row(ReconcileRow)) as cur:
         return cur.execute(
-            "SELECT * FROM economy.reconcile_economy("
-            "dry_run => %(dry_run)s::boolean, user_ids => %(user_ids)s::bigint[])",
-            {"dry_run": dry_run, "user_ids": user_ids},
+            "SELECT * FROM economy.reconcile_economy(dry_run => %(dry_run)s::boolean,"
+            " user_ids => %(user_ids)s::bigint[], run_id => %(run_id)s::uuid)",
+            {"dry_run": dry_run, "user_ids": user_ids, "run_id": run_id},
         ).fetchall()
 
 
@@ -152,18 +168,32 @@ def _user_batches(
         after = batch[-1]
 
 
-def advance_checkpoint(conn: psycopg.Connection, lock_timeout: str = "2s") -> int | None:
+def advance_checkpoint(conn: psycopg.Connection) -> int | None:
     """Fold the committed ledger into economy.ledger_checkpoint, so that drift
     checks sum only newer entries; returns the ledger id now covered, or None
-    when in-flight inserts held the ledger past lock_timeout (try later).
-    Two short transactions: the first briefly blocks new inserts."""
+    when in-flight inserts held the ledger longer than mark_ledger_horizon()
+    waits (try later). Two short transactions: the first briefly blocks new
+    inserts."""
     try:
-        with _transaction(conn, lock_timeout):
+        with conn.transaction():
             conn.execute("SELECT economy.mark_ledger_horizon()")
     except errors.LockNotAvailable:
         return None
     with conn.transaction():
         return conn.execute("SELECT economy.advance_ledger_checkpoint()").fetchone()[0]
+
+
+def audit_ledger_checkpoint(conn: psycopg.Connection) -> list[CheckpointMismatch]:
+    """Check the checkpoint itself against a full sum of the ledger (reads it
+    all: for an occasional audit); [] when it is right."""
+    with conn.cursor(row_factory=class_row(CheckpointMismatch)) as cur:
+        return cur.execute("SELECT * FROM economy.audit_ledger_checkpoint()").fetchall()
+
+
+def reset_ledger_checkpoint(conn: psycopg.Connection) -> None:
+    """Empty the checkpoint after a failed audit; the next advance rebuilds it."""
+    with conn.transaction():
+        conn.execute("SELECT economy.reset_ledger_checkpoint()")
 
 
 def count_users(conn: psycopg.Connection) -> int:
@@ -192,10 +222,10 @@ def reconcile(
         raise ValueError("limit must not be negative")
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
-    summary = ReconcileSummary(dry_run=dry_run)
+    summary = ReconcileSummary(dry_run=dry_run, run_id=str(uuid.uuid4()))
     # The checkpoint speeds up scans of everyone; a dry run writes nothing.
     if not dry_run and user_ids is None:
-        advance_checkpoint(conn)
+        summary.checkpoint_skipped = advance_checkpoint(conn) is None
     for batch in _user_batches(conn, user_ids, batch_size):
         if limit is not None:
             batch = batch[: limit - summary.processed]
@@ -203,7 +233,7 @@ def reconcile(
                 break
         try:
             with _transaction(conn, lock_timeout):
-                rows = _reconcile_users(conn, batch, dry_run)
+                rows = _reconcile_users(conn, batch, dry_run, summary.run_id)
         except RETRYABLE_ERRORS:
             summary.errors += 1
             rows = []

@@ -3,6 +3,7 @@
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import asdict
+from decimal import Decimal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -25,8 +26,9 @@ def money(value) -> str:
 
 
 def row_json(row) -> dict:
+    """A result row as JSON-ready values, amounts as strings (exact)."""
     return {
-        key: (money(value) if key in ("cached_value", "ledger_value") else value)
+        key: (money(value) if isinstance(value, Decimal) else value)
         for key, value in asdict(row).items()
     }
 
@@ -92,6 +94,8 @@ def print_rows(summary: api.ReconcileSummary, out: Console) -> None:
 
 def print_counts(summary: api.ReconcileSummary, out: Console) -> None:
     verb = "to sync" if summary.dry_run else "synced"
+    if not summary.dry_run:
+        out.print(f"Run id: {summary.run_id} (economy.reconcile_log)")
     out.print(f"Processed: {summary.processed}")
     out.print(f"Balance {verb}: {summary.balance_fixes}")
     out.print(f"Earnings {verb}: {summary.earnings_fixes}")

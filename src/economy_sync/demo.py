@@ -114,9 +114,10 @@ def create_sample_data(conn: psycopg.Connection) -> None:
 
 
 def bulk_load_without_trigger(conn: psycopg.Connection) -> None:
-    """An operator's import: the sync trigger switched off around a COPY."""
+    """An operator's import: the user triggers switched off around a COPY, in
+    one transaction, as the README's bulk-load recipe writes it."""
     with conn.transaction():
-        conn.execute("ALTER TABLE economy.transaction DISABLE TRIGGER apply_entry")
+        conn.execute("ALTER TABLE economy.transaction DISABLE TRIGGER USER")
         with conn.cursor().copy(
             "COPY economy.transaction (wallet_id, amount, kind, memo) FROM STDIN"
         ) as copy:
@@ -124,7 +125,4 @@ def bulk_load_without_trigger(conn: psycopg.Connection) -> None:
                 for amount in ("12.34", "0.66", "-3.00"):
                     kind = "prize" if Decimal(amount) > 0 else "fee"
                     copy.write_row((wallet_id, Decimal(amount), kind, "imported"))
-        # the wallet foreign key is checked at commit: check now, so that the
-        # table has no pending trigger events when the trigger is re-enabled
-        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        conn.execute("ALTER TABLE economy.transaction ENABLE TRIGGER apply_entry")
+        conn.execute("ALTER TABLE economy.transaction ENABLE TRIGGER USER")

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from economy_sync import migrate
 
-SYNC_TRIGGERS = ("check_entry", "apply_entry", "refuse_ledger_change")
+SYNC_TRIGGERS = ("apply_entry", "reverse_transfer_leg", "refuse_ledger_change")
 ROLES = ("economy_app", "economy_operator")
 APP_FUNCTIONS = (
     "economy.open_wallet(bigint, numeric)",
@@ -21,8 +21,10 @@ APP_FUNCTIONS = (
     "economy.reverse_transaction(bigint, text)",
     "economy.balance_drift(bigint[])",
 )
-RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer)"
+RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer, uuid)"
 CACHE_TABLES = ("economy.wallet", "economy.profile")
+# ledger columns only the database (or economy.transfer) may set
+DATABASE_COLUMNS = ("id", "created_at", "transfer_debit_id")
 LEDGER = "economy.transaction"
 
 
@@ -131,6 +133,11 @@ def check_roles(conn) -> Iterator[Finding]:
         for action in ("UPDATE", "DELETE", "TRUNCATE"):
             if one(conn, "SELECT has_table_privilege(%s, %s, %s)", [role, LEDGER, action]):
                 wrong.append(f"{role} can {action} {LEDGER}")
+        for column in DATABASE_COLUMNS:
+            if one(
+                conn, "SELECT has_column_privilege(%s, %s, %s, 'INSERT')", [role, LEDGER, column]
+            ):
+                wrong.append(f"{role} can choose {LEDGER}.{column}")
     if one(conn, "SELECT has_function_privilege('economy_app', %s, 'EXECUTE')", [RECONCILE]):
         wrong.append("economy_app can run reconcile_economy")
     if not one(

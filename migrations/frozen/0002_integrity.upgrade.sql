@@ -1,0 +1,565 @@
+-- 0002_integrity: what an adversarial review broke from the package roles.
+-- Ledger ids and created_at are the database's (column INSERT grants) and no
+-- entry at or below the safe horizon is applied; the horizon is the identity's
+-- last value, not max(id). Reversing either leg of a transfer reverses both.
+-- Overdraft limits refuse NaN, infinities and extra decimals in a CHECK too.
+-- Caches are numeric(1000, 2) (no overflow). The wallet foreign key is
+-- immediate, checked after apply_entry, now a BEFORE trigger, has locked the
+-- wallet: the one-transaction bulk-load recipe works and no MultiXact is made.
+-- Reconcile takes a run_id; the checkpoint can be audited and reset.
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0002_integrity)';
+
+ALTER TABLE economy.profile
+ALTER COLUMN balance TYPE numeric(1000, 2),
+ALTER COLUMN lifetime_earnings TYPE numeric(1000, 2);
+
+-- A NaN limit refused every debit; 0 is the nearest limit a CHECK allows.
+DO $$
+DECLARE
+    repaired bigint;
+BEGIN
+    UPDATE economy.wallet w SET overdraft_limit = 0 WHERE w.overdraft_limit = 'NaN';
+    GET DIAGNOSTICS repaired = ROW_COUNT;
+    IF repaired > 0 THEN
+        RAISE NOTICE 'overdraft_limit NaN set to 0 on % wallets', repaired;
+    END IF;
+END;
+$$;
+
+ALTER TABLE economy.wallet
+ALTER COLUMN balance TYPE numeric(1000, 2),
+ALTER COLUMN overdraft_limit TYPE numeric,
+ALTER COLUMN overdraft_limit SET DEFAULT 0.00,
+ADD CONSTRAINT wallet_overdraft_limit_within_limits CHECK (overdraft_limit <= 999999999999999.99),
+ADD CONSTRAINT wallet_overdraft_limit_at_most_2_decimals CHECK (scale(overdraft_limit) <= 2);
+
+ALTER TABLE economy.transaction
+ALTER CONSTRAINT transaction_wallet_id_fkey NOT DEFERRABLE,
+ADD COLUMN transfer_debit_id bigint;
+
+CREATE UNIQUE INDEX transaction_transfer_debit_id ON economy.transaction (transfer_debit_id)
+WHERE transfer_debit_id IS NOT NULL;
+
+-- Transfers made before this revision carry no link between their legs:
+-- pair them by what transfer() gave both legs (one created_at, the amount,
+-- key and memo), the k-th debit with the k-th credit in id order.
+ALTER TABLE economy.transaction DISABLE TRIGGER refuse_ledger_change;
+WITH legs AS (
+    SELECT
+        t.id,
+        t.amount > 0 AS is_credit,
+        dense_rank() OVER (
+            ORDER BY t.created_at, abs(t.amount), t.idempotency_key, t.memo
+        ) AS transfer_group,
+        row_number() OVER (
+            PARTITION BY t.created_at, abs(t.amount), t.idempotency_key, t.memo, t.amount > 0
+            ORDER BY t.id
+        ) AS nth
+    FROM economy.transaction t
+    WHERE t.kind = 'transfer' AND t.reverses_id IS NULL
+)
+UPDATE economy.transaction credit
+SET transfer_debit_id = debit.id
+FROM legs c
+JOIN legs debit
+    ON debit.transfer_group = c.transfer_group AND debit.nth = c.nth AND NOT debit.is_credit
+WHERE c.is_credit AND credit.id = c.id AND debit.id < c.id;
+ALTER TABLE economy.transaction ENABLE TRIGGER refuse_ledger_change;
+
+DROP TRIGGER check_entry ON economy.transaction;
+DROP TRIGGER apply_entry ON economy.transaction;
+DROP FUNCTION economy.check_entry();
+
+-- Raises with the reason an entry could not be applied to its wallet: an
+-- unknown wallet, or an id at or below the safe horizon, which only an id
+-- chosen by the writer can be (the checkpoint and drift checks rely on it).
+CREATE FUNCTION economy.refuse_unapplied_entry(entry economy.transaction)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM economy.wallet w WHERE w.id = entry.wallet_id) THEN
+        RAISE EXCEPTION 'wallet % does not exist', entry.wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RAISE EXCEPTION 'ledger id % is at or below the safe horizon: ids are the database''s',
+        entry.id
+        USING ERRCODE = 'check_violation',
+        HINT = 'leave id out of the INSERT (no OVERRIDING SYSTEM VALUE)';
+END;
+$$;
+
+-- A reversal, before it is applied: locks the wallet of the entry it reverses
+-- (both wallets, in id order, for a leg of a transfer, whose other leg is
+-- reversed with it), then checks under that lock, where a concurrent reversal
+-- has either committed or not started, that the entry exists, is no reversal,
+-- is not reversed yet, and that this is its exact negation.
+CREATE FUNCTION economy.check_reversal(reversal economy.transaction)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    original economy.transaction;
+BEGIN
+    SELECT * INTO original FROM economy.transaction t WHERE t.id = reversal.reverses_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'transaction % does not exist', reversal.reverses_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    PERFORM FROM economy.wallet w
+    WHERE w.id = original.wallet_id
+        OR w.id IN (
+            SELECT leg.wallet_id FROM economy.transaction leg
+            WHERE leg.id = original.transfer_debit_id OR leg.transfer_debit_id = original.id
+        )
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    IF original.reverses_id IS NOT NULL THEN
+        RAISE EXCEPTION 'transaction % is a reversal and cannot be reversed', original.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF EXISTS (SELECT FROM economy.transaction t WHERE t.reverses_id = original.id) THEN
+        RAISE EXCEPTION 'transaction % is already reversed', original.id
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    IF reversal.wallet_id <> original.wallet_id
+        OR reversal.kind <> original.kind
+        OR reversal.amount <> -original.amount THEN
+        RAISE EXCEPTION 'a reversal of transaction % must have its wallet and kind and amount %',
+            original.id, -original.amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+END;
+$$;
+
+-- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
+-- entry and applies it to the cached balances in the same transaction.
+-- Its UPDATE takes the wallet row lock that every writer of the wallet, and
+-- reconcile_economy, queue on. Under that lock an idempotency key already
+-- used is seen for sure: such a row is about to be skipped by ON CONFLICT DO
+-- NOTHING (or refused as a duplicate), so its amount is taken back.
+-- BEFORE rather than AFTER: the foreign key's check, at the end of the
+-- statement, then finds the wallet row already locked by this transaction.
+CREATE OR REPLACE FUNCTION economy.apply_entry()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner_id bigint;
+    new_balance numeric;
+    overdraft numeric;
+BEGIN
+    IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
+        OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
+        RETURN NEW;  -- refused by the table's NOT NULL and CHECK constraints
+    END IF;
+    -- exactly 2 decimals when that changes no value; the CHECKs refuse the rest
+    IF scale(NEW.amount) <> 2 AND min_scale(NEW.amount) <= 2 THEN
+        NEW.amount := round(NEW.amount, 2);
+    END IF;
+    IF NEW.reverses_id IS NOT NULL THEN
+        PERFORM economy.check_reversal(NEW);
+    END IF;
+
+    UPDATE economy.wallet w
+    SET balance = w.balance + NEW.amount
+    WHERE w.id = NEW.wallet_id
+        -- the safe horizon: no entry at or below it may commit any more
+        AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+    RETURNING w.user_id, w.balance, w.overdraft_limit
+    INTO owner_id, new_balance, overdraft;
+    IF NOT FOUND THEN
+        PERFORM economy.refuse_unapplied_entry(NEW);
+    END IF;
+
+    IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+        SELECT FROM economy.transaction t
+        WHERE t.wallet_id = NEW.wallet_id AND t.idempotency_key = NEW.idempotency_key
+    ) THEN
+        UPDATE economy.wallet w SET balance = w.balance - NEW.amount WHERE w.id = NEW.wallet_id;
+        RETURN NEW;
+    END IF;
+    -- Only debits are refused: a credit to a wallet that is below its limit
+    -- (after a repair of bad data) still brings it closer to allowed.
+    IF NEW.amount < 0 AND new_balance < -overdraft THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < -%',
+            NEW.wallet_id, new_balance, overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    UPDATE economy.profile p
+    SET balance = p.balance + NEW.amount,
+        lifetime_earnings = p.lifetime_earnings
+        + CASE WHEN k.is_earning THEN NEW.amount ELSE 0 END
+    FROM economy.transaction_kind k
+    WHERE p.user_id = owner_id AND k.kind = NEW.kind;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown transaction kind %', NEW.kind
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- Trigger function, AFTER INSERT of a reversal: the legs of a transfer are
+-- reversed together, so no reversal creates or destroys money. Reversing one
+-- leg inserts the reversal of the other (whose own run of this trigger then
+-- finds nothing left to do), in the same transaction, under the wallet locks
+-- check_reversal took for both.
+CREATE FUNCTION economy.reverse_transfer_leg()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other_leg_id bigint;
+BEGIN
+    SELECT coalesce(o.transfer_debit_id, credit.id) INTO other_leg_id
+    FROM economy.transaction o
+    LEFT JOIN economy.transaction credit ON credit.transfer_debit_id = o.id
+    WHERE o.id = NEW.reverses_id;
+    IF other_leg_id IS NOT NULL
+        AND NOT EXISTS (SELECT FROM economy.transaction r WHERE r.reverses_id = other_leg_id) THEN
+        INSERT INTO economy.transaction (wallet_id, amount, kind, reverses_id, memo)
+        SELECT o.wallet_id, -o.amount, o.kind, o.id, NEW.memo
+        FROM economy.transaction o
+        WHERE o.id = other_leg_id;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION economy.open_wallet(user_id bigint, overdraft_limit numeric DEFAULT 0)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    new_wallet_id bigint;
+BEGIN
+    IF open_wallet.user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF open_wallet.overdraft_limit IS NULL THEN
+        RAISE EXCEPTION 'overdraft_limit must not be null' USING ERRCODE = 'not_null_violation';
+    END IF;
+    -- NaN is above every number, so BETWEEN also refuses it (and infinities)
+    IF NOT open_wallet.overdraft_limit BETWEEN 0 AND 999999999999999.99
+        OR scale(open_wallet.overdraft_limit) > 2 THEN
+        RAISE EXCEPTION 'overdraft_limit must be from 0 to 999999999999999.99 with at most'
+            ' 2 decimal places, got %', open_wallet.overdraft_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO economy.profile (user_id) VALUES (open_wallet.user_id)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO economy.wallet (user_id, overdraft_limit)
+    VALUES (open_wallet.user_id, round(open_wallet.overdraft_limit, 2))
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING id INTO new_wallet_id;
+    IF new_wallet_id IS NULL THEN
+        SELECT w.id INTO new_wallet_id FROM economy.wallet w WHERE w.user_id = open_wallet.user_id;
+    END IF;
+    RETURN new_wallet_id;
+END;
+$$;
+
+-- Returns the two entries, debit first.
+CREATE OR REPLACE FUNCTION economy.transfer(
+    from_wallet_id bigint,
+    to_wallet_id bigint,
+    amount numeric,
+    idempotency_key text DEFAULT NULL,
+    memo text DEFAULT NULL
+)
+RETURNS SETOF economy.transaction
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    debit economy.transaction;
+    credit economy.transaction;
+BEGIN
+    IF from_wallet_id = to_wallet_id THEN
+        RAISE EXCEPTION 'cannot transfer from wallet % to itself', from_wallet_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT amount > 0 OR amount = 'NaN' THEN
+        RAISE EXCEPTION 'transfer amount must be positive, got %', amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- The ledger's lock first, as an INSERT takes it before its trigger locks
+    -- a wallet: holding a wallet while queueing for the ledger behind
+    -- mark_ledger_horizon() would make a cycle. Then both wallets in id
+    -- order: opposite transfers queue instead of deadlocking.
+    LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
+    PERFORM FROM economy.wallet w
+    WHERE w.id IN (from_wallet_id, to_wallet_id)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+
+    IF idempotency_key IS NOT NULL THEN
+        SELECT t.* INTO debit FROM economy.transaction t
+        WHERE t.wallet_id = from_wallet_id AND t.idempotency_key = transfer.idempotency_key;
+        IF FOUND THEN
+            SELECT t.* INTO credit FROM economy.transaction t
+            WHERE t.wallet_id = to_wallet_id AND t.idempotency_key = transfer.idempotency_key;
+            IF NOT FOUND THEN
+                credit := debit;  -- reported as a mismatch by check_replay
+            END IF;
+            RETURN NEXT economy.check_replay(debit, -amount, 'transfer', memo);
+            RETURN NEXT economy.check_replay(credit, amount, 'transfer', memo);
+            RETURN;
+        END IF;
+    END IF;
+
+    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo)
+    VALUES (from_wallet_id, -amount, 'transfer', idempotency_key, memo)
+    RETURNING t.* INTO debit;
+    INSERT INTO economy.transaction AS t (
+        wallet_id, amount, kind, idempotency_key, memo, transfer_debit_id
+    )
+    VALUES (to_wallet_id, amount, 'transfer', idempotency_key, memo, debit.id)
+    RETURNING t.* INTO credit;
+    RETURN NEXT debit;
+    RETURN NEXT credit;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION economy.reverse_transaction(transaction_id bigint, memo text DEFAULT NULL)
+RETURNS economy.transaction
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    reversal economy.transaction;
+BEGIN
+    -- check_reversal validates it under the wallet lock; a transfer's other
+    -- leg is reversed with it by the reverse_transfer_leg trigger.
+    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, reverses_id, memo)
+    SELECT o.wallet_id, -o.amount, o.kind, o.id, coalesce(memo, 'reversal of #' || o.id)
+    FROM economy.transaction o
+    WHERE o.id = transaction_id
+    RETURNING t.* INTO reversal;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'transaction % does not exist', transaction_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN reversal;
+END;
+$$;
+
+-- Step 1 of advancing the checkpoint, in a short transaction of its own:
+-- wait out the inserts in flight (SHARE conflicts with their ROW EXCLUSIVE
+-- lock), then every id the identity has handed out belongs to an entry that
+-- has committed or never will, and any later entry gets a larger id (an
+-- entry with a chosen id is refused by apply_entry at or below the horizon).
+-- Records that id as safe. Waits at most lock_timeout for the lock: new
+-- inserts queue behind the wait.
+CREATE OR REPLACE FUNCTION economy.mark_ledger_horizon()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'mark_ledger_horizon needs READ COMMITTED: a snapshot taken after its lock'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    IF (SELECT s.cache_size FROM pg_catalog.pg_sequences s
+        WHERE s.schemaname = 'economy' AND s.sequencename = 'transaction_id_seq') <> 1 THEN
+        RAISE EXCEPTION 'the ledger id sequence caches values: ids would not grow in commit order'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    BEGIN
+        LOCK TABLE economy.transaction IN SHARE MODE;
+    EXCEPTION
+        WHEN lock_not_available THEN
+            RAISE EXCEPTION 'mark_ledger_horizon: inserts in flight held the ledger for over %:'
+                ' the checkpoint was not advanced; try again', current_setting('lock_timeout')
+                USING ERRCODE = 'lock_not_available';
+    END;
+    horizon := coalesce(pg_sequence_last_value('economy.transaction_id_seq'), 0);
+    UPDATE economy.ledger_horizon h SET safe_up_to = greatest(h.safe_up_to, horizon);
+    RETURN horizon;
+END;
+$$;
+
+-- The occasional full audit of the checkpoint itself: one row per wallet and
+-- figure where it differs from a full sum of the entries it covers. Reads the
+-- whole ledger, in one snapshot.
+CREATE FUNCTION economy.audit_ledger_checkpoint()
+RETURNS TABLE (wallet_id bigint, field text, checkpoint_value numeric, ledger_value numeric)
+LANGUAGE sql
+STABLE
+AS $$
+    WITH covered AS (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id <= (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+        GROUP BY e.wallet_id
+    )
+
+    SELECT coalesce(c.wallet_id, s.wallet_id), f.field, f.checkpoint_value, f.ledger_value
+    FROM economy.ledger_checkpoint c
+    FULL JOIN covered s ON s.wallet_id = c.wallet_id
+    CROSS JOIN LATERAL (
+        VALUES
+        ('balance', coalesce(c.balance, 0.00), coalesce(s.balance, 0.00)),
+        ('lifetime_earnings', coalesce(c.lifetime_earnings, 0.00), coalesce(s.lifetime_earnings, 0.00))
+    ) AS f (field, checkpoint_value, ledger_value)
+    WHERE f.checkpoint_value <> f.ledger_value
+    ORDER BY 1, 2;
+$$;
+
+-- Empties the checkpoint (after a failed audit): drift checks then sum the
+-- whole ledger until the next advance_ledger_checkpoint() rebuilds it.
+CREATE FUNCTION economy.reset_ledger_checkpoint()
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM economy.ledger_horizon h FOR UPDATE;
+    DELETE FROM economy.ledger_checkpoint;
+    UPDATE economy.ledger_horizon h SET checkpointed_up_to = 0;
+END;
+$$;
+
+DROP FUNCTION economy.reconcile_economy(boolean, bigint[], integer);
+
+-- Drift rows plus whether each was fixed. A real run locks the drifted wallets
+-- and profiles (writers' lock order), measures again with a snapshot taken
+-- after the locks, so every committed entry is both in the sum and in the
+-- cache it overwrites, and no in-flight entry is in either; then sets each
+-- cache to its ledger value and logs the fix, under run_id (one per call
+-- unless given: a run of many batches passes its own).
+CREATE FUNCTION economy.reconcile_economy(
+    dry_run boolean DEFAULT true,
+    user_ids bigint[] DEFAULT NULL,
+    max_wallets integer DEFAULT NULL,
+    run_id uuid DEFAULT NULL
+)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    drifted_users bigint[];
+    this_run_id uuid := coalesce(reconcile_economy.run_id, gen_random_uuid());
+BEGIN
+    IF dry_run IS NULL THEN
+        RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF max_wallets < 0 THEN
+        RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF dry_run THEN
+        RETURN QUERY
+        SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, false
+        FROM (
+            SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
+            FROM economy.balance_drift(reconcile_economy.user_ids) d
+        ) d
+        WHERE reconcile_economy.max_wallets IS NULL OR d.nth <= reconcile_economy.max_wallets;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
+    FROM (
+        SELECT DISTINCT d.user_id
+        FROM economy.balance_drift(reconcile_economy.user_ids) d
+        ORDER BY d.user_id
+        LIMIT reconcile_economy.max_wallets
+    ) u;
+
+    PERFORM FROM economy.wallet w
+    WHERE w.user_id = ANY (drifted_users)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    PERFORM FROM economy.profile p
+    WHERE p.user_id = ANY (drifted_users)
+    ORDER BY p.user_id
+    FOR NO KEY UPDATE;
+
+    -- A new statement, so a new snapshot: taken after the locks.
+    RETURN QUERY
+    WITH drift AS (
+        SELECT d.* FROM economy.balance_drift(drifted_users) d
+    ),
+
+    wallet_fix AS (
+        UPDATE economy.wallet w
+        SET balance = d.ledger_value
+        FROM drift d
+        WHERE d.field = 'wallet.balance' AND w.id = d.wallet_id
+    ),
+
+    profile_fix AS (
+        UPDATE economy.profile p
+        SET balance = coalesce(b.ledger_value, p.balance),
+            lifetime_earnings = coalesce(e.ledger_value, p.lifetime_earnings)
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        WHERE p.user_id = u.user_id
+    ),
+
+    logged AS (
+        INSERT INTO economy.reconcile_log (
+            run_id, user_id, wallet_id, field, cached_value, ledger_value
+        )
+        SELECT this_run_id, d.user_id, d.wallet_id, d.field,
+            d.cached_value, d.ledger_value
+        FROM drift d
+    )
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+END;
+$$;
+
+CREATE TRIGGER apply_entry
+BEFORE INSERT ON economy.transaction
+FOR EACH ROW
+EXECUTE FUNCTION economy.apply_entry();
+
+CREATE TRIGGER reverse_transfer_leg
+AFTER INSERT ON economy.transaction
+FOR EACH ROW
+WHEN (NEW.reverses_id IS NOT NULL)
+EXECUTE FUNCTION economy.reverse_transfer_leg();
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
+REVOKE INSERT ON economy.transaction FROM economy_app;
+GRANT INSERT (wallet_id, amount, kind, idempotency_key, reverses_id, memo)
+ON economy.transaction TO economy_app;
+GRANT EXECUTE ON FUNCTION economy.audit_ledger_checkpoint() TO economy_app;
+GRANT EXECUTE ON FUNCTION
+economy.reconcile_economy(boolean, bigint[], integer, uuid),
+economy.reset_ledger_checkpoint()
+TO economy_operator;
