@@ -8,7 +8,7 @@ CREATE SCHEMA economy;
 -- The revision in this comment lets anyone with USAGE (economy-sync doctor)
 -- see which migration the schema is at; each revision sets it.
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0002_integrity)';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0003_attach)';
 
 -- The cached figures have 2 decimals, like every entry, and room for any sum
 -- the ledger can reach (numeric(20, 2) overflowed after about a thousand
@@ -140,12 +140,15 @@ CREATE TABLE economy.reconcile_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id uuid NOT NULL,
     at timestamptz NOT NULL DEFAULT now(),
-    user_id bigint NOT NULL,
+    -- the owner's key; NULL for an attached ownerless wallet
+    user_id bigint,
     wallet_id bigint,
     field text NOT NULL,
     cached_value numeric NOT NULL,
     ledger_value numeric NOT NULL,
-    actor text NOT NULL DEFAULT session_user
+    actor text NOT NULL DEFAULT session_user,
+    -- NULL for the package's own tables
+    attachment text
 );
 
 CREATE INDEX reconcile_log_run_id ON economy.reconcile_log (run_id);

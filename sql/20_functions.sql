@@ -471,8 +471,9 @@ $$;
 
 -- One row per cached field that disagrees with the ledger. Reads one snapshot
 -- and takes no locks: a cache and its ledger rows commit together, so a
--- single snapshot sees both or neither.
-CREATE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL)
+-- single snapshot sees both or neither. With an attachment: that
+-- attachment's generated drift function (35_attach.sql).
+CREATE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL, attachment text DEFAULT NULL)
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
 )
@@ -486,6 +487,12 @@ AS $$
 DECLARE
     wallet_ids bigint[];
 BEGIN
+    IF balance_drift.attachment IS NOT NULL THEN
+        RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
+            (economy.attachment(balance_drift.attachment)).name, 'drift'))
+        USING balance_drift.user_ids;
+        RETURN;
+    END IF;
     IF user_ids IS NOT NULL THEN
         wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
     END IF;
@@ -554,7 +561,8 @@ CREATE FUNCTION economy.reconcile_economy(
     dry_run boolean DEFAULT true,
     user_ids bigint[] DEFAULT NULL,
     max_wallets integer DEFAULT NULL,
-    run_id uuid DEFAULT NULL
+    run_id uuid DEFAULT NULL,
+    attachment text DEFAULT NULL
 )
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
@@ -574,6 +582,24 @@ BEGIN
     END IF;
     IF max_wallets < 0 THEN
         RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF reconcile_economy.attachment IS NOT NULL THEN
+        IF max_wallets IS NOT NULL THEN
+            RAISE EXCEPTION 'max_wallets is for the package''s own tables'
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+        RETURN QUERY EXECUTE format(
+            'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
+            ' logged AS (INSERT INTO economy.reconcile_log'
+            ' (run_id, attachment, user_id, wallet_id, field, cached_value, ledger_value)'
+            ' SELECT $3, $4, f.user_id, f.wallet_id, f.field, f.cached_value, f.ledger_value'
+            ' FROM fixes f WHERE f.fixed)'
+            ' SELECT * FROM fixes',
+            economy.attached_object(
+                (economy.attachment(reconcile_economy.attachment)).name, 'reconcile'))
+        USING dry_run, reconcile_economy.user_ids, this_run_id, reconcile_economy.attachment;
+        RETURN;
     END IF;
 
     IF dry_run THEN

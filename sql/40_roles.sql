@@ -35,12 +35,17 @@ economy.open_wallet(bigint, numeric),
 economy.post_transaction(bigint, numeric, text, text, text),
 economy.transfer(bigint, bigint, numeric, text, text),
 economy.reverse_transaction(bigint, text),
-economy.balance_drift(bigint[]),
-economy.audit_ledger_checkpoint()
+economy.balance_drift(bigint[], text),
+economy.audit_ledger_checkpoint(),
+economy.wallet_owner(bigint, text),
+economy.owner_keys(text, bigint, integer),
+economy.wallet_ledger_totals(bigint, text),
+economy.attachment(text),
+economy.attached_object(text, text)
 TO economy_app;
 
 GRANT EXECUTE ON FUNCTION
-economy.reconcile_economy(boolean, bigint[], integer, uuid),
+economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
 economy.mark_ledger_horizon(),
 economy.advance_ledger_checkpoint(),
 economy.reset_ledger_checkpoint()

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
 
-EARNINGS_FIELD = "profile.lifetime_earnings"
+EARNINGS_FIELD = "lifetime_earnings"  # wallet.… and profile.…
 # Errors after which a reconcile batch is skipped (and counted) rather than the
 # whole run stopped: re-running later is safe.
 RETRYABLE_ERRORS = (errors.DeadlockDetected, errors.LockNotAvailable, errors.QueryCanceled)
@@ -30,9 +30,10 @@ class WalletNotFound(LookupError):
 
 @dataclass(frozen=True)
 class DriftRow:
-    """A cached field that disagrees with the ledger (`economy.balance_drift`)."""
+    """A cached field that disagrees with the ledger (`economy.balance_drift`);
+    user_id is None for an attached ownerless wallet."""
 
-    user_id: int
+    user_id: int | None
     wallet_id: int | None
     field: str
     cached_value: Decimal
@@ -77,14 +78,16 @@ class ReconcileSummary:
         return self.balance_fixes + self.earnings_fixes
 
 
-def _wallet_owner(conn: psycopg.Connection, wallet_id: int) -> int:
-    row = conn.execute(
-        "SELECT w.user_id FROM economy.wallet w WHERE w.id = %(wallet_id)s::bigint",
-        {"wallet_id": wallet_id},
-    ).fetchone()
-    if row is None:
-        raise WalletNotFound(f"wallet {wallet_id} does not exist")
-    return row[0]
+def _wallet_owner(conn: psycopg.Connection, wallet_id: int, attachment: str | None) -> int | None:
+    """The wallet's owner key (None for an ownerless attached wallet)."""
+    try:
+        return conn.execute(
+            "SELECT economy.wallet_owner(%(wallet_id)s::bigint,"
+            " attachment => %(attachment)s::text)",
+            {"wallet_id": wallet_id, "attachment": attachment},
+        ).fetchone()[0]
+    except errors.NoDataFound:
+        raise WalletNotFound(f"wallet {wallet_id} does not exist") from None
 
 
 @contextmanager
@@ -96,56 +99,84 @@ def _transaction(conn: psycopg.Connection, lock_timeout: str) -> Iterator[None]:
 
 
 def _reconcile_users(
-    conn: psycopg.Connection, user_ids: list[int], dry_run: bool, run_id: str | None = None
+    conn: psycopg.Connection,
+    user_ids: list[int | None],
+    dry_run: bool,
+    run_id: str | None = None,
+    attachment: str | None = None,
 ) -> list[ReconcileRow]:
     """One reconcile_economy call; the caller holds the transaction."""
     with conn.cursor(row_factory=class_row(ReconcileRow)) as cur:
         return cur.execute(
             "SELECT * FROM economy.reconcile_economy(dry_run => %(dry_run)s::boolean,"
-            " user_ids => %(user_ids)s::bigint[], run_id => %(run_id)s::uuid)",
-            {"dry_run": dry_run, "user_ids": user_ids, "run_id": run_id},
+            " user_ids => %(user_ids)s::bigint[], run_id => %(run_id)s::uuid,"
+            " attachment => %(attachment)s::text)",
+            {"dry_run": dry_run, "user_ids": user_ids, "run_id": run_id, "attachment": attachment},
         ).fetchall()
 
 
-def get_balance_drift(conn: psycopg.Connection, wallet_id: int) -> list[DriftRow]:
-    """That wallet's drift rows, as `economy.balance_drift` returns them; [] when in sync."""
-    user_id = _wallet_owner(conn, wallet_id)
+def _of_wallet(rows: list, wallet_id: int, owner: int | None) -> list:
+    """An ownerless wallet is named by a NULL owner, which names them all."""
+    return rows if owner is not None else [row for row in rows if row.wallet_id == wallet_id]
+
+
+def get_balance_drift(
+    conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
+) -> list[DriftRow]:
+    """That wallet's drift rows (its owner's), as `economy.balance_drift`
+    returns them; [] when in sync."""
+    owner = _wallet_owner(conn, wallet_id, attachment)
     with conn.cursor(row_factory=class_row(DriftRow)) as cur:
-        return cur.execute(
-            "SELECT * FROM economy.balance_drift(user_ids => ARRAY[%(user_id)s::bigint])",
-            {"user_id": user_id},
+        rows = cur.execute(
+            "SELECT * FROM economy.balance_drift(user_ids => ARRAY[%(owner)s::bigint],"
+            " attachment => %(attachment)s::text)",
+            {"owner": owner, "attachment": attachment},
         ).fetchall()
+    return _of_wallet(rows, wallet_id, owner)
 
 
-def recompute_lifetime_earnings(conn: psycopg.Connection, wallet_id: int) -> Decimal:
+def recompute_lifetime_earnings(
+    conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
+) -> Decimal:
     """The wallet's lifetime earnings according to the ledger."""
-    _wallet_owner(conn, wallet_id)
-    row = conn.execute(
-        "SELECT lt.lifetime_earnings FROM economy.ledger_totals lt"
-        " WHERE lt.wallet_id = %(wallet_id)s::bigint",
-        {"wallet_id": wallet_id},
-    ).fetchone()
-    return row[0] if row else Decimal("0.00")
+    try:
+        return conn.execute(
+            "SELECT t.lifetime_earnings FROM economy.wallet_ledger_totals("
+            "%(wallet_id)s::bigint, attachment => %(attachment)s::text) t",
+            {"wallet_id": wallet_id, "attachment": attachment},
+        ).fetchone()[0]
+    except errors.NoDataFound:
+        raise WalletNotFound(f"wallet {wallet_id} does not exist") from None
 
 
-def sync_profile_by_user_id(conn: psycopg.Connection, user_id: int) -> list[ReconcileRow]:
+def sync_profile_by_user_id(
+    conn: psycopg.Connection, user_id: int, attachment: str | None = None
+) -> list[ReconcileRow]:
     """Repair that user's wallet and profile caches from the ledger, as a real
     reconcile does (locked, logged), committed with it; returns the fields that changed."""
     with conn.transaction():
-        return _reconcile_users(conn, [user_id], dry_run=False)
+        return _reconcile_users(conn, [user_id], dry_run=False, attachment=attachment)
 
 
-def sync_wallet_to_profile(conn: psycopg.Connection, wallet_id: int) -> list[ReconcileRow]:
+def sync_wallet_to_profile(
+    conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
+) -> list[ReconcileRow]:
     """Repair that wallet's caches and its profile's from the ledger; returns what changed."""
     with conn.transaction():
-        return _reconcile_users(conn, [_wallet_owner(conn, wallet_id)], dry_run=False)
+        owner = _wallet_owner(conn, wallet_id, attachment)
+        rows = _reconcile_users(conn, [owner], dry_run=False, attachment=attachment)
+    return _of_wallet(rows, wallet_id, owner)
 
 
 def _user_batches(
-    conn: psycopg.Connection, user_ids: Iterable[int] | None, batch_size: int
-) -> Iterable[list[int]]:
-    """Every user once, in user_id order, batch_size at a time (keyset paging:
-    memory stays bounded however many users there are)."""
+    conn: psycopg.Connection,
+    user_ids: Iterable[int] | None,
+    batch_size: int,
+    attachment: str | None = None,
+) -> Iterable[list[int | None]]:
+    """Every user (owner) once, in key order, batch_size at a time (keyset
+    paging: memory stays bounded however many there are); for an attachment,
+    then [None]: its ownerless wallets."""
     if user_ids is not None:
         ordered = sorted(set(user_ids))
         for start in range(0, len(ordered), batch_size):
@@ -156,16 +187,17 @@ def _user_batches(
         batch = [
             row[0]
             for row in conn.execute(
-                "SELECT p.user_id FROM economy.profile p"
-                " WHERE %(after)s::bigint IS NULL OR p.user_id > %(after)s::bigint"
-                " ORDER BY p.user_id LIMIT %(batch_size)s::integer",
-                {"after": after, "batch_size": batch_size},
+                "SELECT * FROM economy.owner_keys(%(attachment)s::text,"
+                " after => %(after)s::bigint, batch_size => %(batch_size)s::integer)",
+                {"attachment": attachment, "after": after, "batch_size": batch_size},
             )
         ]
         if not batch:
-            return
+            break
         yield batch
         after = batch[-1]
+    if attachment is not None:
+        yield [None]
 
 
 def advance_checkpoint(conn: psycopg.Connection) -> int | None:
@@ -196,8 +228,13 @@ def reset_ledger_checkpoint(conn: psycopg.Connection) -> None:
         conn.execute("SELECT economy.reset_ledger_checkpoint()")
 
 
-def count_users(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM economy.profile").fetchone()[0]
+def count_users(conn: psycopg.Connection, attachment: str | None = None) -> int:
+    """How many batch entries a reconcile of everyone walks (an attachment's
+    ownerless wallets count as one)."""
+    owners = conn.execute(
+        "SELECT count(*) FROM economy.owner_keys(%(attachment)s::text)", {"attachment": attachment}
+    ).fetchone()[0]
+    return owners + (attachment is not None)
 
 
 def reconcile(
@@ -209,13 +246,15 @@ def reconcile(
     progress: Callable[[int], None] | None = None,
     lock_timeout: str = "5s",
     max_rows: int = 1000,
+    attachment: str | None = None,
 ) -> ReconcileSummary:
     """Reconcile the users (all, or user_ids) batch_size at a time, each batch
     its own transaction, so no lock is held long and an interrupted run can
     simply be run again. A real run over all users first advances the
     ledger checkpoint.
     limit caps the users examined. progress, if given, is called with the
-    number of users each batch examined."""
+    number of users each batch examined. attachment: an attached app's
+    tables instead of the package's (its ownerless wallets come last)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if limit is not None and limit < 0:
@@ -224,23 +263,23 @@ def reconcile(
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
     summary = ReconcileSummary(dry_run=dry_run, run_id=str(uuid.uuid4()))
     # The checkpoint speeds up scans of everyone; a dry run writes nothing.
-    if not dry_run and user_ids is None:
+    if not dry_run and user_ids is None and attachment is None:
         summary.checkpoint_skipped = advance_checkpoint(conn) is None
-    for batch in _user_batches(conn, user_ids, batch_size):
+    for batch in _user_batches(conn, user_ids, batch_size, attachment):
         if limit is not None:
             batch = batch[: limit - summary.processed]
             if not batch:
                 break
         try:
             with _transaction(conn, lock_timeout):
-                rows = _reconcile_users(conn, batch, dry_run, summary.run_id)
+                rows = _reconcile_users(conn, batch, dry_run, summary.run_id, attachment)
         except RETRYABLE_ERRORS:
             summary.errors += 1
             rows = []
         summary.batches += 1
         summary.processed += len(batch)
         for row in rows:
-            if row.field == EARNINGS_FIELD:
+            if row.field.endswith(EARNINGS_FIELD):
                 summary.earnings_fixes += 1
             else:
                 summary.balance_fixes += 1

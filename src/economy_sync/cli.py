@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="machine-readable output")
+    attached = argparse.ArgumentParser(add_help=False)
+    attached.add_argument(
+        "--attachment", metavar="NAME", help="an attached app's tables (economy.attachments)"
+    )
 
     parser = argparse.ArgumentParser(
         prog="economy-sync",
@@ -50,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("migrate", parents=[database], help="install or upgrade the schema")
-    drift = commands.add_parser("drift", parents=[database, output], help="list drifted caches")
+    drift = commands.add_parser(
+        "drift", parents=[database, output, attached], help="list drifted caches"
+    )
     drift.add_argument("--user-id", type=int, action="append", dest="user_ids", metavar="N")
 
     rec = commands.add_parser(
-        "reconcile", parents=[database, output], help="find (default) or repair drift, in batches"
+        "reconcile",
+        parents=[database, output, attached],
+        help="find (default) or repair drift, in batches",
     )
     mode = rec.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", dest="apply", action="store_false", help="report only (default)")
@@ -69,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", parents=[database], help="the whole story on a throwaway PostgreSQL"
     )
-    commands.add_parser("doctor", parents=[database], help="check an installation, read-only")
+    commands.add_parser(
+        "doctor", parents=[database, attached], help="check an installation, read-only"
+    )
     commands.add_parser(
         "audit",
         parents=[database, output],
@@ -132,8 +142,9 @@ def cmd_drift(args, out: Console) -> int:
         conn.transaction(),
     ):
         cur.execute(
-            "SELECT * FROM economy.balance_drift(user_ids => %(user_ids)s::bigint[])",
-            {"user_ids": args.user_ids},
+            "SELECT * FROM economy.balance_drift(user_ids => %(user_ids)s::bigint[],"
+            " attachment => %(attachment)s::text)",
+            {"user_ids": args.user_ids, "attachment": args.attachment},
         )
         rows = list(cur)
     if args.json:
@@ -156,6 +167,7 @@ def cmd_reconcile(args, out: Console) -> int:
             batch_size=args.batch_size,
             limit=args.limit,
             show_progress=not args.json,
+            attachment=args.attachment,
         )
     if args.json:
         document = asdict(summary)
@@ -206,7 +218,7 @@ def cmd_doctor(args, out: Console) -> int:
     from economy_sync.doctor import run_doctor
 
     with connected(required_dsn(args), need_schema=False) as conn:
-        return run_doctor(conn, out)
+        return run_doctor(conn, out, args.attachment)
 
 
 COMMANDS = {

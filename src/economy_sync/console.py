@@ -43,7 +43,7 @@ def drift_table(rows: Iterable, title: str) -> Table:
     for row in rows:
         difference = row.ledger_value - row.cached_value
         table.add_row(
-            str(row.user_id),
+            money(row.user_id),
             money(row.wallet_id),
             row.field,
             money(row.cached_value),
@@ -67,9 +67,15 @@ def progress_bar(total: int, description: str, enabled: bool):
 
 
 def run_reconcile(
-    conn, dry_run: bool, user_ids=None, batch_size=1000, limit=None, show_progress=True
+    conn,
+    dry_run: bool,
+    user_ids=None,
+    batch_size=1000,
+    limit=None,
+    show_progress=True,
+    attachment=None,
 ) -> api.ReconcileSummary:
-    total = len(set(user_ids)) if user_ids else api.count_users(conn)
+    total = len(set(user_ids)) if user_ids else api.count_users(conn, attachment)
     if limit is not None:
         total = min(total, limit)
     label = "checking" if dry_run else "repairing"
@@ -81,6 +87,7 @@ def run_reconcile(
             batch_size=batch_size,
             limit=limit,
             progress=advance,
+            attachment=attachment,
         )
 
 

@@ -3,7 +3,7 @@ problem what to do. Needs no write privilege and no CREATEDB: it only reads
 the catalogs and calls economy.balance_drift()."""
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from economy_sync import migrate
+from economy_sync.console import first_line
 
 SYNC_TRIGGERS = ("apply_entry", "reverse_transfer_leg", "refuse_ledger_change")
 ROLES = ("economy_app", "economy_operator")
@@ -19,9 +20,9 @@ APP_FUNCTIONS = (
     "economy.post_transaction(bigint, numeric, text, text, text)",
     "economy.transfer(bigint, bigint, numeric, text, text)",
     "economy.reverse_transaction(bigint, text)",
-    "economy.balance_drift(bigint[])",
+    "economy.balance_drift(bigint[], text)",
 )
-RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer, uuid)"
+RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer, uuid, text)"
 CACHE_TABLES = ("economy.wallet", "economy.profile")
 # ledger columns only the database (or economy.transfer) may set
 DATABASE_COLUMNS = ("id", "created_at", "transfer_debit_id")
@@ -32,9 +33,6 @@ LEDGER = "economy.transaction"
 class Finding:
     ok: bool
     message: str
-
-
-Check = Callable[[psycopg.Connection], Iterator[Finding]]
 
 
 def one(conn: psycopg.Connection, query: str, params=None):
@@ -59,15 +57,42 @@ def check_schema(conn) -> Iterator[Finding]:
         yield Finding(False, f"schema at {current}, latest is {head}: run `economy-sync migrate`")
 
 
-def check_triggers(conn) -> Iterator[Finding]:
+def expected_triggers(conn, attachment: str | None) -> dict[str, str]:
+    """The sync's triggers (name -> table) on the package's ledger or on an
+    attachment's tables."""
+    if attachment is None:
+        return dict.fromkeys(SYNC_TRIGGERS, LEDGER)
+    ledger, wallet, profile = conn.execute(
+        "SELECT ledger::text, wallet::text, profile::text FROM economy.attachment(%s)",
+        [attachment],
+    ).fetchone()
+    prefix = f"economy_{attachment}_"
+    expected = {
+        prefix + "sync": ledger,
+        prefix + "sync_update": ledger,
+        prefix + "refuse_truncate": ledger,
+        prefix + "keep_cached": wallet,
+    }
+    if profile is not None:
+        expected[prefix + "move"] = wallet
+    return expected
+
+
+def check_triggers(conn, attachment: str | None) -> Iterator[Finding]:
+    try:
+        expected = expected_triggers(conn, attachment)
+    except psycopg.errors.UndefinedObject as error:
+        yield Finding(False, f"{first_line(error)}: see `SELECT name FROM economy.attachments`")
+        return
     states = dict(
         conn.execute(
             "SELECT tgname, tgenabled FROM pg_trigger"
-            " WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
-            [LEDGER],
+            " WHERE tgrelid = ANY(%s::regclass[]) AND NOT tgisinternal",
+            [sorted(set(expected.values()))],
         ).fetchall()
     )
-    for name in SYNC_TRIGGERS:
+    repair = "--attachment " + attachment + " " if attachment else ""
+    for name, table in expected.items():
         state = states.get(name)
         if state is None:
             yield Finding(False, f"trigger {name} is missing: reinstall (`economy-sync migrate`)")
@@ -77,8 +102,8 @@ def check_triggers(conn) -> Iterator[Finding]:
             how = "disabled" if state == "D" else "enabled only for replicas"
             yield Finding(
                 False,
-                f"trigger {name} is {how}: ALTER TABLE {LEDGER} ENABLE TRIGGER {name};"
-                " then run `economy-sync reconcile --apply --all`",
+                f"trigger {name} is {how}: ALTER TABLE {table} ENABLE TRIGGER {name};"
+                f" then run `economy-sync reconcile {repair}--apply --all`",
             )
 
 
@@ -152,13 +177,19 @@ def check_roles(conn) -> Iterator[Finding]:
         yield Finding(True, "roles economy_app and economy_operator granted as designed")
 
 
-def check_drift(conn) -> Iterator[Finding]:
+def check_drift(conn, attachment: str | None) -> Iterator[Finding]:
     try:
         with conn.transaction():
-            drifted = one(conn, "SELECT count(*) FROM economy.balance_drift()")
+            drifted = one(
+                conn,
+                "SELECT count(*) FROM economy.balance_drift(attachment => %s::text)",
+                [attachment],
+            )
     except psycopg.errors.InsufficientPrivilege:
         yield Finding(False, "cannot read drift: run doctor as a member of economy_app")
         return
+    except psycopg.errors.UndefinedObject:
+        return  # said by check_triggers
     if drifted:
         yield Finding(
             False,
@@ -169,29 +200,23 @@ def check_drift(conn) -> Iterator[Finding]:
         yield Finding(True, "no drift: every cached balance equals the ledger")
 
 
-CHECKS: tuple[Check, ...] = (
-    check_schema,
-    check_triggers,
-    check_replication_role,
-    check_roles,
-    check_drift,
-)
-
-
-def findings(conn: psycopg.Connection) -> list[Finding]:
+def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Finding]:
     """Every finding, in a read-only transaction: doctor never writes."""
     results = []
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
         if not one(conn, "SELECT to_regnamespace('economy') IS NOT NULL"):
             return list(check_schema(conn))
-        for check in CHECKS:
-            results.extend(check(conn))
+        results.extend(check_schema(conn))
+        results.extend(check_triggers(conn, attachment))
+        results.extend(check_replication_role(conn))
+        results.extend(check_roles(conn))
+        results.extend(check_drift(conn, attachment))
     return results
 
 
-def run_doctor(conn: psycopg.Connection, out: Console) -> int:
-    results = findings(conn)
+def run_doctor(conn: psycopg.Connection, out: Console, attachment: str | None = None) -> int:
+    results = findings(conn, attachment)
     for finding in results:
         mark = "[green]ok[/]     " if finding.ok else "[red]PROBLEM[/]"
         out.print(f"{mark} {escape(finding.message)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,894 @@
+-- economy-sync: the same sync, drift and reconcile, attached to an
+-- application's own ledger, wallet and (optionally) profile tables.
+--
+-- economy.attach() resolves every name through the catalogs and checks the
+-- `earning` expression by preparing it against the ledger; then it creates,
+-- for attachment N, from the templates below (format() with %I and %L; the
+-- only other text placed in them is the checked `earning` expression):
+--   economy.attached_N_sync()       the ledger's INSERT/UPDATE/DELETE trigger
+--   economy.attached_N_keep_wallet() (and _keep_profile) guards of the caches
+--   economy.attached_N_move()       a wallet's figures follow a new owner
+--   economy.attached_N_drift()      balance_drift(attachment => N)
+--   economy.attached_N_reconcile()  reconcile_economy(attachment => N)
+-- and the triggers that call them; economy.detach(N) drops them all. No SQL
+-- is built per row: every function is static once generated.
+--
+-- The generated functions belong to the role that attached, which owns the
+-- app's tables. Cached columns belong to the sync: the guards let through only
+-- the sync's own updates (made from a trigger) and reconcile's (which sets
+-- economy.repairing for its transaction). Whoever switches user triggers off,
+-- or sets economy.repairing, bypasses them: drift checks are there for that.
+
+CREATE TABLE economy.attachments (
+    name text PRIMARY KEY
+    CONSTRAINT attachments_name_format CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+    ledger regclass NOT NULL UNIQUE,
+    wallet regclass NOT NULL,
+    profile regclass,
+    ledger_wallet_column name NOT NULL,
+    amount_column name NOT NULL,
+    wallet_key_column name NOT NULL,
+    wallet_balance_column name NOT NULL,
+    wallet_earnings_column name,
+    wallet_owner_column name,
+    profile_key_column name,
+    profile_balance_column name,
+    profile_earnings_column name,
+    earning text NOT NULL,
+    balance_after_column name,
+    attached_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The name of an object generated for an attachment.
+CREATE FUNCTION economy.attached_object(attachment text, suffix text)
+RETURNS name
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT ('attached_' || attachment || '_' || suffix)::name;
+$$;
+
+-- The attachment's row, or an error that names it.
+CREATE FUNCTION economy.attachment(attachment_name text)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    found_row economy.attachments;
+BEGIN
+    SELECT * INTO found_row FROM economy.attachments a WHERE a.name = attachment_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no attachment named %', attachment_name
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM economy.attachments';
+    END IF;
+    RETURN found_row;
+END;
+$$;
+
+-- Refuses a column that is missing or whose type is not one of `types`.
+CREATE FUNCTION economy.check_column(tbl regclass, col name, purpose text, types regtype[])
+RETURNS regtype
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    found_type regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO found_type
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '%: table % has no column %', purpose, tbl, col
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    IF NOT found_type = ANY (types) THEN
+        RAISE EXCEPTION '%: %.% is %, not one of %', purpose, tbl, col, found_type, types
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    RETURN found_type;
+END;
+$$;
+
+-- Refuses an `earning` text that is not one boolean expression over the
+-- ledger's columns. Outside its string literals and quoted names it may hold
+-- no statement separator, comment, dollar quote or backslash, and its
+-- parentheses must balance: wrapped in parentheses it is then one expression
+-- and nothing more. Preparing a SELECT filtered by it checks its names and
+-- type; nothing is run.
+CREATE FUNCTION economy.check_earning(ledger regclass, earning text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
+    depth integer := 0;
+    ch text;
+BEGIN
+    IF earning IS NULL OR btrim(earning) = ''
+        OR bare ~ '[;$\\]' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
+        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
+            earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
+        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
+        EXIT WHEN depth < 0;
+    END LOOP;
+    IF depth <> 0 THEN
+        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        -- WHERE takes a boolean only (not merely one castable to it)
+        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
+            ledger, earning);
+        DEALLOCATE economy_check_earning;
+    EXCEPTION
+        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
+            OR ambiguous_column OR undefined_table THEN
+            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
+                ledger, earning, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value';
+    END;
+END;
+$$;
+
+-- `alias.column`, or NULL where the attachment has no such column.
+CREATE FUNCTION economy.render_column(alias text, col name)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN col IS NULL THEN 'NULL' ELSE format('%s.%I', alias, col) END;
+$$;
+
+-- One `column = …` item of a SET list (template: %1$I is the column), or
+-- nothing where the attachment has no such column.
+CREATE FUNCTION economy.render_set(template text, col name)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN col IS NOT NULL THEN format(template, col) END;
+$$;
+
+-- The SET list adding amount / earnings to the cached columns present.
+CREATE FUNCTION economy.render_additions(
+    alias text, balance_column name, earnings_column name, amount text, earnings text
+)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT concat_ws(', ',
+        economy.render_set(format('%%1$I = %s.%%1$I + %s', alias, amount), balance_column),
+        economy.render_set(format('%%1$I = %s.%%1$I + %s', alias, earnings), earnings_column));
+$$;
+
+-- Template part: adds the (owner key, amount, earnings) rows of `source` to
+-- the owners' profiles (the keys are also in the array sync_owners; NULL for
+-- an ownerless wallet), locked first in ascending key order when there are
+-- several. Empty for an attachment without profiles.
+CREATE FUNCTION economy.render_profile_update(a economy.attachments, source text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT CASE WHEN a.profile IS NOT NULL THEN format(
+    $template$
+    IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
+        PERFORM FROM %1$s p WHERE p.%2$I = ANY (sync_owners) ORDER BY p.%2$I FOR NO KEY UPDATE;
+    END IF;
+    UPDATE %1$s p SET %3$s
+    FROM (
+        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+        FROM %4$s AS d (owner_key, amount, earnings)
+        GROUP BY d.owner_key
+    ) d
+    WHERE p.%2$I = d.owner_key;$template$,
+    a.profile,
+    a.profile_key_column,
+    economy.render_additions(
+        'p', a.profile_balance_column, a.profile_earnings_column, 'd.amount', 'd.earnings'
+    ),
+    source
+) ELSE '' END;
+$render$;
+
+-- Template: the ledger's trigger. A changed ledger row is one signed
+-- (wallet, amount, earning) side for its old row and one for its new row;
+-- the sides are summed per wallet, the wallets updated in ascending key
+-- order, then the owners' profiles.
+CREATE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+    sync_owner bigint;
+BEGIN
+    SELECT array_agg(s.wallet_key ORDER BY s.wallet_key),
+        array_agg(s.amount ORDER BY s.wallet_key),
+        array_agg(s.earnings ORDER BY s.wallet_key)
+    INTO sync_wallets, sync_amounts, sync_earnings
+    FROM (
+        SELECT side.wallet_key, sum(side.amount) AS amount,
+            coalesce(sum(side.amount) FILTER (WHERE side.earns), 0) AS earnings
+        FROM (
+            SELECT r.%2$I AS wallet_key, -r.%3$I AS amount, (%4$s) AS earns
+            FROM (SELECT OLD.*) AS r
+            WHERE TG_OP <> 'INSERT'
+            UNION ALL
+            SELECT r.%2$I, r.%3$I, (%4$s)
+            FROM (SELECT NEW.*) AS r
+            WHERE TG_OP <> 'DELETE'
+        ) side
+        GROUP BY side.wallet_key
+    ) s
+    WHERE s.amount <> 0 OR s.earnings <> 0;
+
+    FOR i IN 1 .. coalesce(cardinality(sync_wallets), 0) LOOP
+        UPDATE %5$s w SET %6$s
+        WHERE w.%7$I = sync_wallets[i]
+        RETURNING %8$s INTO sync_owner;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %9$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    a.wallet_key_column,
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
+);
+$render$;
+
+-- Template: a wallet given to another owner takes its ledger figures from the
+-- old owner's profile to the new one's.
+CREATE FUNCTION economy.render_move(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_owners bigint[] := ARRAY[OLD.%2$I, NEW.%2$I];
+    moved numeric;
+    moved_earnings numeric;
+BEGIN
+    SELECT coalesce(sum(r.%3$I), 0), coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)
+    INTO moved, moved_earnings
+    FROM %5$s AS r
+    WHERE r.%6$I = NEW.%7$I;
+    %8$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'move'),
+    a.wallet_owner_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.wallet_key_column,
+    economy.render_profile_update(
+        a,
+        format(
+            '(VALUES (%1$s, -moved, -moved_earnings), (%2$s, moved, moved_earnings))',
+            format('OLD.%I::bigint', a.wallet_owner_column),
+            format('NEW.%I::bigint', a.wallet_owner_column)
+        )
+    )
+);
+$render$;
+
+-- Template: a guard that keeps a table's cached columns as they are on an
+-- ordinary UPDATE (the rest of the row is saved).
+CREATE FUNCTION economy.render_keep(function_name name, cached name[])
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    %2$s
+    RETURN NEW;
+END;
+$fn$
+$template$,
+    function_name,
+    (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n    ') FROM unnest(cached) c)
+);
+$render$;
+
+-- Template: the drift of an attachment, with balance_drift's columns. A
+-- profile row names its wallet when the owner has exactly one.
+CREATE FUNCTION economy.render_drift(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I(user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH wallets AS (
+        SELECT w.%2$I::bigint AS wallet_id, %3$s::bigint AS owner_id,
+            w.%4$I::numeric AS cached_balance, %5$s::numeric AS cached_earnings
+        FROM %6$s w
+        WHERE user_ids IS NULL OR %3$s = ANY (user_ids)
+            OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+    ),
+
+    ledger AS (
+        SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
+            coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
+        FROM %10$s AS r
+        WHERE user_ids IS NULL OR r.%7$I IN (SELECT wl.wallet_id FROM wallets wl)
+        GROUP BY r.%7$I
+    ),
+
+    per_wallet AS (
+        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) AS ledger_earnings
+        FROM wallets w
+        LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+    ),
+
+    per_profile AS (%11$s),
+
+    compared AS (
+        SELECT pw.owner_id AS user_id, pw.wallet_id, 1 AS position, 'wallet.balance' AS field,
+            pw.cached_balance AS cached_value, pw.ledger_balance AS ledger_value
+        FROM per_wallet pw
+        UNION ALL
+        SELECT pw.owner_id, pw.wallet_id, 2, 'wallet.lifetime_earnings',
+            pw.cached_earnings, pw.ledger_earnings
+        FROM per_wallet pw
+        WHERE %12$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+            pp.cached_balance, pp.ledger_balance
+        FROM per_profile pp
+        WHERE %13$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+            pp.cached_earnings, pp.ledger_earnings
+        FROM per_profile pp
+        WHERE %14$L
+    )
+
+    SELECT c.user_id, c.wallet_id, c.field, c.cached_value, c.ledger_value
+    FROM compared c
+    WHERE c.cached_value IS DISTINCT FROM c.ledger_value
+    ORDER BY c.user_id NULLS LAST, c.position, c.wallet_id;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'drift'),
+    a.wallet_key_column,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_balance_column,
+    economy.render_column('w', a.wallet_earnings_column),
+    a.wallet,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    CASE WHEN a.profile IS NULL THEN
+        'SELECT NULL::bigint AS user_id, NULL::bigint AS wallet_id,'
+        ' NULL::numeric AS cached_balance, NULL::numeric AS cached_earnings,'
+        ' NULL::numeric AS ledger_balance, NULL::numeric AS ledger_earnings WHERE false'
+    ELSE format(
+        $profiles$
+        SELECT p.%1$I::bigint AS user_id,
+            CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
+            %2$s::numeric AS cached_balance, %3$s::numeric AS cached_earnings,
+            coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
+            coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings
+        FROM %4$s p
+        LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
+        WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
+        GROUP BY p.%1$I, 3, 4
+    $profiles$,
+        a.profile_key_column,
+        economy.render_column('p', a.profile_balance_column),
+        economy.render_column('p', a.profile_earnings_column),
+        a.profile
+    ) END,
+    a.wallet_earnings_column IS NOT NULL,
+    a.profile_balance_column IS NOT NULL,
+    a.profile_earnings_column IS NOT NULL
+);
+$render$;
+
+-- Template: reconcile an attachment as reconcile_economy does the package's
+-- tables: lock the drifted owners' wallets and the drifted ownerless ones
+-- (ascending keys), then their profiles, measure again with a snapshot taken
+-- after the locks, and set each drifted cache to its ledger value.
+CREATE FUNCTION economy.render_reconcile(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I(dry_run boolean, user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    drifted_owners bigint[];
+    drifted_wallets bigint[];
+BEGIN
+    IF dry_run THEN
+        RETURN QUERY SELECT d.*, false FROM economy.%2$I(user_ids) d;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(DISTINCT d.user_id) FILTER (WHERE d.user_id IS NOT NULL), '{}'),
+        coalesce(array_agg(DISTINCT d.wallet_id) FILTER (WHERE d.user_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM economy.%2$I(user_ids) d;
+
+    PERFORM FROM %3$s w
+    WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
+    ORDER BY w.%5$I
+    FOR NO KEY UPDATE;
+    %6$s
+
+    -- lets the repairs past the guards of the cached columns
+    PERFORM set_config('economy.repairing', 'on', true);
+    -- A new statement, so a new snapshot: taken after the locks.
+    RETURN QUERY
+    WITH drift AS (
+        SELECT d.*
+        FROM economy.%2$I(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+        WHERE d.user_id = ANY (drifted_owners) OR d.wallet_id = ANY (drifted_wallets)
+    ),
+
+    wallet_fix AS (
+        UPDATE %3$s w SET %7$s
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        WHERE w.%5$I = u.wallet_id
+    ),
+
+    profile_fix AS (%8$s)
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+    PERFORM set_config('economy.repairing', '', true);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'reconcile'),
+    economy.attached_object(a.name, 'drift'),
+    a.wallet,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_key_column,
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        'PERFORM FROM %1$s p WHERE p.%2$I = ANY (drifted_owners) ORDER BY p.%2$I'
+        ' FOR NO KEY UPDATE;',
+        a.profile, a.profile_key_column
+    ) ELSE '' END,
+    concat_ws(', ',
+        economy.render_set('%1$I = coalesce(b.ledger_value, w.%1$I)', a.wallet_balance_column),
+        economy.render_set('%1$I = coalesce(e.ledger_value, w.%1$I)', a.wallet_earnings_column)),
+    CASE WHEN a.profile IS NULL THEN 'SELECT' ELSE format(
+        $profiles$
+        UPDATE %1$s p SET %3$s
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        WHERE p.%2$I = u.user_id
+    $profiles$,
+        a.profile,
+        a.profile_key_column,
+        concat_ws(', ',
+            economy.render_set(
+                '%1$I = coalesce(b.ledger_value, p.%1$I)', a.profile_balance_column),
+            economy.render_set(
+                '%1$I = coalesce(e.ledger_value, p.%1$I)', a.profile_earnings_column))
+    ) END
+);
+$render$;
+
+-- Trigger function: an attached ledger is never emptied behind the caches.
+CREATE FUNCTION economy.refuse_attached_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'TRUNCATE of %.% refused: economy-sync keeps caches of it; DELETE instead',
+        TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END;
+$$;
+
+-- Attaches the sync, drift and reconcile to an application's tables (see
+-- the top of this file). Changes no cache: existing drift shows in drift
+-- checks. All or nothing: a bad argument creates nothing.
+CREATE FUNCTION economy.attach(
+    name text,
+    ledger regclass,
+    wallet regclass,
+    ledger_wallet_column name DEFAULT 'wallet_id',
+    amount_column name DEFAULT 'amount',
+    wallet_balance_column name DEFAULT 'balance',
+    wallet_earnings_column name DEFAULT NULL,
+    wallet_owner_column name DEFAULT NULL,
+    profile regclass DEFAULT NULL,
+    profile_key_column name DEFAULT 'id',
+    profile_balance_column name DEFAULT NULL,
+    profile_earnings_column name DEFAULT NULL,
+    earning text DEFAULT 'amount > 0',
+    balance_after_column name DEFAULT NULL
+)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments;
+    key_types regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    money_types regtype[] := ARRAY['smallint', 'integer', 'bigint', 'numeric']::regtype[];
+    amount_type regtype;
+    wallet_keys name[];
+    tbl regclass;
+    cached name[];
+BEGIN
+    IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
+            attach.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.name = attach.name) THEN
+        RAISE EXCEPTION 'an attachment named % exists already', attach.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF attach.balance_after_column IS NOT NULL THEN
+        RAISE EXCEPTION 'balance_after_column is not supported yet'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    FOREACH tbl IN ARRAY array_remove(ARRAY[attach.ledger, attach.wallet, attach.profile], NULL)
+    LOOP
+        IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+        END IF;
+    END LOOP;
+    IF attach.ledger IN (attach.wallet, attach.profile) OR attach.wallet = attach.profile THEN
+        RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.ledger = attach.ledger) THEN
+        RAISE EXCEPTION 'ledger % is attached already', attach.ledger
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+
+    -- the wallet's primary key: one integer column
+    SELECT array_agg(att.attname) INTO wallet_keys
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = i.indrelid AND att.attnum = ANY (i.indkey)
+    WHERE i.indrelid = attach.wallet AND i.indisprimary;
+    IF cardinality(wallet_keys) IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'wallet table % needs a primary key of one column', attach.wallet
+            USING ERRCODE = 'invalid_table_definition';
+    END IF;
+    PERFORM economy.check_column(attach.wallet, wallet_keys[1], 'wallet key', key_types);
+    PERFORM economy.check_column(
+        attach.ledger, attach.ledger_wallet_column, 'ledger_wallet_column', key_types
+    );
+    amount_type := economy.check_column(
+        attach.ledger, attach.amount_column, 'amount_column', money_types
+    );
+    -- caches of an integer type need integer amounts: nothing is ever rounded
+    IF amount_type = 'numeric'::regtype THEN
+        money_types := ARRAY['numeric']::regtype[];
+    END IF;
+    PERFORM economy.check_column(
+        attach.wallet, attach.wallet_balance_column, 'wallet_balance_column', money_types
+    );
+    IF attach.wallet_earnings_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.wallet, attach.wallet_earnings_column, 'wallet_earnings_column', money_types
+        );
+    END IF;
+    IF attach.wallet_owner_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.wallet, attach.wallet_owner_column, 'wallet_owner_column', key_types
+        );
+    END IF;
+    IF attach.profile IS NOT NULL THEN
+        IF attach.wallet_owner_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs wallet_owner_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF attach.profile_balance_column IS NULL AND attach.profile_earnings_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs profile_balance_column or profile_earnings_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM economy.check_column(
+            attach.profile, attach.profile_key_column, 'profile_key_column', key_types
+        );
+        IF attach.profile_balance_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                attach.profile, attach.profile_balance_column, 'profile_balance_column', money_types
+            );
+        END IF;
+        IF attach.profile_earnings_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                attach.profile, attach.profile_earnings_column, 'profile_earnings_column', money_types
+            );
+        END IF;
+    ELSIF attach.profile_balance_column IS NOT NULL OR attach.profile_earnings_column IS NOT NULL
+    THEN
+        RAISE EXCEPTION 'profile_balance_column and profile_earnings_column need a profile table'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM economy.check_earning(attach.ledger, attach.earning);
+
+    INSERT INTO economy.attachments AS x (
+        name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
+        wallet_balance_column, wallet_earnings_column, wallet_owner_column, profile_key_column,
+        profile_balance_column, profile_earnings_column, earning
+    )
+    VALUES (
+        attach.name, attach.ledger, attach.wallet, attach.profile, attach.ledger_wallet_column,
+        attach.amount_column, wallet_keys[1], attach.wallet_balance_column,
+        attach.wallet_earnings_column, attach.wallet_owner_column,
+        CASE WHEN attach.profile IS NOT NULL THEN attach.profile_key_column END,
+        attach.profile_balance_column, attach.profile_earnings_column, attach.earning
+    )
+    RETURNING x.* INTO a;
+
+    EXECUTE economy.render_sync(a);
+    EXECUTE economy.render_drift(a);
+    EXECUTE economy.render_reconcile(a);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER INSERT OR DELETE ON %s'
+        ' FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync', a.ledger, economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW'
+        ' WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_update', a.ledger,
+        economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I BEFORE TRUNCATE ON %s'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
+        'economy_' || a.name || '_refuse_truncate', a.ledger);
+
+    -- guards of the cached columns, wallet then profile
+    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
+        cached := CASE WHEN tbl = a.wallet
+            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
+            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
+        END;
+        EXECUTE economy.render_keep(
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END),
+            cached
+        );
+        EXECUTE format(
+            'CREATE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+            ' WHEN (pg_catalog.pg_trigger_depth() < 1'
+            ' AND pg_catalog.current_setting(''economy.repairing'', true)'
+            ' IS DISTINCT FROM ''on'' AND (%s))'
+            ' EXECUTE FUNCTION economy.%I()',
+            'economy_' || a.name || '_keep_cached', tbl,
+            (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+                FROM unnest(cached) c),
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END));
+    END LOOP;
+
+    IF a.profile IS NOT NULL THEN
+        EXECUTE economy.render_move(a);
+        EXECUTE format(
+            'CREATE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
+            ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
+            'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
+            economy.attached_object(a.name, 'move'));
+    END IF;
+
+    -- as for the package's own functions: the app reads drift, the operator
+    -- reconciles (through balance_drift and reconcile_economy)
+    EXECUTE format(
+        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[])'
+        ' FROM PUBLIC',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%I(bigint[]) TO economy_app',
+        economy.attached_object(a.name, 'drift'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%I(boolean, bigint[]) TO economy_operator',
+        economy.attached_object(a.name, 'reconcile'));
+    RETURN a;
+END;
+$$;
+
+-- Removes everything attach() created; the app's tables and data stay.
+CREATE FUNCTION economy.detach(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(detach.name);
+    trig record;
+BEGIN
+    FOR trig IN
+        SELECT t.tgname, t.tgrelid::regclass AS tbl
+        FROM pg_catalog.pg_trigger t
+        WHERE t.tgrelid IN (a.ledger, a.wallet, a.profile)
+            AND t.tgname LIKE 'economy\_' || a.name || '\_%'
+            AND NOT t.tgisinternal
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, trig.tbl);
+    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'sync'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'move'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_wallet'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_profile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(boolean, bigint[])',
+        economy.attached_object(a.name, 'reconcile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'drift'));
+    DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;
+
+-- The owner key of a wallet (NULL for an ownerless one); an unknown wallet
+-- is an error.
+CREATE FUNCTION economy.wallet_owner(wallet_id bigint, attachment text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    a economy.attachments;
+    owner_key bigint;
+    found_rows bigint;
+BEGIN
+    IF attachment IS NULL THEN
+        SELECT w.user_id INTO owner_key FROM economy.wallet w WHERE w.id = wallet_owner.wallet_id;
+    ELSE
+        a := economy.attachment(attachment);
+        EXECUTE format('SELECT %s FROM %s w WHERE w.%I = $1',
+            economy.render_column('w', a.wallet_owner_column), a.wallet, a.wallet_key_column)
+        INTO owner_key
+        USING wallet_owner.wallet_id;
+    END IF;
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+    IF found_rows = 0 THEN
+        RAISE EXCEPTION 'wallet % does not exist', wallet_owner.wallet_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN owner_key;
+END;
+$$;
+
+-- The owners whose caches a reconcile walks, in key order after `after`, at
+-- most `batch_size` of them (all when NULL): the package's users, or an
+-- attachment's profiles (its wallets' distinct owners when it has none).
+-- Ownerless wallets are named by a NULL in user_ids, not listed here.
+CREATE FUNCTION economy.owner_keys(
+    attachment text DEFAULT NULL, after bigint DEFAULT NULL, batch_size integer DEFAULT NULL
+)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    IF attachment IS NULL THEN
+        RETURN QUERY
+        SELECT p.user_id FROM economy.profile p
+        WHERE after IS NULL OR p.user_id > after
+        ORDER BY p.user_id
+        LIMIT batch_size;
+        RETURN;
+    END IF;
+    a := economy.attachment(attachment);
+    IF a.wallet_owner_column IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT DISTINCT t.%1$I::bigint FROM %2$s t'
+        ' WHERE t.%1$I IS NOT NULL AND ($1 IS NULL OR t.%1$I > $1) ORDER BY 1 LIMIT $2',
+        coalesce(a.profile_key_column, a.wallet_owner_column), coalesce(a.profile, a.wallet))
+    USING after, batch_size;
+END;
+$$;
+
+-- What the ledger says one wallet's figures are.
+CREATE FUNCTION economy.wallet_ledger_totals(wallet_id bigint, attachment text DEFAULT NULL)
+RETURNS TABLE (balance numeric, lifetime_earnings numeric)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    a economy.attachments;
+BEGIN
+    PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
+    IF attachment IS NULL THEN
+        RETURN QUERY
+        SELECT coalesce(sum(lt.balance), 0.00), coalesce(sum(lt.lifetime_earnings), 0.00)
+        FROM economy.ledger_totals lt
+        WHERE lt.wallet_id = wallet_ledger_totals.wallet_id;
+        RETURN;
+    END IF;
+    a := economy.attachment(attachment);
+    RETURN QUERY EXECUTE format(
+        'SELECT coalesce(sum(r.%1$I), 0)::numeric,'
+        ' coalesce(sum(r.%1$I) FILTER (WHERE %2$s), 0)::numeric'
+        ' FROM %3$s AS r WHERE r.%4$I = $1',
+        a.amount_column, a.earning, a.ledger, a.ledger_wallet_column)
+    USING wallet_ledger_totals.wallet_id;
+END;
+$$;
