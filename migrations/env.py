@@ -30,7 +30,13 @@ def run_migrations(connection: sa.Connection) -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=database_url(), literal_binds=True)
+    # `transactional_ddl: False` (economy_sync.migrate.script): no BEGIN/COMMIT
+    # around the script, for a caller that runs it inside its own transaction
+    context.configure(
+        url=context.config.attributes.get("url") or database_url(),
+        literal_binds=True,
+        transactional_ddl=context.config.attributes.get("transactional_ddl", True),
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -1,5 +1,7 @@
 """Install, upgrade and remove the schema with alembic, from Python."""
 
+import io
+
 import psycopg
 import sqlalchemy as sa
 from alembic import command
@@ -8,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from economy_sync._paths import migrations_dir
+
+VERSION_TABLE = "alembic_version"  # alembic's default, in the search path's schema
 
 
 def _config() -> Config:
@@ -38,6 +42,38 @@ def upgrade(dsn: str, revision: str = "head") -> None:
 def downgrade(dsn: str, revision: str = "base") -> None:
     """`alembic downgrade base` against dsn: removes the schema."""
     _run(dsn, command.downgrade, revision)
+
+
+def script(from_revision: str | None, to_revision: str) -> str:
+    """The SQL that `alembic upgrade` (or downgrade, when to_revision comes
+    first) would run from from_revision (None: an empty database), without
+    BEGIN/COMMIT: for a caller's own transaction (the Django operation)."""
+    config = _config()
+    config.output_buffer = io.StringIO()
+    config.attributes["url"] = "postgresql+psycopg://"
+    config.attributes["transactional_ddl"] = False
+    revisions = f"{from_revision or 'base'}:{to_revision}"
+    if to_revision == "base" or (from_revision and _is_older(to_revision, from_revision)):
+        command.downgrade(config, revisions, sql=True)
+    else:
+        command.upgrade(config, revisions, sql=True)
+    return config.output_buffer.getvalue()
+
+
+def installed_revision(cursor) -> str | None:
+    """The revision a database is at (None: not installed), read with any
+    DB-API cursor, inside the caller's transaction."""
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [VERSION_TABLE])
+    if not cursor.fetchone()[0]:
+        return None
+    cursor.execute(f"SELECT version_num FROM {VERSION_TABLE}")  # our constant
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _is_older(revision: str, than: str) -> bool:
+    scripts = ScriptDirectory.from_config(_config())
+    return any(step.revision == revision for step in scripts.iterate_revisions(than, "base"))
 
 
 def head_revision() -> str:

@@ -1,0 +1,25 @@
+"""Install economy-sync and attach it to the economy's tables."""
+
+from django.db import migrations
+
+from economy_sync.django.operations import AttachEconomy, InstallEconomySync
+
+
+class Migration(migrations.Migration):
+    dependencies = [("esports", "0001_initial")]
+
+    operations = [
+        InstallEconomySync(),
+        AttachEconomy(
+            "esports",
+            ledger="esports.DeltaCrownTransaction",
+            wallet="esports.DeltaCrownWallet",
+            wallet_balance_field="cached_balance",
+            wallet_earnings_field="lifetime_earnings",
+            wallet_owner_field="profile",
+            profile="esports.Profile",
+            profile_balance_field="deltacoin_balance",
+            profile_earnings_field="lifetime_earnings",
+            earning="amount > 0",
+        ),
+    ]

@@ -1,0 +1,108 @@
+"""The example app's economy through its ORM, attached by its migrations:
+every way Django writes keeps the caches right, and drift made behind the
+sync's back is found and repaired by `manage.py reconcile_economy`."""
+
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.models import F
+from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def economy():
+    """ana's wallet, bo's wallet and the ownerless treasury."""
+    ana, bo = Profile.objects.create(username="ana"), Profile.objects.create(username="bo")
+    return (
+        DeltaCrownWallet.objects.create(profile=ana),
+        DeltaCrownWallet.objects.create(profile=bo),
+        DeltaCrownWallet.objects.create(profile=None),
+    )
+
+
+def figures(wallet):
+    wallet.refresh_from_db()
+    if wallet.profile_id is None:
+        return wallet.cached_balance, wallet.lifetime_earnings
+    profile = Profile.objects.get(pk=wallet.profile_id)
+    return (
+        wallet.cached_balance,
+        wallet.lifetime_earnings,
+        profile.deltacoin_balance,
+        profile.lifetime_earnings,
+    )
+
+
+def drift():
+    with connection.cursor() as cur:
+        cur.execute("SELECT * FROM economy.balance_drift(attachment => 'esports')")
+        return cur.fetchall()
+
+
+def test_objects_create(economy):
+    ana, _, _ = economy
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=100, reason="tournament_prize")
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=-30, reason="shop_purchase")
+    assert figures(ana) == (70, 100, Decimal("70.00"), Decimal("100.00"))
+
+
+def test_bulk_create_update_and_delete(economy):
+    ana, bo, treasury = economy
+    DeltaCrownTransaction.objects.bulk_create(
+        [
+            DeltaCrownTransaction(wallet=ana, amount=50, reason="reward"),
+            DeltaCrownTransaction(wallet=bo, amount=20, reason="reward"),
+            DeltaCrownTransaction(wallet=treasury, amount=5, reason="platform_fee"),
+        ]
+    )
+    DeltaCrownTransaction.objects.filter(reason="reward").update(amount=F("amount") * 2)
+    assert figures(ana) == (100, 100, Decimal("100.00"), Decimal("100.00"))
+    DeltaCrownTransaction.objects.filter(wallet=bo).delete()
+    assert figures(bo) == (0, 0, Decimal("0.00"), Decimal("0.00"))
+    assert figures(treasury) == (5, 5)
+    assert drift() == []
+
+
+def test_a_stale_wallet_save_changes_no_cached_column(economy):
+    ana, _, _ = economy
+    stale = DeltaCrownWallet.objects.get(pk=ana.pk)
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=100, reason="tournament_prize")
+    stale.is_deleted = True
+    stale.cached_balance += 100  # the old `+=` code, on a stale object
+    stale.save()
+    assert figures(ana) == (100, 100, Decimal("100.00"), Decimal("100.00"))
+    assert DeltaCrownWallet.objects.get(pk=ana.pk).is_deleted
+
+
+def test_drift_behind_the_syncs_back_is_repaired_by_the_command(committed, economy, capsys):
+    ana, _, treasury = economy
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=100, reason="tournament_prize")
+    DeltaCrownTransaction.objects.create(wallet=treasury, amount=7, reason="platform_fee")
+    with connection.cursor() as cur:  # a maintenance command that deleted a ledger row
+        cur.execute("ALTER TABLE esports_deltacrowntransaction DISABLE TRIGGER USER")
+        cur.execute("DELETE FROM esports_deltacrowntransaction WHERE reason = 'platform_fee'")
+        cur.execute("ALTER TABLE esports_deltacrowntransaction ENABLE TRIGGER USER")
+    assert len(drift()) == 2  # the treasury's balance and earnings
+    with pytest.raises(SystemExit) as exited:
+        call_command("reconcile_economy", "--dry-run", "--all", "--attachment", "esports")
+    assert exited.value.code == 1
+    call_command("reconcile_economy", "--all", "--attachment", "esports")
+    assert "synced: 1" in capsys.readouterr().out
+    assert drift() == []
+    assert figures(treasury) == (0, 0)
+
+
+def test_the_economy_migration_is_reversible(committed, economy):
+    DeltaCrownTransaction.objects.create(wallet=economy[0], amount=5, reason="reward")
+    call_command("migrate", "esports", "0001", verbosity=0)
+    with connection.cursor() as cur:
+        cur.execute("SELECT to_regnamespace('economy') IS NULL")
+        assert cur.fetchone() == (True,)
+    DeltaCrownTransaction.objects.create(wallet=economy[0], amount=5, reason="reward")
+    assert figures(economy[0])[0] == 5  # not synced any more
+    call_command("migrate", "esports", verbosity=0)
+    assert len(drift()) == 4  # attached again: the drift made meanwhile shows
