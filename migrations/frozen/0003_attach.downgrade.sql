@@ -21,6 +21,7 @@ DROP FUNCTION economy.render_drift(economy.attachments);
 DROP FUNCTION economy.render_keep(name, name[]);
 DROP FUNCTION economy.render_move(economy.attachments);
 DROP FUNCTION economy.render_sync(economy.attachments);
+DROP FUNCTION economy.render_row_variables(regclass, text, boolean);
 DROP FUNCTION economy.render_profile_update(economy.attachments, text);
 DROP FUNCTION economy.render_additions(text, name, name, text, text);
 DROP FUNCTION economy.render_set(text, name);

@@ -208,10 +208,29 @@ SELECT CASE WHEN a.profile IS NOT NULL THEN format(
 ) ELSE '' END;
 $render$;
 
--- Template: the ledger's trigger. A changed ledger row is one signed
--- (wallet, amount, earning) side for its old row and one for its new row;
--- the sides are summed per wallet, the wallets updated in ascending key
--- order, then the owners' profiles.
+-- Template part: the ledger row's columns as variables of the trigger, so
+-- that the `earning` expression reads them by name, as plain PL/pgSQL (no
+-- query per row). `declare` gives the declarations, else the assignments
+-- from `source` (OLD or NEW).
+CREATE FUNCTION economy.render_row_variables(ledger regclass, source text, declare boolean)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT string_agg(
+        CASE WHEN declare
+            THEN format('%I %s;', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
+            ELSE format('%1$I := %2$s.%1$I;', a.attname, source)
+        END,
+        E'\n    ' ORDER BY a.attnum)
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = ledger AND a.attnum > 0 AND NOT a.attisdropped;
+$$;
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile. An UPDATE or DELETE takes the old row's
+-- amount back and adds the new row's (UPDATE): one side per wallet, the
+-- wallets updated in ascending key order, then the owners' profiles.
 CREATE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -227,54 +246,89 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+    %2$s
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
     sync_owners bigint[];
-    sync_owner bigint;
 BEGIN
-    SELECT array_agg(s.wallet_key ORDER BY s.wallet_key),
-        array_agg(s.amount ORDER BY s.wallet_key),
-        array_agg(s.earnings ORDER BY s.wallet_key)
-    INTO sync_wallets, sync_amounts, sync_earnings
-    FROM (
-        SELECT side.wallet_key, sum(side.amount) AS amount,
-            coalesce(sum(side.amount) FILTER (WHERE side.earns), 0) AS earnings
-        FROM (
-            SELECT r.%2$I AS wallet_key, -r.%3$I AS amount, (%4$s) AS earns
-            FROM (SELECT OLD.*) AS r
-            WHERE TG_OP <> 'INSERT'
-            UNION ALL
-            SELECT r.%2$I, r.%3$I, (%4$s)
-            FROM (SELECT NEW.*) AS r
-            WHERE TG_OP <> 'DELETE'
-        ) side
-        GROUP BY side.wallet_key
-    ) s
-    WHERE s.amount <> 0 OR s.earnings <> 0;
+    IF TG_OP = 'INSERT' THEN
+        %3$s
+        sync_amount := NEW.%4$I;
+        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+        UPDATE %6$s w SET %7$s
+        WHERE w.%8$I = NEW.%9$I
+        RETURNING %10$s INTO sync_owner;
+        %11$s
+        RETURN NULL;
+    END IF;
 
-    FOR i IN 1 .. coalesce(cardinality(sync_wallets), 0) LOOP
-        UPDATE %5$s w SET %6$s
-        WHERE w.%7$I = sync_wallets[i]
-        RETURNING %8$s INTO sync_owner;
+    %12$s
+    sync_wallets := ARRAY[OLD.%9$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN coalesce((%5$s), false) THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        %3$s
+        sync_amount := NEW.%4$I;
+        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+        IF NEW.%9$I = OLD.%9$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%9$I > OLD.%9$I THEN
+            sync_wallets := sync_wallets || NEW.%9$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%9$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %6$s w SET %13$s
+            WHERE w.%8$I = sync_wallets[i]
+            RETURNING %10$s INTO sync_owner;
+        END IF;
         sync_owners := sync_owners || sync_owner;
     END LOOP;
-    %9$s
+    %14$s
     RETURN NULL;
 END;
 $fn$
 $template$,
     economy.attached_object(a.name, 'sync'),
-    a.ledger_wallet_column,
+    economy.render_row_variables(a.ledger, NULL, true),
+    economy.render_row_variables(a.ledger, 'NEW', false),
     a.amount_column,
     a.earning,
     a.wallet,
     economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column
+    ) ELSE '' END,
+    economy.render_row_variables(a.ledger, 'OLD', false),
+    economy.render_additions(
         'w', a.wallet_balance_column, a.wallet_earnings_column,
         'sync_amounts[i]', 'sync_earnings[i]'
     ),
-    a.wallet_key_column,
-    economy.render_column('w', a.wallet_owner_column),
     economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
 );
 $render$;
