@@ -8,7 +8,7 @@ CREATE SCHEMA economy;
 -- The revision in this comment lets anyone with USAGE (economy-sync doctor)
 -- see which migration the schema is at; each revision sets it.
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0003_attach)';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0004_history_and_holds)';
 
 -- The cached figures have 2 decimals, like every entry, and room for any sum
 -- the ledger can reach (numeric(20, 2) overflowed after about a thousand
@@ -29,7 +29,10 @@ CREATE TABLE economy.wallet (
     -- also refuses NaN (above every number) and Infinity
     CONSTRAINT wallet_overdraft_limit_within_limits CHECK (overdraft_limit <= 999999999999999.99)
     CONSTRAINT wallet_overdraft_limit_at_most_2_decimals CHECK (scale(overdraft_limit) <= 2),
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- the sum of the wallet's holds in status 'held' (economy.wallet_hold);
+    -- the available amount is balance - held
+    held numeric(1000, 2) NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70);
 
 CREATE TABLE economy.transaction_kind (
@@ -75,9 +78,17 @@ CREATE TABLE economy.transaction (
     -- On a transfer's credit leg: its debit leg (only economy.transfer sets
     -- it). Reversing either leg reverses both (economy.reverse_transfer_leg).
     transfer_debit_id bigint,
+    -- The wallet's balance right after this entry, in the order entries were
+    -- applied to it (under its row lock): set by apply_entry, NULL for rows
+    -- loaded with the sync switched off.
+    balance_after numeric(1000, 2),
     -- also the index behind per-wallet ledger sums
     CONSTRAINT transaction_wallet_idempotency_key UNIQUE (wallet_id, idempotency_key)
 );
+
+-- economy.balance_at(): a wallet's entries up to a time, from the index alone.
+CREATE INDEX transaction_wallet_created_at ON economy.transaction (wallet_id, created_at)
+INCLUDE (amount);
 
 -- Partial, so that the entries that are no credit leg cost no index entry.
 CREATE UNIQUE INDEX transaction_transfer_debit_id ON economy.transaction (transfer_debit_id)
@@ -135,6 +146,31 @@ FROM (
     WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
 ) parts
 GROUP BY parts.wallet_id;
+
+-- Holds: amounts of a wallet set aside (authorized) until captured (a debit
+-- is posted), released or expired. Written only by economy.hold,
+-- capture_hold, release_hold and expire_holds, each under the wallet's lock;
+-- wallet.held caches the sum of those in status 'held'.
+CREATE TABLE economy.wallet_hold (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    wallet_id bigint NOT NULL REFERENCES economy.wallet (id),
+    amount numeric NOT NULL
+    CONSTRAINT wallet_hold_amount_positive CHECK (amount > 0)
+    CONSTRAINT wallet_hold_amount_within_limits CHECK (amount <= 999999999999999.99)
+    CONSTRAINT wallet_hold_amount_at_most_2_decimals CHECK (scale(amount) <= 2),
+    status text NOT NULL DEFAULT 'held'
+    CONSTRAINT wallet_hold_status CHECK (status IN ('held', 'captured', 'released', 'expired')),
+    expires_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    idempotency_key text,
+    memo text,
+    -- the debit a capture posted
+    captured_entry_id bigint REFERENCES economy.transaction (id),
+    CONSTRAINT wallet_hold_wallet_idempotency_key UNIQUE (wallet_id, idempotency_key)
+);
+
+CREATE INDEX wallet_hold_held ON economy.wallet_hold (wallet_id) WHERE status = 'held';
+CREATE INDEX wallet_hold_expiry ON economy.wallet_hold (expires_at) WHERE status = 'held';
 
 CREATE TABLE economy.reconcile_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

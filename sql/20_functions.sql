@@ -67,13 +67,16 @@ END;
 $$;
 
 -- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
--- entry and applies it to the cached balances in the same transaction.
--- Its UPDATE takes the wallet row lock that every writer of the wallet, and
--- reconcile_economy, queue on. Under that lock an idempotency key already
--- used is seen for sure: such a row is about to be skipped by ON CONFLICT DO
--- NOTHING (or refused as a duplicate), so its amount is taken back.
--- BEFORE rather than AFTER: the foreign key's check, at the end of the
--- statement, then finds the wallet row already locked by this transaction.
+-- entry, applies it to the cached balances in the same transaction and
+-- records the wallet's balance after it (balance_after). Its UPDATE takes the
+-- wallet row lock that every writer of the wallet, and reconcile_economy,
+-- queue on, so entries are applied one at a time, in a definite order. Under
+-- that lock an idempotency key already used is seen for sure: such a row is
+-- about to be skipped by ON CONFLICT DO NOTHING (or refused as a duplicate),
+-- so its amount is taken back. BEFORE, because the ledger is append-only:
+-- balance_after must be known before the row is written; and the foreign
+-- key's check, at the end of the statement, then finds the wallet row
+-- already locked by this transaction.
 CREATE FUNCTION economy.apply_entry()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -83,6 +86,7 @@ AS $$
 DECLARE
     owner_id bigint;
     new_balance numeric;
+    held numeric;
     overdraft numeric;
 BEGIN
     IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
@@ -102,8 +106,8 @@ BEGIN
     WHERE w.id = NEW.wallet_id
         -- the safe horizon: no entry at or below it may commit any more
         AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-    RETURNING w.user_id, w.balance, w.overdraft_limit
-    INTO owner_id, new_balance, overdraft;
+    RETURNING w.user_id, w.balance, w.held, w.overdraft_limit
+    INTO owner_id, new_balance, held, overdraft;
     IF NOT FOUND THEN
         PERFORM economy.refuse_unapplied_entry(NEW);
     END IF;
@@ -116,12 +120,14 @@ BEGIN
         RETURN NEW;
     END IF;
     -- Only debits are refused: a credit to a wallet that is below its limit
-    -- (after a repair of bad data) still brings it closer to allowed.
-    IF NEW.amount < 0 AND new_balance < -overdraft THEN
-        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < -%',
-            NEW.wallet_id, new_balance, overdraft
+    -- (after a repair of bad data) still brings it closer to allowed. Held
+    -- amounts are not available.
+    IF NEW.amount < 0 AND new_balance - held < -overdraft THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
+            NEW.wallet_id, new_balance, held, overdraft
             USING ERRCODE = 'check_violation';
     END IF;
+    NEW.balance_after := new_balance;
 
     UPDATE economy.profile p
     SET balance = p.balance + NEW.amount,
@@ -515,20 +521,30 @@ BEGIN
         GROUP BY e.wallet_id
     ),
 
+    holds AS (
+        SELECT h.wallet_id, sum(h.amount) AS held
+        FROM economy.wallet_hold h
+        WHERE h.status = 'held' AND (wallet_ids IS NULL OR h.wallet_id = ANY (wallet_ids))
+        GROUP BY h.wallet_id
+    ),
+
     compared AS (
         SELECT
             p.user_id,
             w.id AS wallet_id,
             w.balance AS wallet_balance,
+            w.held AS wallet_held,
             p.balance AS profile_balance,
             p.lifetime_earnings,
             coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
             coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
-            AS ledger_earnings
+            AS ledger_earnings,
+            coalesce(hd.held, 0.00) AS holds_held
         FROM economy.profile p
         LEFT JOIN economy.wallet w ON w.user_id = p.user_id
         LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
         LEFT JOIN recent r ON r.wallet_id = w.id
+        LEFT JOIN holds hd ON hd.wallet_id = w.id
         WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
     )
 
@@ -537,16 +553,23 @@ BEGIN
     CROSS JOIN LATERAL (
         VALUES
         (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
-        (2, 'profile.balance', d.profile_balance, d.ledger_balance),
-        (3, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
+        (2, 'wallet.held', d.wallet_held, d.holds_held),
+        (3, 'profile.balance', d.profile_balance, d.ledger_balance),
+        (4, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
     ) AS f (position, field, cached_value, ledger_value)
     WHERE (
-        (d.wallet_id IS NOT NULL AND d.wallet_balance IS DISTINCT FROM d.ledger_balance)
+        (
+            d.wallet_id IS NOT NULL
+            AND (
+                d.wallet_balance IS DISTINCT FROM d.ledger_balance
+                OR d.wallet_held IS DISTINCT FROM d.holds_held
+            )
+        )
         OR d.profile_balance IS DISTINCT FROM d.ledger_balance
         OR d.lifetime_earnings IS DISTINCT FROM d.ledger_earnings
     )
         AND f.cached_value IS DISTINCT FROM f.ledger_value
-        AND NOT (f.field = 'wallet.balance' AND d.wallet_id IS NULL)
+        AND NOT (f.field LIKE 'wallet.%' AND d.wallet_id IS NULL)
     ORDER BY d.user_id, f.position;
 END;
 $$;
@@ -638,9 +661,12 @@ BEGIN
 
     wallet_fix AS (
         UPDATE economy.wallet w
-        SET balance = d.ledger_value
-        FROM drift d
-        WHERE d.field = 'wallet.balance' AND w.id = d.wallet_id
+        SET balance = coalesce(b.ledger_value, w.balance),
+            held = coalesce(hd.ledger_value, w.held)
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift hd ON hd.wallet_id = u.wallet_id AND hd.field = 'wallet.held'
+        WHERE w.id = u.wallet_id
     ),
 
     profile_fix AS (

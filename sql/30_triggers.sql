@@ -15,3 +15,8 @@ CREATE TRIGGER refuse_ledger_change
 BEFORE UPDATE OR DELETE OR TRUNCATE ON economy.transaction
 FOR EACH STATEMENT
 EXECUTE FUNCTION economy.refuse_ledger_change();
+
+CREATE TRIGGER apply_hold
+AFTER INSERT OR UPDATE OF status OR DELETE ON economy.wallet_hold
+FOR EACH ROW
+EXECUTE FUNCTION economy.apply_hold();

@@ -41,7 +41,12 @@ economy.wallet_owner(bigint, text),
 economy.owner_keys(text, bigint, integer),
 economy.wallet_ledger_totals(bigint, text),
 economy.attachment(text),
-economy.attached_object(text, text)
+economy.attached_object(text, text),
+economy.balance_at(bigint, timestamptz),
+economy.hold(bigint, numeric, timestamptz, text, text),
+economy.capture_hold(bigint, numeric, text, text),
+economy.release_hold(bigint),
+economy.expire_holds()
 TO economy_app;
 
 GRANT EXECUTE ON FUNCTION

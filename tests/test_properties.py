@@ -36,7 +36,8 @@ class LedgerModel(RuleBasedStateMachine):
         self.conn = psycopg.connect(self.dsn, autocommit=True)
         self.first_user = next(_user_ranges)
         self.wallets = {}  # slot -> wallet id
-        self.limits, self.balance, self.earnings = {}, {}, {}
+        self.limits, self.balance, self.earnings, self.held = {}, {}, {}, {}
+        self.holds = []  # dicts: id, wallet, amount, status
         self.entries = []  # dicts: id, wallet, amount, kind, reverses, reversed
         self.keys = {}  # (wallet, key) -> entry
 
@@ -62,7 +63,9 @@ class LedgerModel(RuleBasedStateMachine):
         return entry
 
     def overdraws(self, wallet, amount) -> bool:
-        return amount < 0 and self.balance[wallet] + amount < -self.limits[wallet]
+        """Held amounts are not available to debits."""
+        available = self.balance[wallet] - self.held[wallet]
+        return amount < 0 and available + amount < -self.limits[wallet]
 
     @rule(slot=st.integers(0, USERS_PER_RUN - 1), limit=st.sampled_from(["0", "10", "50"]))
     def open_wallet(self, slot, limit):
@@ -77,6 +80,7 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             self.wallets[slot] = wallet
             self.limits[wallet], self.balance[wallet], self.earnings[wallet] = Decimal(limit), 0, 0
+            self.held[wallet] = 0
 
     @rule(data=st.data(), amount=amounts, kind=st.sampled_from(KINDS), key=keys)
     def post(self, data, amount, kind, key):
@@ -175,6 +179,51 @@ class LedgerModel(RuleBasedStateMachine):
         # at or below the horizon: refused before the primary key is even looked at
         assert error is (errors.CheckViolation if entry["id"] <= safe else errors.UniqueViolation)
 
+    @rule(data=st.data(), amount=amounts)
+    def hold(self, data, amount):
+        if not self.wallets:
+            return
+        wallet = self.wallets[data.draw(st.sampled_from(sorted(self.wallets)))]
+        rows, error = self.call("SELECT id FROM economy.hold(%s, %s)", [wallet, amount])
+        if not valid_amount(amount) or amount < 0 or self.overdraws(wallet, -amount):
+            assert error is errors.CheckViolation
+        else:
+            assert error is None
+            self.holds.append({"id": rows[0][0], "wallet": wallet, "amount": amount,
+                               "status": "held"})  # fmt: skip
+            self.held[wallet] += amount
+
+    @rule(data=st.data(), part=st.sampled_from([None, Decimal("0.01"), Decimal("0.5")]))
+    def capture_hold(self, data, part):
+        """A capture never overdraws: its hold had set the amount aside."""
+        if not self.holds:
+            return
+        held = data.draw(st.sampled_from(self.holds))
+        amount = None if part is None else (held["amount"] * part).quantize(Decimal("0.01"))
+        rows, error = self.call(
+            "SELECT id FROM economy.capture_hold(%s, %s::numeric)", [held["id"], amount]
+        )
+        if held["status"] != "held" or amount == 0:
+            assert error is errors.CheckViolation
+            return
+        assert error is None
+        held["status"] = "captured"
+        self.held[held["wallet"]] -= held["amount"]
+        self.apply(held["wallet"], -(amount or held["amount"]), "purchase", entry_id=rows[0][0])
+
+    @rule(data=st.data())
+    def release_hold(self, data):
+        if not self.holds:
+            return
+        held = data.draw(st.sampled_from(self.holds))
+        _, error = self.call("SELECT economy.release_hold(%s)", [held["id"]])
+        if held["status"] != "held":
+            assert error is errors.CheckViolation
+        else:
+            assert error is None
+            held["status"] = "released"
+            self.held[held["wallet"]] -= held["amount"]
+
     @rule()
     def advance_checkpoint(self):
         """Must change no total: checked by the invariant."""
@@ -191,14 +240,15 @@ class LedgerModel(RuleBasedStateMachine):
             return
         ids = list(self.wallets.values())
         rows = self.conn.execute(
-            "SELECT w.id, w.balance, p.balance, p.lifetime_earnings FROM economy.wallet w"
+            "SELECT w.id, w.balance, p.balance, p.lifetime_earnings, w.held FROM economy.wallet w"
             " JOIN economy.profile p USING (user_id) WHERE w.id = ANY(%s)",
             [ids],
         ).fetchall()
-        for wallet, wallet_balance, profile_balance, earnings in rows:
+        for wallet, wallet_balance, profile_balance, earnings, held in rows:
             assert wallet_balance == profile_balance == self.balance[wallet]
             assert earnings == self.earnings[wallet]
-            assert wallet_balance >= -self.limits[wallet]
+            assert held == self.held[wallet]
+            assert wallet_balance - held >= -self.limits[wallet]
         users = [self.first_user + slot for slot in self.wallets]
         drift = self.conn.execute("SELECT * FROM economy.balance_drift(%s)", [users]).fetchall()
         assert drift == []

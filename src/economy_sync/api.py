@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 import psycopg
@@ -56,6 +57,37 @@ class CheckpointMismatch:
     field: str
     checkpoint_value: Decimal
     ledger_value: Decimal
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A row of `economy.wallet_hold`."""
+
+    id: int
+    wallet_id: int
+    amount: Decimal
+    status: str  # held | captured | released | expired
+    expires_at: datetime | None
+    created_at: datetime
+    idempotency_key: str | None
+    memo: str | None
+    captured_entry_id: int | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A row of `economy.transaction`."""
+
+    id: int
+    wallet_id: int
+    amount: Decimal
+    kind: str
+    idempotency_key: str | None
+    reverses_id: int | None
+    memo: str | None
+    created_at: datetime
+    transfer_debit_id: int | None
+    balance_after: Decimal | None
 
 
 @dataclass
@@ -290,3 +322,67 @@ def reconcile(
         if progress is not None:
             progress(len(batch))
     return summary
+
+
+def balance_at(conn: psycopg.Connection, wallet_id: int, at: datetime) -> Decimal:
+    """The sum of the wallet's entries created at or before `at`."""
+    value = conn.execute(
+        "SELECT economy.balance_at(%(wallet_id)s::bigint, %(at)s::timestamptz)",
+        {"wallet_id": wallet_id, "at": at},
+    ).fetchone()[0]
+    if value is None:
+        raise WalletNotFound(f"wallet {wallet_id} does not exist")
+    return value
+
+
+def hold(
+    conn: psycopg.Connection,
+    wallet_id: int,
+    amount: Decimal,
+    expires_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    memo: str | None = None,
+) -> Hold:
+    """Set `amount` of the wallet's available balance aside (`economy.hold`)."""
+    with conn.cursor(row_factory=class_row(Hold)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.hold(%(wallet_id)s::bigint, %(amount)s::numeric,"
+            " expires_at => %(expires_at)s::timestamptz,"
+            " idempotency_key => %(idempotency_key)s::text, memo => %(memo)s::text)",
+            {
+                "wallet_id": wallet_id,
+                "amount": amount,
+                "expires_at": expires_at,
+                "idempotency_key": idempotency_key,
+                "memo": memo,
+            },
+        ).fetchone()
+
+
+def capture_hold(
+    conn: psycopg.Connection,
+    hold_id: int,
+    amount: Decimal | None = None,
+    kind: str = "purchase",
+    memo: str | None = None,
+) -> LedgerEntry:
+    """Post the debit of a hold (all of it, or `amount`; the rest is released)."""
+    with conn.cursor(row_factory=class_row(LedgerEntry)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.capture_hold(%(hold_id)s::bigint,"
+            " amount => %(amount)s::numeric, kind => %(kind)s::text, memo => %(memo)s::text)",
+            {"hold_id": hold_id, "amount": amount, "kind": kind, "memo": memo},
+        ).fetchone()
+
+
+def release_hold(conn: psycopg.Connection, hold_id: int) -> Hold:
+    """Give a hold's amount back to the wallet's available balance."""
+    with conn.cursor(row_factory=class_row(Hold)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.release_hold(%(hold_id)s::bigint)", {"hold_id": hold_id}
+        ).fetchone()
+
+
+def expire_holds(conn: psycopg.Connection) -> int:
+    """Mark every hold past its expiry expired; returns how many."""
+    return conn.execute("SELECT economy.expire_holds()").fetchone()[0]

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "doctor", parents=[database, attached], help="check an installation, read-only"
     )
+    holds = commands.add_parser("holds", parents=[database], help="holds: expire (for a scheduler)")
+    holds.add_argument("action", choices=["expire"], help="mark holds past their expiry expired")
     commands.add_parser(
         "audit",
         parents=[database, output],
@@ -187,6 +189,13 @@ def cmd_reconcile(args, out: Console) -> int:
     return EXIT_DRIFT if summary.dry_run and summary.drift_found else EXIT_OK
 
 
+def cmd_holds(args, out: Console) -> int:
+    with connected(required_dsn(args)) as conn:
+        expired = api.expire_holds(conn)
+    out.print(f"Expired holds: {expired}")
+    return EXIT_OK
+
+
 def cmd_audit(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
         mismatches = api.audit_ledger_checkpoint(conn)
@@ -228,6 +237,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "doctor": cmd_doctor,
     "audit": cmd_audit,
+    "holds": cmd_holds,
 }
 
 

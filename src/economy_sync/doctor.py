@@ -200,6 +200,21 @@ def check_drift(conn, attachment: str | None) -> Iterator[Finding]:
         yield Finding(True, "no drift: every cached balance equals the ledger")
 
 
+def check_holds(conn) -> Iterator[Finding]:
+    overdue = one(
+        conn,
+        "SELECT count(*) FROM economy.wallet_hold WHERE status = 'held' AND expires_at <= now()",
+    )
+    if overdue:
+        yield Finding(
+            False,
+            f"{overdue} holds are past their expiry and still count against their wallets:"
+            " `economy-sync holds expire` (schedule it)",
+        )
+    else:
+        yield Finding(True, "no hold past its expiry")
+
+
 def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Finding]:
     """Every finding, in a read-only transaction: doctor never writes."""
     results = []
@@ -212,6 +227,8 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
         results.extend(check_replication_role(conn))
         results.extend(check_roles(conn))
         results.extend(check_drift(conn, attachment))
+        if attachment is None:
+            results.extend(check_holds(conn))
     return results
 
 

@@ -1,0 +1,35 @@
+"""History and holds: balance_after, balance_at, wallet holds
+
+Revision ID: 0004_history_and_holds
+Revises: 0003_attach
+Create Date: 2026-11-26
+"""
+
+from pathlib import Path
+
+from alembic import op
+
+revision = "0004_history_and_holds"
+down_revision = "0003_attach"
+branch_labels = None
+depends_on = None
+
+# This revision applies its own frozen SQL (migrations/frozen/): later edits of
+# sql/ never change what it does.
+FROZEN = Path(__file__).resolve().parent.parent / "frozen"
+
+
+def run_frozen(name: str) -> None:
+    script = (FROZEN / name).read_text()
+    if op.get_context().as_sql:  # alembic upgrade --sql: the script verbatim
+        op.get_context().impl.static_output(script)
+    else:
+        op.get_bind().connection.driver_connection.execute(script)
+
+
+def upgrade() -> None:
+    run_frozen("0004_history_and_holds.upgrade.sql")
+
+
+def downgrade() -> None:
+    run_frozen("0004_history_and_holds.downgrade.sql")
