@@ -255,10 +255,12 @@ DECLARE
     sync_earnings numeric[];
     sync_owners bigint[];
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP <> 'DELETE' THEN
         %3$s
         sync_amount := NEW.%4$I;
         sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
         UPDATE %6$s w SET %7$s
         WHERE w.%8$I = NEW.%9$I
         RETURNING %10$s INTO sync_owner;
@@ -271,9 +273,6 @@ BEGIN
     sync_amounts := ARRAY[-OLD.%4$I];
     sync_earnings := ARRAY[CASE WHEN coalesce((%5$s), false) THEN -OLD.%4$I ELSE 0 END];
     IF TG_OP = 'UPDATE' THEN
-        %3$s
-        sync_amount := NEW.%4$I;
-        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
         IF NEW.%9$I = OLD.%9$I THEN
             sync_amounts[1] := sync_amounts[1] + sync_amount;
             sync_earnings[1] := sync_earnings[1] + sync_earned;
