@@ -19,3 +19,7 @@ def test_bench_harness_smoke_run(tmp_path):
                      "drift scan", "reconcile --all"):  # fmt: skip
         assert scenario in text
     assert "EXPLAIN" in text
+    assert "attached app tables" in text
+    # the throughput server runs with fsync on, as read back from it, beside the disk's figure
+    assert "read back: fsync=on, synchronous_commit=on" in text
+    assert "per fdatasync" in text

@@ -46,7 +46,13 @@ SCALES = {
         "repeats": 1,
     },
 }
-SERVER_SETTINGS = "-c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min"
+# fsync on: the throwaway server's launcher passes -F (no fsync, right for
+# tests); a later -c wins. What the server really runs with is read back.
+SERVER_SETTINGS = (
+    "-c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min"
+    " -c fsync=on -c synchronous_commit=on"
+)
+REPORTED_SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "shared_buffers")
 CLIENTS = 8
 SYNC_TRIGGER = "apply_entry"
 
@@ -419,8 +425,33 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.platform()}"
 
 
+def server_settings(bench: Bench) -> str:
+    """What the server says it runs with (SHOW), not what was asked for."""
+    return ", ".join(
+        f"{name}={bench.sql(f'SHOW {name}').fetchone()[0]}" for name in REPORTED_SETTINGS
+    )
+
+
+def flush_latency(bench: Bench) -> str:
+    """pg_test_fsync's fdatasync figure for the disk the server writes to."""
+    done = subprocess.run(
+        [
+            str(Path(bench.server.pg_ctl).with_name("pg_test_fsync")),
+            "-s",
+            "1",
+            "-f",
+            str(bench.server.workdir / "fsync.test"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"^\s+fdatasync\s+([\d.,]+) ops/sec\s+(\d+) usecs/op", done.stdout, re.M)
+    return f"{found.group(2)} µs per fdatasync" if found else "unknown"
+
+
 def write_report(
-    path: Path, rows: list[Row], plans: str, memory: tuple, version: str, args
+    path: Path, rows: list[Row], plans: str, memory: tuple, version: str, settings: str, args
 ) -> None:
     peak, progress, elapsed = memory
     lines = [
@@ -431,7 +462,7 @@ def write_report(
         " it starts its own PostgreSQL).",
         "",
         f"- machine: {machine()}",
-        f"- PostgreSQL: {version}; settings: `{SERVER_SETTINGS}`, fsync and synchronous_commit on",
+        f"- PostgreSQL: {version}; started with `{SERVER_SETTINGS}`; read back: {settings}",
         f"- each figure: median of {args.repeats} runs of {args.seconds} s,"
         " the scenarios interleaved;"
         " the ratio is candidate median / baseline median, measured in the same run",
@@ -487,6 +518,8 @@ def main() -> int:
 
     with fresh_bench(scale, scale["wallets"]) as bench:
         version = bench.sql("SHOW server_version").fetchone()[0]
+        settings = f"{server_settings(bench)}; disk: {flush_latency(bench)}"
+        print(f"server: {settings}", flush=True)
         print("throughput ...", flush=True)
         rows = throughput(bench)
 
@@ -500,7 +533,7 @@ def main() -> int:
         print("reconcile memory ...", flush=True)
         memory = reconcile_memory(bench)
 
-    write_report(args.output, rows, plans, memory, version, args)
+    write_report(args.output, rows, plans, memory, version, settings, args)
     print(args.output.read_text())
     return 0
 
