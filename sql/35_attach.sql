@@ -216,9 +216,12 @@ AS $$
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
--- then to the owner's profile. An UPDATE or DELETE takes the old row's
--- amount back and adds the new row's (UPDATE): one side per wallet, the
--- wallets updated in ascending key order, then the owners' profiles.
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was.
 CREATE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -238,6 +241,7 @@ DECLARE
     sync_amount numeric;
     sync_earned numeric;
     sync_owner bigint;
+    sync_balance numeric;
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
@@ -251,9 +255,9 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         UPDATE %6$s w SET %7$s
         WHERE w.%8$I = NEW.%9$I
-        RETURNING %10$s INTO sync_owner;
+        RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
         %11$s
-        RETURN NULL;
+        %16$s
     END IF;
 
     %12$s
@@ -316,7 +320,13 @@ $template$,
         'w', a.wallet_balance_column, a.wallet_earnings_column,
         'sync_amounts[i]', 'sync_earnings[i]'
     ),
-    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END
 );
 $render$;
 
@@ -659,10 +669,6 @@ BEGIN
         RAISE EXCEPTION 'an attachment named % exists already', attach.name
             USING ERRCODE = 'duplicate_object';
     END IF;
-    IF attach.balance_after_column IS NOT NULL THEN
-        RAISE EXCEPTION 'balance_after_column is not supported yet'
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
     FOREACH tbl IN ARRAY array_remove(ARRAY[attach.ledger, attach.wallet, attach.profile], NULL)
     LOOP
         IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
@@ -739,19 +745,25 @@ BEGIN
         RAISE EXCEPTION 'profile_balance_column and profile_earnings_column need a profile table'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF attach.balance_after_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.ledger, attach.balance_after_column, 'balance_after_column', money_types
+        );
+    END IF;
     PERFORM economy.check_earning(attach.ledger, attach.earning);
 
     INSERT INTO economy.attachments AS x (
         name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
         wallet_balance_column, wallet_earnings_column, wallet_owner_column, profile_key_column,
-        profile_balance_column, profile_earnings_column, earning
+        profile_balance_column, profile_earnings_column, earning, balance_after_column
     )
     VALUES (
         attach.name, attach.ledger, attach.wallet, attach.profile, attach.ledger_wallet_column,
         attach.amount_column, wallet_keys[1], attach.wallet_balance_column,
         attach.wallet_earnings_column, attach.wallet_owner_column,
         CASE WHEN attach.profile IS NOT NULL THEN attach.profile_key_column END,
-        attach.profile_balance_column, attach.profile_earnings_column, attach.earning
+        attach.profile_balance_column, attach.profile_earnings_column, attach.earning,
+        attach.balance_after_column
     )
     RETURNING x.* INTO a;
 
@@ -759,9 +771,15 @@ BEGIN
     EXECUTE economy.render_drift(a);
     EXECUTE economy.render_reconcile(a);
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER INSERT OR DELETE ON %s'
-        ' FOR EACH ROW EXECUTE FUNCTION economy.%I()',
-        'economy_' || a.name || '_sync', a.ledger, economy.attached_object(a.name, 'sync'));
+        -- BEFORE when it records balance_after: the row is written with it
+        'CREATE TRIGGER %I %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync',
+        CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END,
+        a.ledger, economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_delete', a.ledger,
+        economy.attached_object(a.name, 'sync'));
     EXECUTE format(
         'CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW'
         ' WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.%I()',

@@ -440,3 +440,29 @@ def test_writers_with_a_shared_treasury_beside_reconciles_lose_nothing(seed, con
     assert wallets == {1: (840, 1200), 2: (840, 1200), 3: (240, 240)}
     assert profiles[1] == (Decimal("840.00"), Decimal("1200.00"))
     assert drift(seed, "seed") == []
+
+
+# balance_after_column: each entry records its wallet's balance after it
+
+
+def test_balance_after_column_records_the_running_balance(conn):
+    conn.execute(SEED_TABLES)
+    conn.execute(
+        "SELECT economy.attach('seed', 'app_transaction', 'app_wallet',"
+        " wallet_balance_column => 'cached_balance', wallet_owner_column => 'profile_id',"
+        " balance_after_column => 'cached_balance_after')"
+    )
+    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (NULL)")
+    pay(conn, 1, 100)
+    conn.execute(
+        "INSERT INTO app_transaction (wallet_id, amount, reason, cached_balance_after)"
+        " VALUES (1, -30, 'purchase', 999), (1, 5, 'fee', NULL)"  # the app's values are replaced
+    )
+    after = lambda: [r[0] for r in conn.execute(  # noqa: E731
+        "SELECT cached_balance_after FROM app_transaction ORDER BY id")]  # fmt: skip
+    assert after() == [100, 70, 75]
+    conn.execute("UPDATE app_transaction SET amount = 10 WHERE amount = 5")
+    conn.execute("DELETE FROM app_transaction WHERE amount = -30")
+    assert after() == [100, 75]  # history as it was applied, not rewritten
+    assert seed_figures(conn)[0][1] == (110, 0)
+    assert drift(conn, "seed") == []

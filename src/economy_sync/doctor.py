@@ -70,6 +70,7 @@ def expected_triggers(conn, attachment: str | None) -> dict[str, str]:
     expected = {
         prefix + "sync": ledger,
         prefix + "sync_update": ledger,
+        prefix + "sync_delete": ledger,
         prefix + "refuse_truncate": ledger,
         prefix + "keep_cached": wallet,
     }
