@@ -196,3 +196,24 @@ def test_progress_bar_on_a_terminal(dsn, drifted):
         timeout=120,
     )
     assert "checking" in done.stdout and "3/3" in done.stdout
+
+
+def test_version_names_the_package_and_schema_revision():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("economy-sync ")
+    assert migrate.head_revision() in result.stdout
+
+
+def test_metrics_in_prometheus_text_format(dsn, conn, drifted):
+    result = run("metrics", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in result.stdout.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert all(name.startswith("economy_") for name in samples)
+    assert samples['economy_drift_fields{field="wallet.balance"}'] == 1
+    assert samples["economy_holds_past_expiry"] == 0
+    assert "economy_checkpoint_lag_entries" in samples

@@ -52,7 +52,7 @@ def test_role_that_skips_triggers(dsn, conn):
 def test_drift_is_a_finding(dsn, conn):
     post(conn, open_wallet(conn, 1), "5")
     conn.execute("UPDATE economy.wallet SET balance = 0")
-    assert "1 cached fields disagree" in problems(run("doctor", dsn=dsn))[0]
+    assert "1 cached field disagrees" in problems(run("doctor", dsn=dsn))[0]
 
 
 def test_grant_not_as_designed(dsn, conn):

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from importlib.metadata import version as package_version
 
 import psycopg
 from rich.console import Console
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "3 reconcile skipped some batches",
         parents=[database],
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"economy-sync {package_version('economy-sync')}"
+        f" (schema revision {migrate.head_revision()})",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("migrate", parents=[database], help="install or upgrade the schema")
     drift = commands.add_parser(
@@ -79,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "doctor", parents=[database, attached], help="check an installation, read-only"
+    )
+    commands.add_parser(
+        "metrics",
+        parents=[database, attached],
+        help="the figures to alert on, in Prometheus text format",
     )
     holds = commands.add_parser("holds", parents=[database], help="holds: expire (for a scheduler)")
     holds.add_argument("action", choices=["expire"], help="mark holds past their expiry expired")
@@ -152,7 +164,8 @@ def cmd_drift(args, out: Console) -> int:
     if args.json:
         print(json.dumps({"count": len(rows), "drift": [row_json(row) for row in rows]}))
     elif rows:
-        out.print(drift_table(rows, f"{len(rows)} cached fields disagree with the ledger"))
+        fields = "cached field disagrees" if len(rows) == 1 else "cached fields disagree"
+        out.print(drift_table(rows, f"{len(rows)} {fields} with the ledger"))
     else:
         out.print("No drift: every cached balance equals the ledger.")
     return EXIT_DRIFT if rows else EXIT_OK
@@ -187,6 +200,14 @@ def cmd_reconcile(args, out: Console) -> int:
     if summary.errors or summary.checkpoint_skipped:
         return EXIT_INCOMPLETE
     return EXIT_DRIFT if summary.dry_run and summary.drift_found else EXIT_OK
+
+
+def cmd_metrics(args, out: Console) -> int:
+    from economy_sync.metrics import collect
+
+    with connected(required_dsn(args)) as conn, conn.transaction():
+        sys.stdout.write(collect(conn, args.attachment).decode())
+    return EXIT_OK
 
 
 def cmd_holds(args, out: Console) -> int:
@@ -238,6 +259,7 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "audit": cmd_audit,
     "holds": cmd_holds,
+    "metrics": cmd_metrics,
 }
 
 

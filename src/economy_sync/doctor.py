@@ -194,7 +194,8 @@ def check_drift(conn, attachment: str | None) -> Iterator[Finding]:
     if drifted:
         yield Finding(
             False,
-            f"{drifted} cached fields disagree with the ledger:"
+            f"{drifted} cached {'field disagrees' if drifted == 1 else 'fields disagree'}"
+            " with the ledger:"
             " `economy-sync reconcile --dry-run` to see them, `--apply --all` to repair",
         )
     else:
