@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import drift, open_wallet, post
+from psycopg.conninfo import make_conninfo
 
 from economy_sync import migrate
 
@@ -217,3 +218,22 @@ def test_metrics_in_prometheus_text_format(dsn, conn, drifted):
     assert samples['economy_drift_fields{field="wallet.balance"}'] == 1
     assert samples["economy_holds_past_expiry"] == 0
     assert "economy_checkpoint_lag_entries" in samples
+
+
+def test_a_permission_error_names_the_role_needed(dsn, conn, drifted):
+    conn.execute("DROP ROLE IF EXISTS economy_test_reader")
+    conn.execute("CREATE ROLE economy_test_reader LOGIN IN ROLE economy_app")
+    try:
+        reader = make_conninfo(dsn, user="economy_test_reader")
+        result = run("reconcile", "--apply", "--all", dsn=reader)
+        assert_one_line_error(result, "permission denied", "economy_operator")
+    finally:
+        conn.execute("DROP ROLE economy_test_reader")
+
+
+def test_output_cut_short_by_the_reader_is_no_error(dsn, drifted):
+    done = subprocess.run(
+        f"{EXECUTABLE} drift --json --dsn '{dsn}' | head -c 1",
+        shell=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

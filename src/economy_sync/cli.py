@@ -263,6 +263,15 @@ COMMANDS = {
 }
 
 
+def role_needed(args) -> str:
+    """The package role a command needs (its members may run it)."""
+    if args.command == "migrate":
+        return "the owner of the database (CREATE on it, CREATEROLE for the first install)"
+    if args.command == "reconcile" and args.apply:
+        return "a member of economy_operator"
+    return "a member of economy_app"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console()
@@ -271,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as error:
         print(f"economy-sync: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except psycopg.errors.InsufficientPrivilege as error:
+        print(f"economy-sync: {first_line(error)}: run it as {role_needed(args)}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # the reader went away (`economy-sync drift --json | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except psycopg.Error as error:
         print(f"economy-sync: database error: {first_line(error)}", file=sys.stderr)
         return EXIT_ERROR
