@@ -5,6 +5,8 @@ import os
 import sqlalchemy as sa
 from alembic import context
 
+from economy_sync.migrate import LEGACY_VERSION_TABLE, VERSION_TABLE
+
 
 def sqlalchemy_url(libpq_url: str) -> str:
     """SQLAlchemy's spelling of a libpq URL, for its psycopg 3 dialect."""
@@ -23,8 +25,38 @@ def database_url() -> str:
     return sqlalchemy_url(url)
 
 
+def adopt_legacy_version_table(connection: sa.Connection) -> None:
+    """Installs before 0.2 kept their revision in alembic's default table,
+    which a host app's alembic uses too: move it to ours, once."""
+    has = lambda table: connection.execute(  # noqa: E731
+        sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}
+    ).scalar()
+    if has(VERSION_TABLE) or not has(LEGACY_VERSION_TABLE):
+        return
+    ours = {script.revision for script in context.script.walk_revisions()}
+    found = connection.execute(
+        sa.text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}")  # our constants
+    ).scalars()
+    mine = [revision for revision in found if revision in ours]
+    if not mine:
+        return
+    connection.execute(
+        sa.text(
+            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL,"
+            f" CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    connection.execute(sa.text(f"INSERT INTO {VERSION_TABLE} VALUES (:v)"), {"v": mine[0]})
+    connection.execute(
+        sa.text(f"DELETE FROM {LEGACY_VERSION_TABLE} WHERE version_num = :v"), {"v": mine[0]}
+    )
+    if not connection.execute(sa.text(f"SELECT count(*) FROM {LEGACY_VERSION_TABLE}")).scalar():
+        connection.execute(sa.text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
+
+
 def run_migrations(connection: sa.Connection) -> None:
-    context.configure(connection=connection, transactional_ddl=True)
+    adopt_legacy_version_table(connection)
+    context.configure(connection=connection, transactional_ddl=True, version_table=VERSION_TABLE)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -36,6 +68,7 @@ if context.is_offline_mode():
         url=context.config.attributes.get("url") or database_url(),
         literal_binds=True,
         transactional_ddl=context.config.attributes.get("transactional_ddl", True),
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -45,5 +78,6 @@ else:
         run_migrations(given)
     else:
         engine = sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
-        with engine.connect() as connection:
+        # one transaction, committed at the end (as economy_sync.migrate does)
+        with engine.begin() as connection:
             run_migrations(connection)

@@ -46,7 +46,7 @@ def wipe(dsn: str) -> str:
     """Remove whatever an earlier test installed, however it got there."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS economy CASCADE")
-        conn.execute("DROP TABLE IF EXISTS alembic_version")
+        conn.execute(f"DROP TABLE IF EXISTS {migrate.VERSION_TABLE}, alembic_version")
     return dsn
 
 

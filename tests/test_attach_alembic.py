@@ -11,10 +11,8 @@ from alembic.config import Config
 ENV = """
 from alembic import context
 
-# the package keeps its own version table; the host app another
-context.configure(
-    connection=context.config.attributes["connection"], version_table="host_alembic_version"
-)
+# alembic's default version table: economy-sync keeps its own
+context.configure(connection=context.config.attributes["connection"])
 with context.begin_transaction():
     context.run_migrations()
 """

@@ -152,3 +152,30 @@ def test_offline_sql_script_installs_the_same_schema(empty_dsn, second_empty_dsn
         conn.execute(script)
     migrate.upgrade(second_empty_dsn)
     assert dump_schema(empty_dsn) == dump_schema(second_empty_dsn)
+
+
+def test_lives_beside_a_host_apps_alembic_history(empty_dsn):
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('host_app_0042')")
+        migrate.upgrade(empty_dsn)
+        assert migrate.current_revision(conn) == migrate.head_revision()
+        migrate.downgrade(empty_dsn)
+        assert migrate.current_revision(conn) is None
+        host = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert host == [("host_app_0042",)]
+
+
+def test_an_install_that_kept_its_revision_in_alembic_version_is_adopted(empty_dsn):
+    """Installs before 0.2 used alembic's default table."""
+    migrate.upgrade(empty_dsn)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE {migrate.VERSION_TABLE}")
+        conn.execute(  # alembic's own table, as alembic creates it
+            "CREATE TABLE alembic_version (version_num varchar(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+        conn.execute("INSERT INTO alembic_version VALUES (%s)", [migrate.head_revision()])
+        migrate.upgrade(empty_dsn)
+        assert migrate.current_revision(conn) == migrate.head_revision()
+        assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)

@@ -6,12 +6,15 @@ import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from economy_sync._paths import migrations_dir
 
-VERSION_TABLE = "alembic_version"  # alembic's default, in the search path's schema
+# Our own, so that economy-sync lives beside a host app's alembic history
+# (alembic_version) in the same database. In the search path's first schema.
+VERSION_TABLE = "economy_sync_version"
+# where installs before 0.2 kept it: moved to VERSION_TABLE by migrations/env.py
+LEGACY_VERSION_TABLE = "alembic_version"
 
 
 def _config() -> Config:
@@ -40,8 +43,12 @@ def upgrade(dsn: str, revision: str = "head") -> None:
 
 
 def downgrade(dsn: str, revision: str = "base") -> None:
-    """`alembic downgrade base` against dsn: removes the schema."""
+    """`alembic downgrade base` against dsn: removes the schema (and, at
+    base, the version table: nothing is left behind)."""
     _run(dsn, command.downgrade, revision)
+    if revision == "base":
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {VERSION_TABLE}")  # our constant
 
 
 def script(from_revision: str | None, to_revision: str) -> str:
@@ -81,9 +88,6 @@ def head_revision() -> str:
 
 
 def current_revision(conn: psycopg.Connection) -> str | None:
-    """The revision the database is at, None when alembic never ran there."""
-    engine = sa.create_engine(
-        "postgresql+psycopg://", creator=lambda: conn, poolclass=sa.pool.StaticPool
-    )
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The revision the database is at, None when economy-sync is not installed."""
+    with conn.cursor() as cursor:
+        return installed_revision(cursor)
