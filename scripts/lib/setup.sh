@@ -62,7 +62,7 @@ ensure_readable_checkout() {
     tar --exclude=./.venv -cf - . | tar -xf - -C "$copy"
     chmod -R a+rX "$copy"
     chmod a+rx "$copy"
-    ECONOMY_SYNC_REMOVE_WHEN_DONE="$copy" exec "$copy/$1" "${@:2}"
+    ECONOMY_SYNC_CHECKOUT="$PWD" ECONOMY_SYNC_REMOVE_WHEN_DONE="$copy" exec "$copy/$1" "${@:2}"
 }
 
 run_unprivileged() {

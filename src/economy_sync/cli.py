@@ -1,8 +1,9 @@
 """The `economy-sync` command.
 
-Exit codes: 0 all good; 1 drift found (drift, reconcile --dry-run) or a doctor
-finding; 2 usage, connection or installation error; 3 reconcile --apply
-skipped batches (lock timeouts or deadlocks: run it again).
+Exit codes: 0 all good; 1 drift found (drift, reconcile --dry-run), a doctor
+finding or a failed audit; 2 usage, connection, installation or privilege error;
+3 reconcile --apply skipped batches (lock timeouts or deadlocks) or could not
+advance the ledger checkpoint: run it again; 130 interrupted.
 """
 
 import argparse
@@ -49,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="economy-sync",
         description="Keep cached balances in sync with the ledger, inside PostgreSQL.",
-        epilog="exit codes: 0 ok, 1 drift found, 2 usage/connection/installation error, "
-        "3 reconcile skipped some batches",
+        epilog="exit codes: 0 ok, 1 drift found, 2 usage/connection/installation/privilege"
+        " error, 3 reconcile skipped some work (run it again), 130 interrupted",
         parents=[database],
     )
     parser.add_argument(
