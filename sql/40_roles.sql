@@ -1,7 +1,7 @@
 -- economy-sync: group roles (NOLOGIN; grant them to real login roles).
 -- Roles belong to the whole cluster, so they are created only when missing:
 -- another database of the same server may already use them.
---   economy_app      opens wallets, posts, transfers, reverses, reads
+--   economy_app      opens wallets, posts, transfers, reverses, holds, reads
 --   economy_operator economy_app, plus reconcile_economy and the ledger checkpoint
 -- Neither may write the cached columns, change the ledger or own its triggers.
 
