@@ -23,3 +23,4 @@ def test_bench_harness_smoke_run(tmp_path):
     # the throughput server runs with fsync on, as read back from it, beside the disk's figure
     assert "read back: fsync=on, synchronous_commit=on" in text
     assert "per fdatasync" in text
+    assert "## What the figures say, and what it would take" in text  # the hand-written part
