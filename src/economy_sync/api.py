@@ -110,16 +110,23 @@ class ReconcileSummary:
         return self.balance_fixes + self.earnings_fixes
 
 
+@contextmanager
+def _known_wallet(wallet_id: int) -> Iterator[None]:
+    """The SQL's no_data_found for an unknown wallet, as WalletNotFound."""
+    try:
+        yield
+    except errors.NoDataFound:
+        raise WalletNotFound(f"wallet {wallet_id} does not exist") from None
+
+
 def _wallet_owner(conn: psycopg.Connection, wallet_id: int, attachment: str | None) -> int | None:
     """The wallet's owner key (None for an ownerless attached wallet)."""
-    try:
+    with _known_wallet(wallet_id):
         return conn.execute(
             "SELECT economy.wallet_owner(%(wallet_id)s::bigint,"
             " attachment => %(attachment)s::text)",
             {"wallet_id": wallet_id, "attachment": attachment},
         ).fetchone()[0]
-    except errors.NoDataFound:
-        raise WalletNotFound(f"wallet {wallet_id} does not exist") from None
 
 
 @contextmanager
@@ -171,14 +178,12 @@ def recompute_lifetime_earnings(
     conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
 ) -> Decimal:
     """The wallet's lifetime earnings according to the ledger."""
-    try:
+    with _known_wallet(wallet_id):
         return conn.execute(
             "SELECT t.lifetime_earnings FROM economy.wallet_ledger_totals("
             "%(wallet_id)s::bigint, attachment => %(attachment)s::text) t",
             {"wallet_id": wallet_id, "attachment": attachment},
         ).fetchone()[0]
-    except errors.NoDataFound:
-        raise WalletNotFound(f"wallet {wallet_id} does not exist") from None
 
 
 def sync_profile_by_user_id(

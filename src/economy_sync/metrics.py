@@ -7,6 +7,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from economy_sync import migrate
+from economy_sync.doctor import one
 
 FIELDS = (
     "wallet.balance",
@@ -15,10 +16,6 @@ FIELDS = (
     "profile.balance",
     "profile.lifetime_earnings",
 )
-
-
-def one(conn: psycopg.Connection, query: str, params=None):
-    return conn.execute(query, params).fetchone()[0]
 
 
 def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
