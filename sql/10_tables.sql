@@ -8,7 +8,7 @@ CREATE SCHEMA economy;
 -- The revision in this comment lets anyone with USAGE (economy-sync doctor)
 -- see which migration the schema is at; each revision sets it.
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0004_history_and_holds)';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets)';
 
 -- The cached figures have 2 decimals, like every entry, and room for any sum
 -- the ledger can reach (numeric(20, 2) overflowed after about a thousand
@@ -32,7 +32,10 @@ CREATE TABLE economy.wallet (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- the sum of the wallet's holds in status 'held' (economy.wallet_hold);
     -- the available amount is balance - held
-    held numeric(1000, 2) NOT NULL DEFAULT 0
+    held numeric(1000, 2) NOT NULL DEFAULT 0,
+    -- credits skip the wallet and profile rows (economy.set_hot): they are
+    -- parked in economy.hot_credit until folded into both
+    hot boolean NOT NULL DEFAULT false
 ) WITH (fillfactor = 70);
 
 CREATE TABLE economy.transaction_kind (
@@ -171,6 +174,31 @@ CREATE TABLE economy.wallet_hold (
 
 CREATE INDEX wallet_hold_held ON economy.wallet_hold (wallet_id) WHERE status = 'held';
 CREATE INDEX wallet_hold_expiry ON economy.wallet_hold (expires_at) WHERE status = 'held';
+
+-- Credits to hot wallets, not folded into the cached figures yet: one row
+-- per credit, written without touching the wallet or profile row, so that
+-- credits never wait for each other's commits. A wallet's exact balance is
+-- wallet.balance plus its rows here (economy.wallet_balance). Folded (moved
+-- into the caches and deleted) under the wallet's lock, by a debit, a hold,
+-- economy.fold_hot_wallets() or a real reconcile. No foreign key: the ledger
+-- entry's own key already checked the wallet, and a second KEY SHARE lock
+-- would be one more locker of the shared row.
+CREATE TABLE economy.hot_credit (
+    wallet_id bigint NOT NULL,
+    amount numeric NOT NULL,
+    lifetime_earnings numeric NOT NULL
+);
+
+CREATE INDEX hot_credit_wallet_id ON economy.hot_credit (wallet_id);
+
+-- Per wallet, what its hot credits add to the cached figures.
+CREATE VIEW economy.hot_pending AS
+SELECT
+    c.wallet_id,
+    sum(c.amount) AS balance,
+    sum(c.lifetime_earnings) AS lifetime_earnings
+FROM economy.hot_credit c
+GROUP BY c.wallet_id;
 
 CREATE TABLE economy.reconcile_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -89,6 +89,9 @@ BEGIN
         RAISE EXCEPTION 'wallet % does not exist', wallet_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
+    IF w.hot THEN
+        w.balance := w.balance + economy.fold_hot_credits(wallet_id);
+    END IF;
     IF idempotency_key IS NOT NULL THEN
         SELECT * INTO placed FROM economy.wallet_hold h
         WHERE h.wallet_id = hold.wallet_id AND h.idempotency_key = hold.idempotency_key;

@@ -5,6 +5,15 @@ BEFORE INSERT ON economy.transaction
 FOR EACH ROW
 EXECUTE FUNCTION economy.apply_entry();
 
+CREATE TRIGGER apply_hot_credit
+AFTER INSERT ON economy.transaction
+FOR EACH ROW
+WHEN (
+    NEW.balance_after IS NULL AND NEW.idempotency_key IS NOT NULL
+    AND NEW.amount > 0 AND NEW.reverses_id IS NULL
+)
+EXECUTE FUNCTION economy.apply_hot_credit();
+
 CREATE TRIGGER reverse_transfer_leg
 AFTER INSERT ON economy.transaction
 FOR EACH ROW

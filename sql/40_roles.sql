@@ -2,7 +2,8 @@
 -- Roles belong to the whole cluster, so they are created only when missing:
 -- another database of the same server may already use them.
 --   economy_app      opens wallets, posts, transfers, reverses, holds, reads
---   economy_operator economy_app, plus reconcile_economy and the ledger checkpoint
+--   economy_operator economy_app, plus reconcile_economy, the ledger checkpoint and
+--                    hot wallets
 -- Neither may write the cached columns, change the ledger or own its triggers.
 
 DO $$
@@ -46,12 +47,15 @@ economy.balance_at(bigint, timestamptz),
 economy.hold(bigint, numeric, timestamptz, text, text),
 economy.capture_hold(bigint, numeric, text, text),
 economy.release_hold(bigint),
-economy.expire_holds()
+economy.expire_holds(),
+economy.wallet_balance(bigint)
 TO economy_app;
 
 GRANT EXECUTE ON FUNCTION
 economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
 economy.mark_ledger_horizon(),
 economy.advance_ledger_checkpoint(),
-economy.reset_ledger_checkpoint()
+economy.reset_ledger_checkpoint(),
+economy.set_hot(bigint, boolean),
+economy.fold_hot_wallets()
 TO economy_operator;

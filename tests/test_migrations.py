@@ -179,3 +179,16 @@ def test_an_install_that_kept_its_revision_in_alembic_version_is_adopted(empty_d
         migrate.upgrade(empty_dsn)
         assert migrate.current_revision(conn) == migrate.head_revision()
         assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+
+
+def test_downgrading_hot_wallets_folds_their_parked_credits(empty_dsn):
+    migrate.upgrade(empty_dsn)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        wallet_id = open_wallet(conn, 1)
+        conn.execute("SELECT economy.set_hot(%s)", [wallet_id])
+        post(conn, wallet_id, "5", kind="prize")
+        migrate.downgrade(empty_dsn, "0004_history_and_holds")
+        assert conn.execute("SELECT * FROM economy.balance_drift()").fetchall() == []
+        assert conn.execute(
+            "SELECT balance FROM economy.wallet WHERE id = %s", [wallet_id]
+        ).fetchone() == (5,)

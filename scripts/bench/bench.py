@@ -74,9 +74,16 @@ INSERT_BULK = (  # 1,000 rows over distinct wallets, in wallet order (the docume
     " SELECT w, 1.00, 'reward' FROM (SELECT DISTINCT 1 + (random() * ({wallets} - 1))::int AS w"
     " FROM generate_series(1, 1100) LIMIT 1000) s ORDER BY w;\n"
 )
-INSERT_HOT = (
+INSERT_HOT = (  # wallet 1 is a normal wallet
     "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (1, 1.00, 'reward');\n"
 )
+INSERT_HOT_MARKED = (  # wallet 2 is marked hot (economy.set_hot)
+    "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (2, 1.00, 'reward');\n"
+)
+# A server whose every disk flush takes 1 ms longer (../shared/tools/slowsync.c,
+# preloaded): the flush latency of typical network storage.
+SLOWSYNC_SOURCE = SOURCE_ROOT.parent / "shared" / "tools" / "slowsync.c"
+SLOW_FLUSH_US = 1000
 LEDGER = "economy.transaction"
 
 # An app's own tables, attached (economy.attach): shaped like the Django
@@ -125,6 +132,7 @@ class Bench:
         self.server, self.scale, self.workdir = server, scale, workdir
         self.pgbench = str(Path(server.pg_ctl).with_name("pgbench"))
         self.conn = psycopg.connect(server.dsn, autocommit=True)
+        self.flush_env: dict = {}  # the server's slowsync preload, if any
 
     def sql(self, query: str, params=None):
         return self.conn.execute(query, params)
@@ -177,6 +185,7 @@ class Bench:
         self, script: str, clients: int, trigger: bool, ledger=LEDGER, trigger_name=SYNC_TRIGGER
     ):
         def measure() -> float:
+            self.sql("SELECT economy.fold_hot_wallets()")  # each run starts with none parked
             self.sync_trigger(trigger, ledger, trigger_name)
             try:
                 return self.pgbench_tps(script, clients)
@@ -190,9 +199,13 @@ class Bench:
 
 
 @contextmanager
-def fresh_bench(scale: dict, wallets: int) -> Iterator[Bench]:
-    """A new throwaway server with the schema and `wallets` wallets."""
-    with ThrowawayServer("bench", SERVER_SETTINGS) as server, tempfile.TemporaryDirectory() as tmp:
+def fresh_bench(scale: dict, wallets: int, env: dict | None = None) -> Iterator[Bench]:
+    """A new throwaway server with the schema and `wallets` wallets (env: of
+    the server process)."""
+    with (
+        ThrowawayServer("bench", SERVER_SETTINGS, env) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         migrate.upgrade(server.dsn)
         bench = Bench(server, scale, Path(tmp))
         try:
@@ -212,6 +225,7 @@ def setup_wallets(conn: psycopg.Connection, wallets: int) -> None:
         [wallets],
     )
     conn.execute("SELECT setval(pg_get_serial_sequence('economy.wallet', 'id'), %s)", [wallets])
+    conn.execute("SELECT economy.set_hot(2)")
     conn.execute("VACUUM ANALYZE economy.wallet, economy.profile")
     conn.execute(ATTACHED_TABLES)
     conn.execute("INSERT INTO app_profile (id) SELECT g FROM generate_series(1, %s) g", [wallets])
@@ -238,6 +252,7 @@ def throughput(bench: Bench) -> list[Row]:
             "bulk trigger": bench.tps_with(INSERT_BULK, 2, trigger=True),
             "hot bare": bench.tps_with(INSERT_HOT, CLIENTS, trigger=False),
             "hot trigger": bench.tps_with(INSERT_HOT, CLIENTS, trigger=True),
+            "hot marked": bench.tps_with(INSERT_HOT_MARKED, CLIENTS, trigger=True),
             "attached bare": bench.attached_tps_with(ATTACHED_ONE, CLIENTS, trigger=False),
             "attached": bench.attached_tps_with(ATTACHED_ONE, CLIENTS, trigger=True),
             "attached hot bare": bench.attached_tps_with(ATTACHED_HOT, CLIENTS, trigger=False),
@@ -271,12 +286,20 @@ def throughput(bench: Bench) -> list[Row]:
             "≥ 0.7",
         ),
         Row(
-            f"hot wallet: {CLIENTS} clients on one wallet",
+            f"one normal wallet, {CLIENTS} clients",
             "bare INSERT on one wallet",
             "rows/s",
             runs["hot bare"],
             runs["hot trigger"],
-            "≥ 0.5",
+            "≥ 0.25",
+        ),
+        Row(
+            f"one wallet marked hot (`set_hot`), {CLIENTS} clients",
+            "bare INSERT on one wallet",
+            "rows/s",
+            runs["hot bare"],
+            runs["hot marked"],
+            "≥ 0.7",
         ),
         Row(
             f"attached app tables: single-row INSERT, {CLIENTS} clients, {wallets}",
@@ -293,6 +316,86 @@ def throughput(bench: Bench) -> list[Row]:
             runs["attached hot bare"],
             runs["attached hot"],
             "≥ 0.5",
+        ),
+    ]
+
+
+def next_multixact(bench: Bench) -> int:
+    bench.sql("CHECKPOINT")  # pg_control's figure is the last checkpoint's
+    return int(bench.sql("SELECT next_multixact_id FROM pg_control_checkpoint()").fetchone()[0])
+
+
+def multixacts_per_row(bench: Bench) -> dict[str, float]:
+    """MultiXacts created per row inserted, for each one-wallet scenario (row
+    locks shared by several transactions, such as the foreign key checks of
+    concurrent inserts, each need one; their member space must be vacuumed)."""
+    found = {}
+    for name, script, trigger in (
+        ("bare INSERT on one wallet", INSERT_HOT, False),
+        ("one normal wallet", INSERT_HOT, True),
+        ("one wallet marked hot", INSERT_HOT_MARKED, True),
+    ):
+        rows_before = bench.sql("SELECT count(*) FROM economy.transaction").fetchone()[0]
+        before = next_multixact(bench)
+        bench.tps_with(script, CLIENTS, trigger)()
+        created = next_multixact(bench) - before
+        rows = bench.sql("SELECT count(*) FROM economy.transaction").fetchone()[0] - rows_before
+        found[name] = created / rows
+    return found
+
+
+@contextmanager
+def slow_flush_bench(scale: dict) -> Iterator[Bench]:
+    """fresh_bench on a server whose disk flushes are SLOW_FLUSH_US slower."""
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Path(tmp) / "slowsync.so"
+        subprocess.run(
+            ["cc", "-shared", "-fPIC", "-O2", "-o", str(library), str(SLOWSYNC_SOURCE), "-ldl"],
+            check=True,
+        )
+        os.chmod(tmp, 0o755)  # the server runs as another user when started by scripts/bench
+        env = {"LD_PRELOAD": str(library), "SLOWSYNC_US": str(SLOW_FLUSH_US)}
+        with fresh_bench(scale, scale["wallets"], env) as bench:
+            bench.flush_env = env
+            yield bench
+
+
+def slow_flush_throughput(bench: Bench) -> list[Row]:
+    runs = bench.interleaved(
+        {
+            "bare": bench.tps_with(INSERT_ONE, CLIENTS, trigger=False),
+            "trigger": bench.tps_with(INSERT_ONE, CLIENTS, trigger=True),
+            "hot bare": bench.tps_with(INSERT_HOT, CLIENTS, trigger=False),
+            "hot trigger": bench.tps_with(INSERT_HOT, CLIENTS, trigger=True),
+            "hot marked": bench.tps_with(INSERT_HOT_MARKED, CLIENTS, trigger=True),
+        }
+    )
+    at = f"at +{SLOW_FLUSH_US / 1000:g} ms per flush"
+    wallets = f"{bench.scale['wallets']:,} wallets"
+    return [
+        Row(
+            f"{at}: single-row INSERT, {CLIENTS} clients, {wallets}",
+            "bare INSERT (sync trigger off)",
+            "rows/s",
+            runs["bare"],
+            runs["trigger"],
+            "≥ 0.8",
+        ),
+        Row(
+            f"{at}: one normal wallet, {CLIENTS} clients",
+            "bare INSERT on one wallet",
+            "rows/s",
+            runs["hot bare"],
+            runs["hot trigger"],
+            "≥ 0.2",
+        ),
+        Row(
+            f"{at}: one wallet marked hot (`set_hot`), {CLIENTS} clients",
+            "bare INSERT on one wallet",
+            "rows/s",
+            runs["hot bare"],
+            runs["hot marked"],
+            "≥ 0.9",
         ),
     ]
 
@@ -433,7 +536,8 @@ def server_settings(bench: Bench) -> str:
 
 
 def flush_latency(bench: Bench) -> str:
-    """pg_test_fsync's fdatasync figure for the disk the server writes to."""
+    """pg_test_fsync's fdatasync figure for the disk the server writes to
+    (with the server's preloaded slowsync, if any)."""
     done = subprocess.run(
         [
             str(Path(bench.server.pg_ctl).with_name("pg_test_fsync")),
@@ -445,6 +549,7 @@ def flush_latency(bench: Bench) -> str:
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, **bench.flush_env},
     )
     found = re.search(r"^\s+fdatasync\s+([\d.,]+) ops/sec\s+(\d+) usecs/op", done.stdout, re.M)
     return f"{found.group(2)} µs per fdatasync" if found else "unknown"
@@ -460,7 +565,14 @@ def hand_written_part() -> str:
 
 
 def write_report(
-    path: Path, rows: list[Row], plans: str, memory: tuple, version: str, settings: str, args
+    path: Path,
+    rows: list[Row],
+    plans: str,
+    memory: tuple,
+    multixacts: dict[str, float],
+    version: str,
+    settings: str,
+    args,
 ) -> None:
     peak, progress, elapsed = memory
     lines = [
@@ -472,6 +584,8 @@ def write_report(
         "",
         f"- machine: {machine()}",
         f"- PostgreSQL: {version}; started with `{SERVER_SETTINGS}`; read back: {settings}",
+        f'- rows marked "at +{SLOW_FLUSH_US / 1000:g} ms per flush": a second server with'
+        " `../shared/tools/slowsync.c` preloaded (cloud-like flush latency)",
         f"- each figure: median of {args.repeats} runs of {args.seconds} s,"
         " the scenarios interleaved;"
         " the ratio is candidate median / baseline median, measured in the same run",
@@ -492,6 +606,8 @@ def write_report(
         f" progress bar {'shown' if progress else 'NOT shown'} | — | < 150 MiB, progress shown |"
         f" {'yes' if peak < 150 * 1024 and progress else '**no**'} |"
     )
+    lines += ["", f"MultiXacts created per row inserted, {CLIENTS} clients on one wallet:", ""]
+    lines += [f"- {name}: {per_row:.2f}" for name, per_row in multixacts.items()]
     lines += ["", "Raw runs:", ""]
     for row in rows:
         lines.append(
@@ -529,6 +645,14 @@ def main() -> int:
         print(f"server: {settings}", flush=True)
         print("throughput ...", flush=True)
         rows = throughput(bench)
+        print("multixacts ...", flush=True)
+        multixacts = multixacts_per_row(bench)
+
+    with slow_flush_bench(scale) as bench:
+        slow_disk = flush_latency(bench)
+        print(f"slow-flush server: {server_settings(bench)}; disk: {slow_disk}", flush=True)
+        rows += slow_flush_throughput(bench)
+        settings += f"; the slow-flush server's disk: {slow_disk}"
 
     with fresh_bench(scale, scale["scan_wallets"]) as bench:
         print("drift scan data ...", flush=True)
@@ -540,7 +664,7 @@ def main() -> int:
         print("reconcile memory ...", flush=True)
         memory = reconcile_memory(bench)
 
-    write_report(args.output, rows, plans, memory, version, settings, args)
+    write_report(args.output, rows, plans, memory, multixacts, version, settings, args)
     print(args.output.read_text())
     return 0
 

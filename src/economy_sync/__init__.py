@@ -14,14 +14,17 @@ from economy_sync.api import (
     balance_at,
     capture_hold,
     expire_holds,
+    fold_hot_wallets,
     get_balance_drift,
     hold,
     recompute_lifetime_earnings,
     reconcile,
     release_hold,
     reset_ledger_checkpoint,
+    set_hot,
     sync_profile_by_user_id,
     sync_wallet_to_profile,
+    wallet_balance,
 )
 
 __all__ = [
@@ -37,12 +40,15 @@ __all__ = [
     "balance_at",
     "capture_hold",
     "expire_holds",
+    "fold_hot_wallets",
     "get_balance_drift",
     "hold",
     "recompute_lifetime_earnings",
     "reconcile",
     "release_hold",
     "reset_ledger_checkpoint",
+    "set_hot",
     "sync_profile_by_user_id",
     "sync_wallet_to_profile",
+    "wallet_balance",
 ]

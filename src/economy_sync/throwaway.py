@@ -55,11 +55,27 @@ def refuse_root() -> None:
         )
 
 
+@contextmanager
+def _environment(extra: dict) -> Iterator[None]:
+    """os.environ with extra set, for a child process started meanwhile."""
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 class ThrowawayServer:
     """A server in a temporary directory, with a new database in it; stopped
     and deleted on exit. crash() and restart() are for fault injection."""
 
-    def __init__(self, dbname: str = "economy", settings: str = ""):
+    def __init__(self, dbname: str = "economy", settings: str = "", env: dict | None = None):
+        """env: extra environment of the server process (LD_PRELOAD, say)."""
         refuse_root()
         self.dbname = dbname
         self.workdir = Path(tempfile.mkdtemp(prefix="economy-sync-pg-"))
@@ -77,6 +93,7 @@ class ThrowawayServer:
             user="postgres",
             postgres_options=settings,
         )
+        self.env = env or {}
 
     def conninfo(self, dbname: str) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
@@ -87,7 +104,8 @@ class ThrowawayServer:
 
     def __enter__(self) -> "ThrowawayServer":
         try:
-            self.executor.start()
+            with _environment(self.env):
+                self.executor.start()
             with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
         except BaseException:

@@ -1,0 +1,74 @@
+-- economy-sync: hot wallets (a treasury that takes a fee from every purchase).
+-- A credit to a hot wallet is parked in economy.hot_credit instead of
+-- updating the wallet and profile rows, so credits never queue on those rows
+-- (apply_entry, apply_hot_credit); debits, holds and reversals still lock the
+-- wallet, fold the parked credits and are checked against the exact balance.
+
+-- The wallet's exact balance after every commit, hot or not: the cached
+-- balance plus its parked credits. NULL for an unknown wallet.
+CREATE FUNCTION economy.wallet_balance(wallet_id bigint)
+RETURNS numeric
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT w.balance + coalesce(
+        (SELECT sum(c.amount) FROM economy.hot_credit c WHERE c.wallet_id = w.id), 0.00
+    )
+    FROM economy.wallet w
+    WHERE w.id = wallet_balance.wallet_id;
+$$;
+
+-- Marks a wallet hot, or back to normal: then it first waits for the credits
+-- in flight (FOR UPDATE conflicts with the KEY SHARE lock each of them holds)
+-- and folds them.
+CREATE FUNCTION economy.set_hot(wallet_id bigint, hot boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    IF hot IS NULL THEN
+        RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF hot THEN
+        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR NO KEY UPDATE;
+    ELSE
+        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet % does not exist', wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    UPDATE economy.wallet w SET hot = set_hot.hot WHERE w.id = set_hot.wallet_id;
+    IF NOT hot THEN
+        PERFORM economy.fold_hot_credits(wallet_id);
+    END IF;
+END;
+$$;
+
+-- Folds the parked credits of every wallet that has some into its cached
+-- figures (for a scheduler; a real reconcile does it too). Returns how many
+-- wallets were folded. Their rows are locked first, in id order.
+CREATE FUNCTION economy.fold_hot_wallets()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parked bigint[];
+BEGIN
+    WITH locked AS (
+        SELECT w.id FROM economy.wallet w
+        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+        ORDER BY w.id
+        FOR NO KEY UPDATE
+    )
+
+    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') INTO parked FROM locked l;
+    PERFORM economy.fold_hot_credits(p.wallet_id) FROM unnest(parked) AS p (wallet_id);
+    RETURN cardinality(parked);
+END;
+$$;
