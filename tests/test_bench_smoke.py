@@ -15,8 +15,9 @@ def test_bench_harness_smoke_run(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     text = report.read_text()
-    for scenario in ("single-row INSERT", "app-side sync", "1,000-row INSERT", "hot wallet",
-                     "drift scan", "reconcile --all"):  # fmt: skip
+    for scenario in ("single-row INSERT", "app-side sync", "1,000-row INSERT", "one normal wallet",
+                     "marked hot", "drift scan", "reconcile --all", "MultiXacts created per row",
+                     "at +1 ms per flush: one wallet marked hot"):  # fmt: skip
         assert scenario in text
     assert "EXPLAIN" in text
     assert "attached app tables" in text
