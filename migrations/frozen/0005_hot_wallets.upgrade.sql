@@ -222,6 +222,10 @@ STABLE
 -- plan with the actual arguments: a whole-ledger aggregate when user_ids is
 -- NULL, index lookups of a few wallets otherwise
 SET plan_cache_mode = force_custom_plan
+-- a check of everyone joins every wallet, profile and checkpoint row: in
+-- memory (about 200 MB per million wallets), and not worth compiling
+SET work_mem = '256MB'
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -242,8 +246,9 @@ BEGIN
     -- checkpoint joined by key, the entries after it aggregated once
     -- (MATERIALIZED: as the inner side of a parallel join, every worker would
     -- aggregate them again). Users whose caches all agree are dropped before
-    -- the unpivot into one row per field. A hot wallet's cached figures are
-    -- compared with its parked credits added: the exact figures.
+    -- the unpivot into one row per field and the sort (MATERIALIZED: else the
+    -- plan sorts every user to merge in user order). A hot wallet's cached
+    -- figures are compared with its parked credits added: the exact figures.
     RETURN QUERY
     WITH recent AS MATERIALIZED (
         SELECT
@@ -269,7 +274,7 @@ BEGIN
         WHERE wallet_ids IS NULL OR hp.wallet_id = ANY (wallet_ids)
     ),
 
-    compared AS (
+    figures AS (
         SELECT
             p.user_id,
             w.id AS wallet_id,
@@ -288,19 +293,11 @@ BEGIN
         LEFT JOIN holds hd ON hd.wallet_id = w.id
         LEFT JOIN parked pk ON pk.wallet_id = w.id
         WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
-    )
+    ),
 
-    SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
-    FROM compared d
-    CROSS JOIN LATERAL (
-        VALUES
-        (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
-        (2, 'wallet.held', d.wallet_held, d.holds_held),
-        (3, 'profile.balance', d.profile_balance, d.ledger_balance),
-        (4, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
-    ) AS f (position, field, cached_value, ledger_value)
-    WHERE (
-        (
+    drifted AS MATERIALIZED (
+        SELECT * FROM figures d
+        WHERE (
             d.wallet_id IS NOT NULL
             AND (
                 d.wallet_balance IS DISTINCT FROM d.ledger_balance
@@ -310,7 +307,17 @@ BEGIN
         OR d.profile_balance IS DISTINCT FROM d.ledger_balance
         OR d.lifetime_earnings IS DISTINCT FROM d.ledger_earnings
     )
-        AND f.cached_value IS DISTINCT FROM f.ledger_value
+
+    SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
+    FROM drifted d
+    CROSS JOIN LATERAL (
+        VALUES
+        (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
+        (2, 'wallet.held', d.wallet_held, d.holds_held),
+        (3, 'profile.balance', d.profile_balance, d.ledger_balance),
+        (4, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
+    ) AS f (position, field, cached_value, ledger_value)
+    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
         AND NOT (f.field LIKE 'wallet.%' AND d.wallet_id IS NULL)
     ORDER BY d.user_id, f.position;
 END;
