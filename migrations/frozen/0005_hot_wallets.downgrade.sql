@@ -23,10 +23,6 @@ DROP FUNCTION economy.apply_hot_credit();
 -- balance_after must be known before the row is written; and the foreign
 -- key's check, at the end of the statement, then finds the wallet row
 -- already locked by this transaction.
--- A credit to a hot wallet takes no row lock but KEY SHARE (set_hot(false)
--- waits for it) and is parked, with balance_after NULL. Any other entry on a
--- hot wallet folds the parked credits first, under the lock, and is checked
--- against the exact balance.
 CREATE OR REPLACE FUNCTION economy.apply_entry()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -38,9 +34,6 @@ DECLARE
     new_balance numeric;
     held numeric;
     overdraft numeric;
-    is_hot boolean;
-    folded numeric := 0;
-    parkable boolean;
 BEGIN
     IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
         OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
@@ -53,43 +46,14 @@ BEGIN
     IF NEW.reverses_id IS NOT NULL THEN
         PERFORM economy.check_reversal(NEW);
     END IF;
-    parkable := NEW.amount > 0 AND NEW.reverses_id IS NULL;
 
     UPDATE economy.wallet w
     SET balance = w.balance + NEW.amount
     WHERE w.id = NEW.wallet_id
         -- the safe horizon: no entry at or below it may commit any more
         AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-        AND NOT (w.hot AND parkable)
-    RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
-    INTO owner_id, new_balance, held, overdraft, is_hot;
-    IF NOT FOUND AND parkable THEN
-        IF NEW.idempotency_key IS NULL THEN
-            INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
-            SELECT w.id, NEW.amount, CASE WHEN k.is_earning THEN NEW.amount ELSE 0.00 END
-            FROM economy.wallet w, economy.transaction_kind k
-            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-            FOR KEY SHARE OF w;
-        ELSE
-            -- parked by apply_hot_credit once written: ON CONFLICT may skip it
-            PERFORM FROM economy.wallet w
-            WHERE w.id = NEW.wallet_id AND w.hot
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-            FOR KEY SHARE;
-        END IF;
-        IF FOUND THEN
-            NEW.balance_after := NULL;
-            RETURN NEW;
-        END IF;
-        -- turned back to normal meanwhile
-        UPDATE economy.wallet w
-        SET balance = w.balance + NEW.amount
-        WHERE w.id = NEW.wallet_id
-            AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-        RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
-        INTO owner_id, new_balance, held, overdraft, is_hot;
-    END IF;
+    RETURNING w.user_id, w.balance, w.held, w.overdraft_limit
+    INTO owner_id, new_balance, held, overdraft;
     IF NOT FOUND THEN
         PERFORM economy.refuse_unapplied_entry(NEW);
     END IF;
@@ -100,10 +64,6 @@ BEGIN
     ) THEN
         UPDATE economy.wallet w SET balance = w.balance - NEW.amount WHERE w.id = NEW.wallet_id;
         RETURN NEW;
-    END IF;
-    IF is_hot THEN
-        folded := economy.fold_hot_credits(NEW.wallet_id);
-        new_balance := new_balance + folded;
     END IF;
     -- Only debits are refused: a credit to a wallet that is below its limit
     -- (after a repair of bad data) still brings it closer to allowed. Held
@@ -162,8 +122,7 @@ BEGIN
     -- checkpoint joined by key, the entries after it aggregated once
     -- (MATERIALIZED: as the inner side of a parallel join, every worker would
     -- aggregate them again). Users whose caches all agree are dropped before
-    -- the unpivot into one row per field. A hot wallet's cached figures are
-    -- compared with its parked credits added: the exact figures.
+    -- the unpivot into one row per field.
     RETURN QUERY
     WITH recent AS MATERIALIZED (
         SELECT
@@ -183,20 +142,14 @@ BEGIN
         GROUP BY h.wallet_id
     ),
 
-    parked AS (
-        SELECT hp.wallet_id, hp.balance, hp.lifetime_earnings
-        FROM economy.hot_pending hp
-        WHERE wallet_ids IS NULL OR hp.wallet_id = ANY (wallet_ids)
-    ),
-
     compared AS (
         SELECT
             p.user_id,
             w.id AS wallet_id,
-            w.balance + coalesce(pk.balance, 0.00) AS wallet_balance,
+            w.balance AS wallet_balance,
             w.held AS wallet_held,
-            p.balance + coalesce(pk.balance, 0.00) AS profile_balance,
-            p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS lifetime_earnings,
+            p.balance AS profile_balance,
+            p.lifetime_earnings,
             coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
             coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
             AS ledger_earnings,
@@ -206,7 +159,6 @@ BEGIN
         LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
         LEFT JOIN recent r ON r.wallet_id = w.id
         LEFT JOIN holds hd ON hd.wallet_id = w.id
-        LEFT JOIN parked pk ON pk.wallet_id = w.id
         WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
     )
 
@@ -241,9 +193,7 @@ $$;
 -- after the locks, so every committed entry is both in the sum and in the
 -- cache it overwrites, and no in-flight entry is in either; then sets each
 -- cache to its ledger value and logs the fix, under run_id (one per call
--- unless given: a run of many batches passes its own). It also folds the
--- parked credits of the hot wallets it covers; a hot wallet's cache is set
--- to its ledger value less the credits parked after that fold.
+-- unless given: a run of many batches passes its own).
 CREATE OR REPLACE FUNCTION economy.reconcile_economy(
     dry_run boolean DEFAULT true,
     user_ids bigint[] DEFAULT NULL,
@@ -302,17 +252,10 @@ BEGIN
 
     SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
     FROM (
-        (
-            SELECT DISTINCT d.user_id
-            FROM economy.balance_drift(reconcile_economy.user_ids) d
-            ORDER BY d.user_id
-            LIMIT reconcile_economy.max_wallets
-        )
-        UNION
-        SELECT w.user_id
-        FROM economy.wallet w
-        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
-            AND (reconcile_economy.user_ids IS NULL OR w.user_id = ANY (reconcile_economy.user_ids))
+        SELECT DISTINCT d.user_id
+        FROM economy.balance_drift(reconcile_economy.user_ids) d
+        ORDER BY d.user_id
+        LIMIT reconcile_economy.max_wallets
     ) u;
 
     PERFORM FROM economy.wallet w
@@ -323,10 +266,6 @@ BEGIN
     WHERE p.user_id = ANY (drifted_users)
     ORDER BY p.user_id
     FOR NO KEY UPDATE;
-    PERFORM economy.fold_hot_credits(w.id)
-    FROM economy.wallet w
-    WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
-    ORDER BY w.id;
 
     -- A new statement, so a new snapshot: taken after the locks.
     RETURN QUERY
@@ -336,27 +275,21 @@ BEGIN
 
     wallet_fix AS (
         UPDATE economy.wallet w
-        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), w.balance),
+        SET balance = coalesce(b.ledger_value, w.balance),
             held = coalesce(hd.ledger_value, w.held)
         FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
         LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
         LEFT JOIN drift hd ON hd.wallet_id = u.wallet_id AND hd.field = 'wallet.held'
-        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
         WHERE w.id = u.wallet_id
     ),
 
     profile_fix AS (
         UPDATE economy.profile p
-        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), p.balance),
-            lifetime_earnings = coalesce(
-                e.ledger_value - coalesce(pk.lifetime_earnings, 0.00), p.lifetime_earnings
-            )
-        FROM (
-            SELECT DISTINCT d.user_id, d.wallet_id FROM drift d WHERE d.field LIKE 'profile.%'
-        ) u
+        SET balance = coalesce(b.ledger_value, p.balance),
+            lifetime_earnings = coalesce(e.ledger_value, p.lifetime_earnings)
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%') u
         LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
         LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
-        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
         WHERE p.user_id = u.user_id
     ),
 
@@ -401,9 +334,6 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'wallet % does not exist', wallet_id
             USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    IF w.hot THEN
-        w.balance := w.balance + economy.fold_hot_credits(wallet_id);
     END IF;
     IF idempotency_key IS NOT NULL THEN
         SELECT * INTO placed FROM economy.wallet_hold h
