@@ -15,9 +15,19 @@ def test_bench_harness_smoke_run(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     text = report.read_text()
-    for scenario in ("single-row INSERT", "app-side sync", "1,000-row INSERT", "one normal wallet",
-                     "marked hot", "drift scan", "reconcile --all", "MultiXacts created per row",
-                     "at +1 ms per flush: one wallet marked hot"):  # fmt: skip
+    for scenario in (
+        "single-row INSERT",
+        "app-side sync",
+        "the floor",
+        "1,000-row INSERT",
+        "one normal wallet",
+        "marked hot",
+        "drift scan",
+        "reconcile --all",
+        "MultiXacts created per row",
+        "HOT updates of the cache rows",
+        "at +1 ms per flush: one wallet marked hot",
+    ):
         assert scenario in text
     assert "EXPLAIN" in text
     assert "attached app tables" in text
