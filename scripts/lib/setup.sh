@@ -24,6 +24,11 @@ ensure_postgresql() {
     have_postgresql_server || apt_install postgresql
 }
 
+# The benchmark builds slowsync.c (a server with cloud-like flush latency).
+ensure_c_compiler() {
+    command -v cc >/dev/null || apt_install gcc libc6-dev
+}
+
 base_python() {
     if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi
 }
