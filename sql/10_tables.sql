@@ -8,7 +8,7 @@ CREATE SCHEMA economy;
 -- The revision in this comment lets anyone with USAGE (economy-sync doctor)
 -- see which migration the schema is at; each revision sets it.
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets)';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets_and_batches)';
 
 -- The cached figures have 2 decimals, like every entry, and room for any sum
 -- the ledger can reach (numeric(20, 2) overflowed after about a thousand
@@ -199,6 +199,20 @@ SELECT
     sum(c.lifetime_earnings) AS lifetime_earnings
 FROM economy.hot_credit c
 GROUP BY c.wallet_id;
+
+-- Multi-row writes applied set-based: rows inserted here (INSERT … SELECT,
+-- multi-row VALUES, COPY) are moved into economy.transaction at the end of
+-- the statement, each wallet's and profile's caches updated once
+-- (economy.apply_batch). Empty between statements; UNLOGGED, as its rows
+-- never outlive the statement that wrote them.
+CREATE UNLOGGED TABLE economy.transaction_batch (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    wallet_id bigint,
+    amount numeric,
+    kind text,
+    idempotency_key text,
+    memo text
+);
 
 CREATE TABLE economy.reconcile_log (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

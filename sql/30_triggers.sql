@@ -1,8 +1,11 @@
 -- economy-sync: triggers on the ledger.
 
+-- Rows that arrive with a balance_after were applied by economy.apply_batch
+-- (package roles cannot name the column).
 CREATE TRIGGER apply_entry
 BEFORE INSERT ON economy.transaction
 FOR EACH ROW
+WHEN (NEW.balance_after IS NULL)
 EXECUTE FUNCTION economy.apply_entry();
 
 CREATE TRIGGER apply_hot_credit
@@ -29,3 +32,9 @@ CREATE TRIGGER apply_hold
 AFTER INSERT OR UPDATE OF status OR DELETE ON economy.wallet_hold
 FOR EACH ROW
 EXECUTE FUNCTION economy.apply_hold();
+
+CREATE TRIGGER apply_batch
+AFTER INSERT ON economy.transaction_batch
+REFERENCING NEW TABLE AS batch
+FOR EACH STATEMENT
+EXECUTE FUNCTION economy.apply_batch();

@@ -31,6 +31,8 @@ GRANT SELECT ON ALL TABLES IN SCHEMA economy TO economy_app;
 -- needs INSERT on id), nor of transfer_debit_id, which only transfer() sets.
 GRANT INSERT (wallet_id, amount, kind, idempotency_key, reverses_id, memo)
 ON economy.transaction TO economy_app;
+GRANT INSERT (wallet_id, amount, kind, idempotency_key, memo)
+ON economy.transaction_batch TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.open_wallet(bigint, numeric),
 economy.post_transaction(bigint, numeric, text, text, text),

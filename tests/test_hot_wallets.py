@@ -3,9 +3,10 @@ figures through wallet_balance, debits still checked against the exact
 balance, folds by debits, holds, fold_hot_wallets, set_hot(false) and a real
 reconcile; raced by several connections."""
 
+import io
 import random
 import threading
-from contextlib import suppress
+from contextlib import redirect_stdout, suppress
 from decimal import Decimal
 
 import psycopg
@@ -22,6 +23,8 @@ from economy_sync import (
     set_hot,
     wallet_balance,
 )
+from economy_sync.cli import main as cli
+from economy_sync.metrics import collect
 
 LOGINS = {"economy_app": "economy_test_app_login", "economy_operator": "economy_test_op_login"}
 
@@ -286,3 +289,13 @@ def test_racing_credits_debits_folds_and_toggles_conserve_money(connect, conn, t
     assert_exact(conn, treasury)
     total = conn.execute("SELECT sum(amount) FROM economy.transaction").fetchone()[0]
     assert conn.execute("SELECT sum(balance) FROM economy.wallet").fetchone()[0] == total
+
+
+def test_cli_hot_fold_and_the_parked_credits_metric(conn, dsn, treasury):
+    post(conn, treasury, "5")
+    post(conn, treasury, "6")
+    assert b"economy_hot_parked_credits 2.0" in collect(conn)
+    with redirect_stdout(io.StringIO()) as out:
+        assert cli(["--dsn", dsn, "hot", "fold"]) == 0
+    assert "Hot wallets folded: 1" in out.getvalue()
+    assert b"economy_hot_parked_credits 0.0" in collect(conn)

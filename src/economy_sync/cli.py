@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     holds = commands.add_parser("holds", parents=[database], help="holds: expire (for a scheduler)")
     holds.add_argument("action", choices=["expire"], help="mark holds past their expiry expired")
+    hot = commands.add_parser("hot", parents=[database], help="hot wallets: fold (for a scheduler)")
+    hot.add_argument(
+        "action", choices=["fold"], help="fold the credits parked on hot wallets into their caches"
+    )
     commands.add_parser(
         "audit",
         parents=[database, output],
@@ -218,6 +222,13 @@ def cmd_holds(args, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_hot(args, out: Console) -> int:
+    with connected(required_dsn(args)) as conn:
+        folded = api.fold_hot_wallets(conn)
+    out.print(f"Hot wallets folded: {folded}")
+    return EXIT_OK
+
+
 def cmd_audit(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
         mismatches = api.audit_ledger_checkpoint(conn)
@@ -260,6 +271,7 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "audit": cmd_audit,
     "holds": cmd_holds,
+    "hot": cmd_hot,
     "metrics": cmd_metrics,
 }
 

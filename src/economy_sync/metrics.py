@@ -76,4 +76,10 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
                 " WHERE h.status = 'held' AND h.expires_at <= now()",
             )
         )
+        Gauge(
+            "economy_hot_parked_credits",
+            "credits parked on hot wallets, not folded into their caches yet"
+            " (run `economy-sync hot fold`)",
+            registry=registry,
+        ).set(one(conn, "SELECT count(*) FROM economy.hot_credit"))
     return generate_latest(registry)

@@ -1,10 +1,11 @@
--- 0005_hot_wallets: opt-in hot wallets whose credits are parked in
--- economy.hot_credit instead of queueing on the wallet's row; set_hot,
--- wallet_balance, fold_hot_wallets; drift and reconcile compare the exact
--- figures of hot wallets.
+-- 0005_hot_wallets_and_batches: opt-in hot wallets whose credits are
+-- parked in economy.hot_credit instead of queueing on the wallet's row
+-- (set_hot, wallet_balance, fold_hot_wallets; drift and reconcile compare the
+-- exact figures of hot wallets); multi-row writes applied set-based through
+-- economy.transaction_batch; balance_drift joins in memory.
 
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets)';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets_and_batches)';
 
 -- credits skip the wallet and profile rows (economy.set_hot): they are
 -- parked in economy.hot_credit until folded into both
@@ -34,6 +35,20 @@ SELECT
     sum(c.lifetime_earnings) AS lifetime_earnings
 FROM economy.hot_credit c
 GROUP BY c.wallet_id;
+
+-- Multi-row writes applied set-based: rows inserted here (INSERT … SELECT,
+-- multi-row VALUES, COPY) are moved into economy.transaction at the end of
+-- the statement, each wallet's and profile's caches updated once
+-- (economy.apply_batch). Empty between statements; UNLOGGED, as its rows
+-- never outlive the statement that wrote them.
+CREATE UNLOGGED TABLE economy.transaction_batch (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    wallet_id bigint,
+    amount numeric,
+    kind text,
+    idempotency_key text,
+    memo text
+);
 
 -- Moves a wallet's parked hot credits (economy.hot_credit) into its cached
 -- figures and returns their sum. The caller holds the wallet's row lock, so
@@ -586,6 +601,112 @@ BEGIN
 END;
 $$;
 
+-- Trigger function, AFTER INSERT on economy.transaction_batch, once per
+-- statement: moves the statement's rows into the ledger in their order and
+-- updates each wallet's and profile's caches once, in the writers' lock
+-- order. Each entry gets its balance_after from a running sum under the
+-- wallet locks, so apply_entry (which runs only for rows without one) has
+-- nothing left to do; a row of an unknown wallet has none and is refused by
+-- apply_entry. A debit that would take its wallet below -overdraft_limit at
+-- its place in the order fails the whole statement.
+CREATE FUNCTION economy.apply_batch()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    refused record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM batch) THEN
+        RETURN NULL;
+    END IF;
+    -- The ledger's lock first, as an INSERT takes it before its trigger
+    -- locks a wallet; then the wallets in id order, then their profiles.
+    LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
+    PERFORM FROM economy.wallet w
+    WHERE w.id IN (SELECT b.wallet_id FROM batch b)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    PERFORM FROM economy.profile p
+    WHERE p.user_id IN (
+        SELECT w.user_id FROM economy.wallet w WHERE w.id IN (SELECT b.wallet_id FROM batch b)
+    )
+    ORDER BY p.user_id
+    FOR NO KEY UPDATE;
+    PERFORM economy.fold_hot_credits(w.id)
+    FROM economy.wallet w
+    WHERE w.hot AND w.id IN (SELECT b.wallet_id FROM batch b)
+    ORDER BY w.id;
+
+    -- A new statement, so a snapshot taken after the locks.
+    WITH entries AS (
+        INSERT INTO economy.transaction AS t (
+            wallet_id, amount, kind, idempotency_key, memo, balance_after
+        )
+        SELECT b.wallet_id, b.amount, b.kind, b.idempotency_key, b.memo,
+            w.balance + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
+        FROM (
+            SELECT x.position, x.wallet_id, x.kind, x.idempotency_key, x.memo,
+                -- exactly 2 decimals when that changes no value; the CHECKs refuse the rest
+                CASE WHEN min_scale(x.amount) <= 2 THEN round(x.amount, 2) ELSE x.amount END
+                AS amount
+            FROM batch x
+        ) b
+        LEFT JOIN economy.wallet w ON w.id = b.wallet_id
+        ORDER BY b.position
+        RETURNING t.wallet_id, t.amount, t.kind, t.balance_after
+    ),
+
+    totals AS (
+        SELECT e.wallet_id,
+            sum(e.amount) AS amount,
+            coalesce(sum(e.amount) FILTER (WHERE k.is_earning), 0.00) AS earnings
+        FROM entries e
+        JOIN economy.transaction_kind k ON k.kind = e.kind
+        GROUP BY e.wallet_id
+    ),
+
+    wallets AS (
+        UPDATE economy.wallet w SET balance = w.balance + t.amount
+        FROM totals t
+        WHERE w.id = t.wallet_id
+        RETURNING w.user_id, t.amount, t.earnings
+    ),
+
+    profiles AS (
+        UPDATE economy.profile p
+        SET balance = p.balance + x.amount, lifetime_earnings = p.lifetime_earnings + x.earnings
+        FROM wallets x
+        WHERE p.user_id = x.user_id
+    )
+
+    SELECT e.wallet_id, e.balance_after, w.held, w.overdraft_limit INTO refused
+    FROM entries e
+    JOIN economy.wallet w ON w.id = e.wallet_id
+    WHERE e.amount < 0 AND e.balance_after - w.held < -w.overdraft_limit
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
+            refused.wallet_id, refused.balance_after, refused.held, refused.overdraft_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    DELETE FROM economy.transaction_batch x USING batch b WHERE x.position = b.position;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER apply_entry ON economy.transaction;
+
+-- Rows that arrive with a balance_after were applied by economy.apply_batch
+-- (package roles cannot name the column).
+CREATE TRIGGER apply_entry
+BEFORE INSERT ON economy.transaction
+FOR EACH ROW
+WHEN (NEW.balance_after IS NULL)
+EXECUTE FUNCTION economy.apply_entry();
+
 CREATE TRIGGER apply_hot_credit
 AFTER INSERT ON economy.transaction
 FOR EACH ROW
@@ -595,8 +716,17 @@ WHEN (
 )
 EXECUTE FUNCTION economy.apply_hot_credit();
 
+CREATE TRIGGER apply_batch
+AFTER INSERT ON economy.transaction_batch
+REFERENCING NEW TABLE AS batch
+FOR EACH STATEMENT
+EXECUTE FUNCTION economy.apply_batch();
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
 GRANT SELECT ON economy.hot_credit, economy.hot_pending TO economy_app;
+GRANT SELECT ON economy.transaction_batch TO economy_app;
+GRANT INSERT (wallet_id, amount, kind, idempotency_key, memo)
+ON economy.transaction_batch TO economy_app;
 GRANT EXECUTE ON FUNCTION economy.wallet_balance(bigint) TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.set_hot(bigint, boolean),

@@ -1,6 +1,6 @@
-"""Hot wallets: credits parked instead of queueing on the wallet row
+"""Hot wallets (credits parked instead of queueing on the wallet row); set-based batches
 
-Revision ID: 0005_hot_wallets
+Revision ID: 0005_hot_wallets_and_batches
 Revises: 0004_history_and_holds
 Create Date: 2026-11-26
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import op
 
-revision = "0005_hot_wallets"
+revision = "0005_hot_wallets_and_batches"
 down_revision = "0004_history_and_holds"
 branch_labels = None
 depends_on = None
@@ -28,8 +28,8 @@ def run_frozen(name: str) -> None:
 
 
 def upgrade() -> None:
-    run_frozen("0005_hot_wallets.upgrade.sql")
+    run_frozen("0005_hot_wallets_and_batches.upgrade.sql")
 
 
 def downgrade() -> None:
-    run_frozen("0005_hot_wallets.downgrade.sql")
+    run_frozen("0005_hot_wallets_and_batches.downgrade.sql")

@@ -1,11 +1,19 @@
--- Undo 0005_hot_wallets: parked credits are folded into the cached figures
--- first, so that every wallet's cache is exact without them.
+-- Undo 0005_hot_wallets_and_batches: parked credits are folded into the
+-- cached figures first, so that every wallet's cache is exact without them.
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0004_history_and_holds)';
 
 SELECT economy.fold_hot_wallets();
 
+DROP TRIGGER apply_batch ON economy.transaction_batch;
+DROP FUNCTION economy.apply_batch();
+DROP TABLE economy.transaction_batch;
+DROP TRIGGER apply_entry ON economy.transaction;
+CREATE TRIGGER apply_entry
+BEFORE INSERT ON economy.transaction
+FOR EACH ROW
+EXECUTE FUNCTION economy.apply_entry();
 DROP TRIGGER apply_hot_credit ON economy.transaction;
 DROP FUNCTION economy.fold_hot_wallets();
 DROP FUNCTION economy.set_hot(bigint, boolean);
