@@ -15,28 +15,24 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    hot_ids bigint[];
     refused record;
 BEGIN
     IF NOT EXISTS (SELECT FROM batch) THEN
         RETURN NULL;
     END IF;
     -- The ledger's lock first, as an INSERT takes it before its trigger
-    -- locks a wallet; then the wallets in id order, then their profiles.
+    -- locks a wallet; then the wallets, in id order. (Their profiles need no
+    -- order: every writer of a profile holds its wallet's lock first.)
     LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
-    PERFORM FROM economy.wallet w
-    WHERE w.id IN (SELECT b.wallet_id FROM batch b)
-    ORDER BY w.id
-    FOR NO KEY UPDATE;
-    PERFORM FROM economy.profile p
-    WHERE p.user_id IN (
-        SELECT w.user_id FROM economy.wallet w WHERE w.id IN (SELECT b.wallet_id FROM batch b)
-    )
-    ORDER BY p.user_id
-    FOR NO KEY UPDATE;
-    PERFORM economy.fold_hot_credits(w.id)
-    FROM economy.wallet w
-    WHERE w.hot AND w.id IN (SELECT b.wallet_id FROM batch b)
-    ORDER BY w.id;
+    SELECT coalesce(array_agg(l.id) FILTER (WHERE l.hot), '{}') INTO hot_ids
+    FROM (
+        SELECT w.id, w.hot FROM economy.wallet w
+        WHERE w.id IN (SELECT b.wallet_id FROM batch b)
+        ORDER BY w.id
+        FOR NO KEY UPDATE
+    ) l;
+    PERFORM economy.fold_hot_credits(h.wallet_id) FROM unnest(hot_ids) h (wallet_id);
 
     -- A new statement, so a snapshot taken after the locks.
     WITH entries AS (
@@ -44,7 +40,9 @@ BEGIN
             wallet_id, amount, kind, idempotency_key, memo, balance_after
         )
         SELECT b.wallet_id, b.amount, b.kind, b.idempotency_key, b.memo,
-            w.balance + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
+            -- by key: the batch is usually far smaller than the wallets
+            (SELECT w.balance FROM economy.wallet w WHERE w.id = b.wallet_id)
+            + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
         FROM (
             SELECT x.position, x.wallet_id, x.kind, x.idempotency_key, x.memo,
                 -- exactly 2 decimals when that changes no value; the CHECKs refuse the rest
@@ -52,7 +50,6 @@ BEGIN
                 AS amount
             FROM batch x
         ) b
-        LEFT JOIN economy.wallet w ON w.id = b.wallet_id
         ORDER BY b.position
         RETURNING t.wallet_id, t.amount, t.kind, t.balance_after
     ),

@@ -20,6 +20,8 @@ def test_bench_harness_smoke_run(tmp_path):
         "app-side sync",
         "the floor",
         "1,000-row INSERT",
+        "economy.transaction_batch` (set-based)",
+        "COPY of 2,000 rows",
         "one normal wallet",
         "marked hot",
         "drift scan",

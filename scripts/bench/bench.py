@@ -37,6 +37,7 @@ SCALES = {
         "scan_entries": 10_000_000,
         "seconds": 10,
         "repeats": 3,
+        "copy_rows": 1_000_000,
     },
     "smoke": {
         "wallets": 1_000,
@@ -44,6 +45,7 @@ SCALES = {
         "scan_entries": 20_000,
         "seconds": 2,
         "repeats": 1,
+        "copy_rows": 2_000,
     },
 }
 # fsync on: the throwaway server's launcher passes -F (no fsync, right for
@@ -69,10 +71,16 @@ APP_SIDE = (  # what the project replaces: the client syncs the caches itself
     " lifetime_earnings = lifetime_earnings + 1.00 WHERE user_id = :w;\n"
     "END;\n"
 )
+BATCH = "economy.transaction_batch"  # multi-row writes applied set-based
 INSERT_BULK = (  # 1,000 rows over distinct wallets, in wallet order (the documented lock order)
-    "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+    "INSERT INTO {ledger} (wallet_id, amount, kind)"
     " SELECT w, 1.00, 'reward' FROM (SELECT DISTINCT 1 + (random() * ({wallets} - 1))::int AS w"
     " FROM generate_series(1, 1100) LIMIT 1000) s ORDER BY w;\n"
+)
+INSERT_SHARED = (  # 1,000 rows over 100 wallets (10 each), in wallet order
+    "INSERT INTO {ledger} (wallet_id, amount, kind)"
+    " SELECT w, 1.00, 'reward' FROM (SELECT DISTINCT 1 + (random() * ({wallets} - 1))::int AS w"
+    " FROM generate_series(1, 110) LIMIT 100) s, generate_series(1, 10) ORDER BY w;\n"
 )
 INSERT_HOT = (  # wallet 1 is a normal wallet
     "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (1, 1.00, 'reward');\n"
@@ -155,9 +163,9 @@ class Bench:
         action = "ENABLE" if enabled else "DISABLE"
         self.sql(f"ALTER TABLE {ledger} {action} TRIGGER {trigger}")  # our constants
 
-    def pgbench_tps(self, script: str, clients: int) -> float:
+    def pgbench_tps(self, script: str, clients: int, ledger: str = LEDGER) -> float:
         path = self.workdir / "script.sql"
-        path.write_text(script.format(wallets=self.scale["wallets"]))
+        path.write_text(script.format(wallets=self.scale["wallets"], ledger=ledger))
         done = subprocess.run(
             [
                 self.pgbench,
@@ -202,9 +210,36 @@ class Bench:
             self.sql("SELECT economy.fold_hot_wallets()")  # each run starts with none parked
             self.sync_trigger(trigger, ledger, trigger_name)
             try:
-                return self.pgbench_tps(script, clients)
+                return self.pgbench_tps(script, clients, ledger)
             finally:
                 self.sync_trigger(True, ledger, trigger_name)
+
+        return measure
+
+    def batch_tps(self, script: str, clients: int):
+        """tps of a script that writes into economy.transaction_batch."""
+        return lambda: self.pgbench_tps(script, clients, BATCH)
+
+    def copy_rows_per_second(self, target: str, trigger: bool):
+        """rows/s of one COPY of copy_rows ledger rows (from a file the server
+        reads) into target, with the ledger's sync trigger on or off."""
+        rows = self.scale["copy_rows"]
+        data = self.workdir / "copy.tsv"
+        if not data.exists():
+            wallets = self.scale["wallets"]
+            data.write_text(
+                "".join(f"{1 + i * 7919 % wallets}\t1.00\treward\n" for i in range(rows))
+            )
+            data.chmod(0o644)
+
+        def measure() -> float:
+            self.sync_trigger(trigger)
+            try:
+                started = time.perf_counter()
+                self.sql(f"COPY {target} (wallet_id, amount, kind) FROM '{data}'")  # our names
+                return rows / (time.perf_counter() - started)
+            finally:
+                self.sync_trigger(True)
 
         return measure
 
@@ -278,6 +313,12 @@ def throughput(bench: Bench) -> list[Row]:
             "app": bench.tps_with(APP_SIDE, CLIENTS, trigger=False),
             "bulk bare": bench.tps_with(INSERT_BULK, 2, trigger=False),
             "bulk trigger": bench.tps_with(INSERT_BULK, 2, trigger=True),
+            "bulk batch": bench.batch_tps(INSERT_BULK, 2),
+            "shared bare": bench.tps_with(INSERT_SHARED, 2, trigger=False),
+            "shared trigger": bench.tps_with(INSERT_SHARED, 2, trigger=True),
+            "shared batch": bench.batch_tps(INSERT_SHARED, 2),
+            "copy bare": bench.copy_rows_per_second(LEDGER, trigger=False),
+            "copy batch": bench.copy_rows_per_second(BATCH, trigger=True),
             "hot bare": bench.tps_with(INSERT_HOT, CLIENTS, trigger=False),
             "hot trigger": bench.tps_with(INSERT_HOT, CLIENTS, trigger=True),
             "hot marked": bench.tps_with(INSERT_HOT_MARKED, CLIENTS, trigger=True),
@@ -322,12 +363,45 @@ def throughput(bench: Bench) -> list[Row]:
             "≥ 1.5",
         ),
         Row(
-            f"1,000-row INSERT … SELECT, 2 clients, {wallets}",
+            f"1,000-row INSERT … SELECT over distinct wallets, row by row, 2 clients, {wallets}",
             "bare",
             "rows/s",
             [t * 1000 for t in runs["bulk bare"]],
             [t * 1000 for t in runs["bulk trigger"]],
+            "≥ 0.2",
+        ),
+        Row(
+            "the same into `economy.transaction_batch` (set-based)",
+            "bare",
+            "rows/s",
+            [t * 1000 for t in runs["bulk bare"]],
+            [t * 1000 for t in runs["bulk batch"]],
+            "≥ 0.45",
+        ),
+        Row(
+            "1,000-row INSERT … SELECT over 100 wallets (10 rows each), row by row, 2 clients",
+            "bare",
+            "rows/s",
+            [t * 1000 for t in runs["shared bare"]],
+            [t * 1000 for t in runs["shared trigger"]],
+            "≥ 0.2",
+        ),
+        Row(
+            "the same into `economy.transaction_batch` (set-based)",
+            "bare",
+            "rows/s",
+            [t * 1000 for t in runs["shared bare"]],
+            [t * 1000 for t in runs["shared batch"]],
             "≥ 0.7",
+        ),
+        Row(
+            f"COPY of {bench.scale['copy_rows']:,} rows into `economy.transaction_batch`,"
+            f" {wallets}",
+            "bare COPY into the ledger (sync trigger off)",
+            "rows/s",
+            runs["copy bare"],
+            runs["copy batch"],
+            "≥ 0.5",
         ),
         Row(
             f"one normal wallet, {CLIENTS} clients",
