@@ -10,7 +10,7 @@ import pytest
 from helpers import balances, drift, open_wallet, post, state
 from psycopg import errors
 
-from economy_sync import set_hot, wallet_balance
+from economy_sync import post_batch, set_hot, wallet_balance
 
 BATCH = "INSERT INTO economy.transaction_batch (wallet_id, amount, kind) VALUES "
 
@@ -188,3 +188,14 @@ def test_racing_batches_single_entries_and_transfers(conn, connect):
         )
         afters = sorted([after for _, after in rows] + [Decimal("0.00")])
         assert befores == afters
+
+
+def test_post_batch_from_python(conn, wallets):
+    post_batch(conn, [(wallets[1], Decimal("4.50"), "prize"), (wallets[1], -1, "fee", "k-1", "m")])
+    assert entries(conn)[1:] == [
+        (wallets[1], Decimal("4.50"), "prize", Decimal("4.50")),
+        (wallets[1], Decimal("-1.00"), "fee", Decimal("3.50")),
+    ]
+    with pytest.raises(errors.CheckViolation):
+        post_batch(conn, [(wallets[1], -10, "fee")])
+    assert balances(conn, wallets[1])[0] == Decimal("3.50")

@@ -418,3 +418,18 @@ def wallet_balance(conn: psycopg.Connection, wallet_id: int) -> Decimal:
 def fold_hot_wallets(conn: psycopg.Connection) -> int:
     """Fold every hot wallet's parked credits into its caches; returns how many wallets."""
     return conn.execute("SELECT economy.fold_hot_wallets()").fetchone()[0]
+
+
+def post_batch(conn: psycopg.Connection, rows: Iterable[tuple]) -> None:
+    """COPY rows (wallet_id, amount, kind[, idempotency_key[, memo]]) into
+    economy.transaction_batch: one statement, applied set-based; all or nothing."""
+    with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY economy.transaction_batch (wallet_id, amount, kind, idempotency_key, memo)"
+            " FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row(tuple(row) + (None,) * (5 - len(row)))
