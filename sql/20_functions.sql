@@ -534,6 +534,9 @@ CREATE FUNCTION economy.audit_ledger_checkpoint()
 RETURNS TABLE (wallet_id bigint, field text, checkpoint_value numeric, ledger_value numeric)
 LANGUAGE sql
 STABLE
+-- as balance_drift: the join with the checkpoint in memory, nothing compiled
+SET work_mem = '256MB'
+SET jit = off
 AS $$
     WITH covered AS (
         SELECT

@@ -27,6 +27,8 @@ def test_bench_harness_smoke_run(tmp_path):
         "drift scan",
         "reconcile --all",
         "MultiXacts created per row",
+        "full audit",
+        "## Figures of the last run",
         "HOT updates of the cache rows",
         "at +1 ms per flush: one wallet marked hot",
     ):

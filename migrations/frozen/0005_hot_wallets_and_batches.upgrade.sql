@@ -224,6 +224,39 @@ BEGIN
 END;
 $$;
 
+-- The occasional full audit of the checkpoint itself: one row per wallet and
+-- figure where it differs from a full sum of the entries it covers. Reads the
+-- whole ledger, in one snapshot.
+CREATE OR REPLACE FUNCTION economy.audit_ledger_checkpoint()
+RETURNS TABLE (wallet_id bigint, field text, checkpoint_value numeric, ledger_value numeric)
+LANGUAGE sql
+STABLE
+-- as balance_drift: the join with the checkpoint in memory, nothing compiled
+SET work_mem = '256MB'
+SET jit = off
+AS $$
+    WITH covered AS (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id <= (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+        GROUP BY e.wallet_id
+    )
+
+    SELECT coalesce(c.wallet_id, s.wallet_id), f.field, f.checkpoint_value, f.ledger_value
+    FROM economy.ledger_checkpoint c
+    FULL JOIN covered s ON s.wallet_id = c.wallet_id
+    CROSS JOIN LATERAL (
+        VALUES
+        ('balance', coalesce(c.balance, 0.00), coalesce(s.balance, 0.00)),
+        ('lifetime_earnings', coalesce(c.lifetime_earnings, 0.00), coalesce(s.lifetime_earnings, 0.00))
+    ) AS f (field, checkpoint_value, ledger_value)
+    WHERE f.checkpoint_value <> f.ledger_value
+    ORDER BY 1, 2;
+$$;
+
 -- One row per cached field that disagrees with the ledger. Reads one snapshot
 -- and takes no locks: a cache and its ledger rows commit together, so a
 -- single snapshot sees both or neither. With an attachment: that
