@@ -116,3 +116,24 @@ def connect(dsn) -> Iterator:
 @pytest.fixture
 def conn(connect) -> psycopg.Connection:
     return connect()
+
+
+LOGINS = {"economy_app": "economy_test_app_login", "economy_operator": "economy_test_op_login"}
+
+
+@pytest.fixture
+def login(conn, dsn) -> Iterator:
+    """login(role): a new connection as a LOGIN role that is a member of role
+    (economy_app or economy_operator): the roles an attacker or operator would have."""
+    opened: list[psycopg.Connection] = []
+
+    def _login(role: str) -> psycopg.Connection:
+        name = LOGINS[role]
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
+            conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {role}")  # constants of this module
+        opened.append(psycopg.connect(make_conninfo(dsn, user=name), autocommit=True))
+        return opened[-1]
+
+    yield _login
+    for c in opened:
+        c.close()

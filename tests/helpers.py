@@ -60,3 +60,7 @@ def balances(conn, wallet_id: int) -> tuple[Decimal, Decimal, Decimal]:
 
 def drift(conn) -> list[tuple]:
     return conn.execute("SELECT * FROM economy.balance_drift()").fetchall()
+
+
+# the roles the package creates (the `login` fixture connects as a member of one)
+PACKAGE_ROLES = ("economy_app", "economy_operator")

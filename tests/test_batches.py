@@ -103,9 +103,8 @@ def test_a_reused_idempotency_key_is_refused(conn, wallets):
     assert state(conn) == before
 
 
-def test_the_app_role_may_write_batches_but_not_choose_positions(connect, wallets):
-    app = connect()
-    app.execute("SET ROLE economy_app")
+def test_the_app_role_may_write_batches_but_not_choose_positions(login, wallets):
+    app = login("economy_app")
     app.execute(BATCH + "(%s, 3, 'reward')", [wallets[2]])
     assert balances(app, wallets[2])[0] == Decimal("3.00")
     with pytest.raises(errors.InsufficientPrivilege):

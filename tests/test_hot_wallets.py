@@ -9,11 +9,9 @@ import threading
 from contextlib import redirect_stdout, suppress
 from decimal import Decimal
 
-import psycopg
 import pytest
 from helpers import balances, drift, open_wallet, post
 from psycopg import errors
-from psycopg.conninfo import make_conninfo
 
 from economy_sync import (
     WalletNotFound,
@@ -25,8 +23,6 @@ from economy_sync import (
 )
 from economy_sync.cli import main as cli
 from economy_sync.metrics import collect
-
-LOGINS = {"economy_app": "economy_test_app_login", "economy_operator": "economy_test_op_login"}
 
 
 @pytest.fixture
@@ -200,23 +196,6 @@ def test_unknown_wallets_and_bad_arguments(conn):
     wallet_id = open_wallet(conn, 1)
     with pytest.raises(errors.NotNullViolation):
         conn.execute("SELECT economy.set_hot(%s, NULL)", [wallet_id])
-
-
-@pytest.fixture
-def login(conn, dsn):
-    """login(role): a new connection as a LOGIN role that is a member of role."""
-    opened = []
-
-    def _login(role: str) -> psycopg.Connection:
-        name = LOGINS[role]
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
-            conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {role}")  # constants of this module
-        opened.append(psycopg.connect(make_conninfo(dsn, user=name), autocommit=True))
-        return opened[-1]
-
-    yield _login
-    for c in opened:
-        c.close()
 
 
 def test_roles(login, conn, treasury):

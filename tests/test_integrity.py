@@ -10,32 +10,13 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from helpers import balances, drift, open_wallet, post, state
+from helpers import PACKAGE_ROLES, balances, drift, open_wallet, post, state
 from psycopg import errors
-from psycopg.conninfo import make_conninfo
 
 from economy_sync import advance_checkpoint, audit_ledger_checkpoint, reconcile
 from economy_sync.cli import main as cli
 
-LOGINS = {"economy_app": "economy_test_app_login", "economy_operator": "economy_test_op_login"}
 MAX_AMOUNT = Decimal("999999999999999.99")
-
-
-@pytest.fixture
-def login(conn, dsn):
-    """login(role): a new connection as a LOGIN role that is a member of role."""
-    opened = []
-
-    def _login(role: str) -> psycopg.Connection:
-        name = LOGINS[role]
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
-            conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {role}")  # constants of this module
-        opened.append(psycopg.connect(make_conninfo(dsn, user=name), autocommit=True))
-        return opened[-1]
-
-    yield _login
-    for c in opened:
-        c.close()
 
 
 @pytest.fixture
@@ -64,7 +45,7 @@ def assert_truthful(conn) -> None:
 # 1. Ledger ids and created_at are the database's
 
 
-@pytest.mark.parametrize("role", LOGINS)
+@pytest.mark.parametrize("role", PACKAGE_ROLES)
 @pytest.mark.parametrize(
     "insert",
     [
@@ -153,7 +134,7 @@ def transfer(c, source, target, amount):
 
 
 @pytest.mark.parametrize("leg", ["debit", "credit"])
-@pytest.mark.parametrize("role", LOGINS)
+@pytest.mark.parametrize("role", PACKAGE_ROLES)
 def test_reversing_either_leg_reverses_the_transfer(conn, login, wallets, role, leg):
     c = login(role)
     debit, credit = transfer(c, wallets[0], wallets[1], Decimal("30"))

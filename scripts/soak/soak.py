@@ -1,9 +1,10 @@
-"""Soak with faults: writers doing random operations while a reconcile loops
-beside them, backends are killed, statements time out and the server is
-crashed (immediate stop) and restarted. Each writer records what was
-acknowledged; at the end every acknowledged entry must be there, nothing
-unacknowledged may be half-applied, every balance must equal what the
-recorded operations add up to, and drift must be zero.
+"""Soak with faults: writers doing random operations (one wallet hot, some
+writes as set-based batches) while a reconcile loops beside them, backends
+are killed, statements time out and the server is crashed (immediate stop)
+and restarted. Each writer records what was acknowledged; at the end every
+acknowledged entry must be there, nothing unacknowledged may be
+half-applied, every balance must equal what the recorded operations add up
+to, and drift must be zero.
 
     .venv/bin/python scripts/soak/soak.py --seconds 60 --crashes 2
 
@@ -147,7 +148,7 @@ class Writer(SoakThread):
         key = self.new_key()
         self.stats.count("operations")
         match self.rng.choice(
-            ["credit", "debit", "debit", "transfer", "reverse", "retry", "invalid"]
+            ["credit", "debit", "debit", "transfer", "batch", "reverse", "retry", "invalid"]
         ):
             case "credit":
                 kind = self.rng.choice(["prize", "reward", "refund"])
@@ -167,6 +168,17 @@ class Writer(SoakThread):
                 self.call(
                     conn, op, "SELECT id FROM economy.transfer(%s, %s, %s, %s)", [a, b, amount, key]
                 )
+            case "batch":  # one statement, set-based; the debit may overdraw: all refused
+                op = Operation(key, {a: amount, b: -amount * 3}, "batch", "")
+                self.call(
+                    conn,
+                    op,
+                    "INSERT INTO economy.transaction_batch"
+                    " (wallet_id, amount, kind, idempotency_key)"
+                    " VALUES (%s, %s, 'adjustment', %s), (%s, %s, 'adjustment', %s)"
+                    " RETURNING position",
+                    [a, amount, key, b, -amount * 3, key],
+                )
             case "reverse":
                 self.reverse_one(conn, key)
             case "retry":
@@ -185,7 +197,7 @@ class Writer(SoakThread):
             op
             for op in self.operations
             if op.outcome == "acknowledged"
-            and op.kind not in ("transfer", "reversal")
+            and op.kind not in ("transfer", "reversal", "batch")
             and op.reverses is None
             and not op.reversed
         ]
@@ -256,7 +268,7 @@ class Forger(SoakThread):
 
     def step(self, conn) -> None:
         self.stats.count("forgeries tried")
-        match self.rng.choice(["below_horizon", "chosen_id", "backdated", "leg", "leg"]):
+        match self.rng.choice(["below_horizon", "chosen_id", "backdated", "parked", "leg", "leg"]):
             case "below_horizon":
                 safe = conn.execute("SELECT safe_up_to FROM economy.ledger_horizon").fetchone()[0]
                 if safe:
@@ -279,6 +291,18 @@ class Forger(SoakThread):
                     conn,
                     "INSERT INTO economy.transaction (wallet_id, amount, kind, created_at)"
                     " VALUES (%s, 1, 'prize', now() - interval '1 year')",
+                    [self.rng.choice(self.wallets)],
+                )
+            case "parked":  # money made or lost by writing the hot wallets' parked credits
+                self.forge_as_app(
+                    conn,
+                    self.rng.choice(
+                        [
+                            "INSERT INTO economy.hot_credit VALUES (%s, 1000, 0)",
+                            "DELETE FROM economy.hot_credit WHERE wallet_id = %s",
+                            "DELETE FROM economy.transaction_batch WHERE wallet_id = %s",
+                        ]
+                    ),
                     [self.rng.choice(self.wallets)],
                 )
             case "leg":
@@ -429,6 +453,13 @@ def verify(dsn: str, writers: list[Writer], forgers: list[Forger], stats: Stats)
                     expected[wallet] += amount
             elif op.outcome == UNKNOWN:
                 stats.count("unknown outcome: not committed")
+        for wallet, exact in conn.execute(
+            "SELECT w.id, economy.wallet_balance(w.id) FROM economy.wallet w"
+        ).fetchall():
+            stats.count("invariant checks")
+            if exact != expected[wallet]:
+                stats.fail(f"wallet {wallet}: exact balance {exact}, expected {expected[wallet]}")
+        conn.execute("SELECT economy.fold_hot_wallets()")  # then the caches are exact too
         rows = conn.execute(
             "SELECT w.id, w.balance, p.balance, w.overdraft_limit FROM economy.wallet w"
             " JOIN economy.profile p USING (user_id)"
@@ -488,6 +519,7 @@ def main() -> int:
                     "%s, %s, 'adjustment', memo => 'opening balance')",
                     [wallet, START_BALANCE],
                 )
+            conn.execute("SELECT economy.set_hot(%s)", [wallets[0]])  # a treasury
         deadline = time.monotonic() + args.seconds
         writers = [
             Writer(n, server.dsn, wallets, deadline, args.max_operations, stats, args.seed)
