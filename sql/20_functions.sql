@@ -826,3 +826,24 @@ BEGIN
     FROM drift d;
 END;
 $$;
+
+-- Retention of the audit log: deletes the fixes logged more than older_than
+-- ago; returns how many.
+CREATE FUNCTION economy.prune_reconcile_log(older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pruned bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be an interval of at least 0, got %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM economy.reconcile_log l WHERE l.at < now() - older_than;
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+    RETURN pruned;
+END;
+$$;

@@ -59,5 +59,6 @@ economy.mark_ledger_horizon(),
 economy.advance_ledger_checkpoint(),
 economy.reset_ledger_checkpoint(),
 economy.set_hot(bigint, boolean),
-economy.fold_hot_wallets()
+economy.fold_hot_wallets(),
+economy.prune_reconcile_log(interval)
 TO economy_operator;

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import drift, open_wallet, post
+from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
 from economy_sync import migrate
@@ -237,3 +238,29 @@ def test_output_cut_short_by_the_reader_is_no_error(dsn, drifted):
         shell=True, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_prune_log_deletes_only_the_old_fixes(dsn, conn, drifted, login):
+    assert run("reconcile", "--apply", "--all", dsn=dsn).returncode == 0
+    conn.execute(
+        "UPDATE economy.reconcile_log SET at = now() - interval '100 days' WHERE user_id = 2"
+    )
+    result = run("prune-log", "--older-than", "90d", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert "Pruned reconcile_log rows: 1" in result.stdout
+    assert conn.execute("SELECT user_id FROM economy.reconcile_log").fetchall() == [(3,)]
+    with pytest.raises(errors.InsufficientPrivilege):
+        login("economy_app").execute("SELECT economy.prune_reconcile_log('1 day')")
+    with pytest.raises(errors.InvalidParameterValue):
+        conn.execute("SELECT economy.prune_reconcile_log('-1 day')")
+
+
+def test_doctor_json(dsn, drifted):
+    result = run("doctor", "--json", dsn=dsn)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert any(
+        not finding["ok"] and "drift" in finding["message"] for finding in report["findings"]
+    )
+    assert all(set(finding) == {"ok", "message"} for finding in report["findings"])

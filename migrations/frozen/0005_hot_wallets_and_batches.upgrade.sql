@@ -2,7 +2,7 @@
 -- parked in economy.hot_credit instead of queueing on the wallet's row
 -- (set_hot, wallet_balance, fold_hot_wallets; drift and reconcile compare the
 -- exact figures of hot wallets); multi-row writes applied set-based through
--- economy.transaction_batch; balance_drift joins in memory.
+-- economy.transaction_batch; balance_drift joins in memory; prune_reconcile_log.
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets_and_batches)';
@@ -509,6 +509,27 @@ BEGIN
 END;
 $$;
 
+-- Retention of the audit log: deletes the fixes logged more than older_than
+-- ago; returns how many.
+CREATE FUNCTION economy.prune_reconcile_log(older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pruned bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be an interval of at least 0, got %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM economy.reconcile_log l WHERE l.at < now() - older_than;
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+    RETURN pruned;
+END;
+$$;
+
 -- Sets `amount` of the wallet's available amount (balance - held) aside.
 -- Refused when that would take the available amount below -overdraft_limit.
 -- Same idempotency key and payload: the same hold; another payload: error.
@@ -760,5 +781,6 @@ ON economy.transaction_batch TO economy_app;
 GRANT EXECUTE ON FUNCTION economy.wallet_balance(bigint) TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.set_hot(bigint, boolean),
-economy.fold_hot_wallets()
+economy.fold_hot_wallets(),
+economy.prune_reconcile_log(interval)
 TO economy_operator;

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -433,3 +433,10 @@ def post_batch(conn: psycopg.Connection, rows: Iterable[tuple]) -> None:
     ):
         for row in rows:
             copy.write_row(tuple(row) + (None,) * (5 - len(row)))
+
+
+def prune_reconcile_log(conn: psycopg.Connection, older_than: timedelta) -> int:
+    """Delete the reconcile_log rows logged more than older_than ago; returns how many."""
+    return conn.execute(
+        "SELECT economy.prune_reconcile_log(%(older_than)s::interval)", {"older_than": older_than}
+    ).fetchone()[0]

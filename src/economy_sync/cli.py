@@ -9,10 +9,12 @@ advance the ledger checkpoint: run it again; 130 interrupted.
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from importlib.metadata import version as package_version
 
 import psycopg
@@ -31,6 +33,17 @@ from economy_sync.console import (
 from economy_sync.doctor import RECONCILE
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def age(text: str) -> timedelta:
+    """90d, 12h, 30m, 45s or 2w as a timedelta."""
+    found = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number and a unit (s, m, h, d, w): 90d")
+    return timedelta(**{AGE_UNITS[found.group(2)]: int(found.group(1))})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[database], help="the whole story on a throwaway PostgreSQL"
     )
     commands.add_parser(
-        "doctor", parents=[database, attached], help="check an installation, read-only"
+        "doctor", parents=[database, attached, output], help="check an installation, read-only"
     )
     commands.add_parser(
         "metrics",
@@ -95,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     holds = commands.add_parser("holds", parents=[database], help="holds: expire (for a scheduler)")
     holds.add_argument("action", choices=["expire"], help="mark holds past their expiry expired")
+    prune = commands.add_parser(
+        "prune-log", parents=[database], help="delete old reconcile_log rows (retention)"
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        type=age,
+        metavar="AGE",
+        help="e.g. 90d, 12h, 30m: delete the fixes logged longer ago",
+    )
     hot = commands.add_parser("hot", parents=[database], help="hot wallets: fold (for a scheduler)")
     hot.add_argument(
         "action", choices=["fold"], help="fold the credits parked on hot wallets into their caches"
@@ -222,6 +245,13 @@ def cmd_holds(args, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_prune_log(args, out: Console) -> int:
+    with connected(required_dsn(args)) as conn:
+        pruned = api.prune_reconcile_log(conn, args.older_than)
+    out.print(f"Pruned reconcile_log rows: {pruned}")
+    return EXIT_OK
+
+
 def cmd_hot(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
         folded = api.fold_hot_wallets(conn)
@@ -251,8 +281,13 @@ def cmd_audit(args, out: Console) -> int:
 
 
 def cmd_demo(args, out: Console) -> int:
-    from economy_sync.demo import run_demo
-
+    try:
+        from economy_sync.demo import run_demo
+    except ModuleNotFoundError as missing:  # the demo's throwaway server is an extra
+        raise CliError(
+            f"the demo needs {missing.name}: pip install 'economy-sync[demo]'"
+            " (scripts/demo installs it)"
+        ) from None
     return run_demo(database_dsn(args), out)
 
 
@@ -260,7 +295,7 @@ def cmd_doctor(args, out: Console) -> int:
     from economy_sync.doctor import run_doctor
 
     with connected(required_dsn(args), need_schema=False) as conn:
-        return run_doctor(conn, out, args.attachment)
+        return run_doctor(conn, out, args.attachment, args.json)
 
 
 COMMANDS = {
@@ -272,6 +307,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "holds": cmd_holds,
     "hot": cmd_hot,
+    "prune-log": cmd_prune_log,
     "metrics": cmd_metrics,
 }
 
@@ -280,7 +316,7 @@ def role_needed(args) -> str:
     """The package role a command needs (its members may run it)."""
     if args.command == "migrate":
         return "the owner of the database (CREATE on it, CREATEROLE for the first install)"
-    if args.command == "reconcile" and args.apply:
+    if (args.command == "reconcile" and args.apply) or args.command in ("prune-log", "hot"):
         return "a member of economy_operator"
     return "a member of economy_app"
 

@@ -2,9 +2,10 @@
 problem what to do. Needs no write privilege and no CREATEDB: it only reads
 the catalogs and calls economy.balance_drift()."""
 
+import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import psycopg
 from rich.console import Console
@@ -13,7 +14,7 @@ from rich.markup import escape
 from economy_sync import migrate
 from economy_sync.console import first_line
 
-SYNC_TRIGGERS = ("apply_entry", "reverse_transfer_leg", "refuse_ledger_change")
+SYNC_TRIGGERS = ("apply_entry", "apply_hot_credit", "reverse_transfer_leg", "refuse_ledger_change")
 ROLES = ("economy_app", "economy_operator")
 APP_FUNCTIONS = (
     "economy.open_wallet(bigint, numeric)",
@@ -61,7 +62,7 @@ def expected_triggers(conn, attachment: str | None) -> dict[str, str]:
     """The sync's triggers (name -> table) on the package's ledger or on an
     attachment's tables."""
     if attachment is None:
-        return dict.fromkeys(SYNC_TRIGGERS, LEDGER)
+        return dict.fromkeys(SYNC_TRIGGERS, LEDGER) | {"apply_batch": "economy.transaction_batch"}
     ledger, wallet, profile = conn.execute(
         "SELECT ledger::text, wallet::text, profile::text FROM economy.attachment(%s)",
         [attachment],
@@ -234,9 +235,15 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
     return results
 
 
-def run_doctor(conn: psycopg.Connection, out: Console, attachment: str | None = None) -> int:
+def run_doctor(
+    conn: psycopg.Connection, out: Console, attachment: str | None = None, as_json: bool = False
+) -> int:
     results = findings(conn, attachment)
-    for finding in results:
-        mark = "[green]ok[/]     " if finding.ok else "[red]PROBLEM[/]"
-        out.print(f"{mark} {escape(finding.message)}", highlight=False, soft_wrap=True)
-    return 0 if all(finding.ok for finding in results) else 1
+    healthy = all(finding.ok for finding in results)
+    if as_json:
+        print(json.dumps({"ok": healthy, "findings": [asdict(finding) for finding in results]}))
+    else:
+        for finding in results:
+            mark = "[green]ok[/]     " if finding.ok else "[red]PROBLEM[/]"
+            out.print(f"{mark} {escape(finding.message)}", highlight=False, soft_wrap=True)
+    return 0 if healthy else 1
