@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from economy_sync._paths import SOURCE_ROOT
 
 
+@pytest.mark.slow
 def test_bench_harness_smoke_run(tmp_path):
     report = tmp_path / "BENCHMARKS.md"
     done = subprocess.run(

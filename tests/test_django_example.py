@@ -13,6 +13,7 @@ from psycopg.conninfo import make_conninfo
 from economy_sync._paths import SOURCE_ROOT
 
 
+@pytest.mark.slow
 def test_the_django_example_project_passes(request):
     if EXISTING_DSN:
         pytest.fail("the Django example creates its test database: it needs the throwaway server")

@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from economy_sync._paths import SOURCE_ROOT
 
 
+@pytest.mark.slow
 def test_short_soak_with_crash_and_killed_backends_passes():
     soak = SOURCE_ROOT / "scripts/soak/soak.py"
     done = subprocess.run(
