@@ -527,6 +527,20 @@ BEGIN
 END;
 $$;
 
+-- Both steps, each in a transaction of its own, in one call (for a scheduler:
+-- pg_cron runs `CALL economy.checkpoint_ledger()`); returns the ledger id now
+-- covered. Called outside a transaction block. (No SET clause: it would
+-- forbid the COMMIT between the steps; every name is schema-qualified.)
+CREATE PROCEDURE economy.checkpoint_ledger(INOUT covered_up_to bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM economy.mark_ledger_horizon();
+    COMMIT;
+    covered_up_to := economy.advance_ledger_checkpoint();
+END;
+$$;
+
 -- The occasional full audit of the checkpoint itself: one row per wallet and
 -- figure where it differs from a full sum of the entries it covers. Reads the
 -- whole ledger, in one snapshot.

@@ -62,3 +62,5 @@ economy.set_hot(bigint, boolean),
 economy.fold_hot_wallets(),
 economy.prune_reconcile_log(interval)
 TO economy_operator;
+REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE economy.checkpoint_ledger(bigint) TO economy_operator;

@@ -16,6 +16,7 @@ FOR EACH ROW
 EXECUTE FUNCTION economy.apply_entry();
 DROP TRIGGER apply_hot_credit ON economy.transaction;
 DROP FUNCTION economy.prune_reconcile_log(interval);
+DROP PROCEDURE economy.checkpoint_ledger(bigint);
 DROP FUNCTION economy.fold_hot_wallets();
 DROP FUNCTION economy.set_hot(bigint, boolean);
 DROP FUNCTION economy.wallet_balance(bigint);

@@ -2,7 +2,8 @@
 -- parked in economy.hot_credit instead of queueing on the wallet's row
 -- (set_hot, wallet_balance, fold_hot_wallets; drift and reconcile compare the
 -- exact figures of hot wallets); multi-row writes applied set-based through
--- economy.transaction_batch; balance_drift joins in memory; prune_reconcile_log.
+-- economy.transaction_batch; balance_drift joins in memory; prune_reconcile_log;
+-- checkpoint_ledger (both checkpoint steps, for a scheduler).
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets_and_batches)';
@@ -530,6 +531,20 @@ BEGIN
 END;
 $$;
 
+-- Both steps, each in a transaction of its own, in one call (for a scheduler:
+-- pg_cron runs `CALL economy.checkpoint_ledger()`); returns the ledger id now
+-- covered. Called outside a transaction block. (No SET clause: it would
+-- forbid the COMMIT between the steps; every name is schema-qualified.)
+CREATE PROCEDURE economy.checkpoint_ledger(INOUT covered_up_to bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM economy.mark_ledger_horizon();
+    COMMIT;
+    covered_up_to := economy.advance_ledger_checkpoint();
+END;
+$$;
+
 -- Sets `amount` of the wallet's available amount (balance - held) aside.
 -- Refused when that would take the available amount below -overdraft_limit.
 -- Same idempotency key and payload: the same hold; another payload: error.
@@ -784,3 +799,5 @@ economy.set_hot(bigint, boolean),
 economy.fold_hot_wallets(),
 economy.prune_reconcile_log(interval)
 TO economy_operator;
+REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE economy.checkpoint_ledger(bigint) TO economy_operator;

@@ -241,15 +241,16 @@ def advance_checkpoint(conn: psycopg.Connection) -> int | None:
     """Fold the committed ledger into economy.ledger_checkpoint, so that drift
     checks sum only newer entries; returns the ledger id now covered, or None
     when in-flight inserts held the ledger longer than mark_ledger_horizon()
-    waits (try later). Two short transactions: the first briefly blocks new
-    inserts."""
+    waits (try later). `CALL economy.checkpoint_ledger()`: two short
+    transactions, the first briefly blocks new inserts; outside a transaction."""
+    autocommit = conn.autocommit
+    conn.autocommit = True  # the procedure commits between its steps
     try:
-        with conn.transaction():
-            conn.execute("SELECT economy.mark_ledger_horizon()")
+        return conn.execute("CALL economy.checkpoint_ledger()").fetchone()[0]
     except errors.LockNotAvailable:
         return None
-    with conn.transaction():
-        return conn.execute("SELECT economy.advance_ledger_checkpoint()").fetchone()[0]
+    finally:
+        conn.autocommit = autocommit
 
 
 def audit_ledger_checkpoint(conn: psycopg.Connection) -> list[CheckpointMismatch]:
