@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from economy_sync import migrate
+from economy_sync import advance_checkpoint, migrate
 from economy_sync._paths import SOURCE_ROOT
 from economy_sync.throwaway import ThrowawayServer
 
@@ -550,9 +550,7 @@ def load_scan_data(conn: psycopg.Connection, wallets: int, entries: int) -> None
             " SET balance = t.balance, lifetime_earnings = t.lifetime_earnings"
             " FROM economy.ledger_totals t WHERE t.wallet_id = p.user_id"
         )
-    # what a real reconcile does first: checkpoint the committed ledger ...
-    conn.execute("SELECT economy.mark_ledger_horizon()")
-    conn.execute("SELECT economy.advance_ledger_checkpoint()")
+    advance_checkpoint(conn)  # what a real reconcile does first ...
     # ... then 1 % more entries arrive, synced as usual, in wallet order
     conn.execute(
         "INSERT INTO economy.transaction (wallet_id, amount, kind)"

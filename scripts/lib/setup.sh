@@ -29,6 +29,13 @@ ensure_c_compiler() {
     command -v cc >/dev/null || apt_install gcc libc6-dev
 }
 
+# The tests run the pg_cron recipe (docs/OPERATIONS.md) on a throwaway server.
+ensure_pg_cron() {
+    local major
+    major="$(ls /usr/lib/postgresql | sort -n | tail -1)"
+    [ -e "/usr/lib/postgresql/$major/lib/pg_cron.so" ] || apt_install "postgresql-$major-cron"
+}
+
 base_python() {
     if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi
 }

@@ -1,0 +1,79 @@
+"""The pg_cron recipe of docs/OPERATIONS.md, as written, on a throwaway server
+that preloads pg_cron: the scheduled checkpoint advances the checkpoint, the
+fold folds a hot wallet, and the drift check fails loudly once drift appears."""
+
+import re
+import time
+
+import psycopg
+import pytest
+
+from economy_sync import migrate
+from economy_sync._paths import SOURCE_ROOT
+from economy_sync.throwaway import ThrowawayServer
+
+SETTINGS = (
+    "-c shared_preload_libraries=pg_cron -c cron.database_name=economy"
+    " -c cron.use_background_workers=on -c max_worker_processes=16"
+)
+
+
+def recipe() -> str:
+    """The SQL block that follows the recipe's marker in docs/OPERATIONS.md."""
+    text = (SOURCE_ROOT / "docs" / "OPERATIONS.md").read_text()
+    found = re.search(r"<!-- pg_cron recipe.*?-->\n```sql\n(.*?)```", text, re.S)
+    assert found, "the pg_cron recipe is missing from docs/OPERATIONS.md"
+    return found.group(1)
+
+
+def runs(conn) -> dict[str, list[tuple[str, str]]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for name, status, message in conn.execute(
+        "SELECT j.jobname, d.status, d.return_message FROM cron.job_run_details d"
+        " JOIN cron.job j USING (jobid) WHERE d.status IN ('succeeded', 'failed')"
+        " ORDER BY d.start_time"
+    ):
+        found.setdefault(name, []).append((status, message))
+    return found
+
+
+@pytest.mark.slow
+def test_the_pg_cron_recipe_runs_as_documented():
+    with ThrowawayServer("economy", SETTINGS) as server:
+        migrate.upgrade(server.dsn)
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            wallet = conn.execute("SELECT economy.open_wallet(1)").fetchone()[0]
+            treasury = conn.execute("SELECT economy.open_wallet(2)").fetchone()[0]
+            conn.execute("SELECT economy.set_hot(%s)", [treasury])
+            for amount in (5, 7):
+                conn.execute("SELECT economy.post_transaction(%s, %s, 'prize')", [wallet, amount])
+                conn.execute("SELECT economy.post_transaction(%s, %s, 'fee')", [treasury, amount])
+            conn.execute(recipe())
+            # every job every minute, so the test waits one minute, not ten
+            conn.execute("SELECT cron.alter_job(jobid, schedule => '* * * * *') FROM cron.job")
+            conn.execute("UPDATE economy.profile SET balance = balance + 1 WHERE user_id = 1")
+
+            deadline = time.monotonic() + 150
+            wanted = {
+                "economy-checkpoint",
+                "economy-fold-hot",
+                "economy-drift-check",
+                "economy-expire-holds",
+            }
+            while not wanted <= set(runs(conn)) and time.monotonic() < deadline:
+                time.sleep(2)
+            done = runs(conn)
+            assert wanted <= set(done), f"jobs that ran in 150 s: {done}"
+
+            assert done["economy-checkpoint"][0][0] == "succeeded", done
+            assert conn.execute(
+                "SELECT checkpointed_up_to FROM economy.ledger_horizon"
+            ).fetchone() == (4,)
+            assert done["economy-fold-hot"][0][0] == "succeeded", done
+            assert conn.execute("SELECT count(*) FROM economy.hot_credit").fetchone() == (0,)
+            assert conn.execute(
+                "SELECT balance FROM economy.wallet WHERE id = %s", [treasury]
+            ).fetchone() == (12,)
+            status, message = done["economy-drift-check"][0]
+            assert status == "failed" and "economy drift found" in message, done
+            assert done["economy-expire-holds"][0][0] == "succeeded", done
