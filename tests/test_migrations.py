@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -196,3 +197,28 @@ def test_downgrading_hot_wallets_folds_their_parked_credits(empty_dsn):
         assert conn.execute(
             "SELECT balance FROM economy.wallet WHERE id = %s", [wallet_id]
         ).fetchone() == (5,)
+
+
+def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):
+    """`economy-sync migrate` from an installed wheel, far from any checkout: the
+    wheel carries sql/ and migrations/."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path, SOURCE_ROOT], check=True)
+    (wheel,) = tmp_path.glob("economy_sync-*.whl")
+    installed = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", installed, wheel], check=True)
+    program = (
+        "import sys; from economy_sync import _paths; from economy_sync.cli import main;"
+        f" assert str(_paths.migrations_dir()).startswith({str(installed)!r});"
+        " sys.exit(main(['migrate', '--dsn', sys.argv[1]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, empty_dsn],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with psycopg.connect(empty_dsn) as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision()
