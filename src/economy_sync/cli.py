@@ -315,7 +315,10 @@ COMMANDS = {
 def role_needed(args) -> str:
     """The package role a command needs (its members may run it)."""
     if args.command == "migrate":
-        return "the owner of the database (CREATE on it, CREATEROLE for the first install)"
+        return (
+            "the owner of the database, with CREATEROLE for the first install in a cluster,"
+            " else ADMIN OPTION on economy_app (README: what each action needs)"
+        )
     if (args.command == "reconcile" and args.apply) or args.command in ("prune-log", "hot"):
         return "a member of economy_operator"
     return "a member of economy_app"
