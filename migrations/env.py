@@ -2,6 +2,7 @@
 
 import os
 
+import psycopg
 import sqlalchemy as sa
 from alembic import context
 
@@ -16,13 +17,13 @@ def sqlalchemy_url(libpq_url: str) -> str:
     return libpq_url
 
 
-def database_url() -> str:
-    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
-    if not url:
+def libpq_dsn() -> str:
+    dsn = context.config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
+    if not dsn:
         raise SystemExit(
             "Set DATABASE_URL to a libpq URL, e.g. postgresql://user@localhost:5432/db"
         )
-    return sqlalchemy_url(url)
+    return dsn
 
 
 def adopt_legacy_version_table(connection: sa.Connection) -> None:
@@ -65,7 +66,7 @@ if context.is_offline_mode():
     # `transactional_ddl: False` (economy_sync.migrate.script): no BEGIN/COMMIT
     # around the script, for a caller that runs it inside its own transaction
     context.configure(
-        url=context.config.attributes.get("url") or database_url(),
+        url=context.config.attributes.get("url") or sqlalchemy_url(libpq_dsn()),
         literal_binds=True,
         transactional_ddl=context.config.attributes.get("transactional_ddl", True),
         version_table=VERSION_TABLE,
@@ -77,7 +78,17 @@ else:
     if given is not None:
         run_migrations(given)
     else:
-        engine = sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
-        # one transaction, committed at the end (as economy_sync.migrate does)
-        with engine.begin() as connection:
-            run_migrations(connection)
+        # any libpq connection string (URL or key=value), as economy_sync.migrate takes
+        dsn = libpq_dsn().replace("postgresql+psycopg://", "postgresql://", 1)
+        engine = sa.create_engine(
+            "postgresql+psycopg://",
+            creator=lambda: psycopg.connect(dsn),
+            poolclass=sa.pool.NullPool,
+        )
+        try:
+            # one transaction, committed at the end (as economy_sync.migrate does)
+            with engine.begin() as connection:
+                run_migrations(connection)
+        except (sa.exc.DBAPIError, psycopg.Error) as error:  # one line for a person, no traceback
+            reason = getattr(error, "orig", None) or error
+            raise SystemExit(f"alembic: {str(reason).strip().splitlines()[0]}") from None

@@ -119,6 +119,23 @@ def test_alembic_command_line_from_repository_root(empty_dsn):
     assert schema_exists(empty_dsn)
 
 
+@pytest.mark.parametrize(
+    "database_url",
+    ["postgresql://nobody@127.0.0.1:1/nowhere", "host=127.0.0.1 port=1 dbname=nowhere"],
+)
+def test_alembic_says_in_one_line_what_went_wrong(database_url):
+    done = subprocess.run(
+        [Path(sys.executable).with_name("alembic"), "upgrade", "head"],
+        cwd=SOURCE_ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("alembic: connection failed")
+
+
 def test_second_database_installs_and_removes_while_first_uses_the_roles(dsn, second_empty_dsn):
     with psycopg.connect(dsn, autocommit=True) as first:
         wallet_id = open_wallet(first, 1)
