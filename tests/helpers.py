@@ -1,7 +1,11 @@
 """Small helpers shared by the tests."""
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 
@@ -64,3 +68,15 @@ def drift(conn) -> list[tuple]:
 
 # the roles the package creates (the `login` fixture connects as a member of one)
 PACKAGE_ROLES = ("economy_app", "economy_operator")
+
+
+EXECUTABLE = Path(sys.executable).with_name("economy-sync")
+
+
+def run(*args, dsn=None, env_dsn=None, timeout=300) -> subprocess.CompletedProcess:
+    """The economy-sync command, as a user runs it (DATABASE_URL only when given)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if env_dsn:
+        env["DATABASE_URL"] = env_dsn
+    command = [str(EXECUTABLE), *args] + (["--dsn", dsn] if dsn else [])
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)

@@ -1,28 +1,19 @@
 """The economy-sync command, run as a user runs it: a subprocess."""
 
 import json
-import os
+import re
+import signal
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import psycopg
 import pytest
-from helpers import drift, open_wallet, post
+from helpers import EXECUTABLE, drift, open_wallet, post, run
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
 from economy_sync import migrate
-
-EXECUTABLE = Path(sys.executable).with_name("economy-sync")
-
-
-def run(*args, dsn=None, env_dsn=None, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if env_dsn:
-        env["DATABASE_URL"] = env_dsn
-    command = [str(EXECUTABLE), *args] + (["--dsn", dsn] if dsn else [])
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def assert_one_line_error(result, *fragments):
@@ -264,3 +255,32 @@ def test_doctor_json(dsn, drifted):
         not finding["ok"] and "drift" in finding["message"] for finding in report["findings"]
     )
     assert all(set(finding) == {"ok", "message"} for finding in report["findings"])
+
+
+def test_ctrl_c_during_a_repair_reports_the_batches_done(dsn, conn):
+    """Interrupted, a real reconcile stops with exit 130 and says what its
+    committed batches did; running it again finishes the work."""
+    conn.execute("INSERT INTO economy.profile (user_id) SELECT g FROM generate_series(1, 20000) g")
+    conn.execute(
+        "INSERT INTO economy.wallet (user_id, balance) SELECT g, 1 FROM generate_series(1, 20000) g"
+    )
+    command = [str(EXECUTABLE), "reconcile", "--apply", "--all", "--batch-size", "5"]
+    running = subprocess.Popen(
+        [*command, "--dsn", dsn], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline
+        and not conn.execute("SELECT count(*) FROM economy.reconcile_log").fetchone()[0]
+    ):
+        time.sleep(0.05)
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=60)
+    assert running.returncode == 130, stderr
+    assert "interrupted (safe to run again)" in stderr
+    assert "Traceback" not in stderr
+    done = int(re.search(r"Balance synced: (\d+)", stderr).group(1))
+    logged = conn.execute("SELECT count(*) FROM economy.reconcile_log").fetchone()[0]
+    assert 0 < done <= logged  # a batch may commit between the count and the signal
+    assert run("reconcile", "--apply", "--all", dsn=dsn).returncode == 0
+    assert drift(conn) == []

@@ -2,9 +2,8 @@
 
 import psycopg
 import pytest
-from helpers import open_wallet, post, state
+from helpers import open_wallet, post, run, state
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from test_cli import run
 
 
 def test_healthy_installation(dsn, conn):

@@ -21,6 +21,18 @@ def examples() -> list[tuple[str, str, str]]:
     return found
 
 
+def statements(sql: str) -> list[str]:
+    """One statement at a time, as psql sends them (a line ending in `;`, before
+    any comment, ends one): CALL may then commit inside."""
+    found, current = [], []
+    for line in sql.splitlines():
+        current.append(line)
+        if line.split("--")[0].rstrip().endswith(";"):
+            found.append("\n".join(current))
+            current = []
+    return found + (["\n".join(current)] if "".join(current).strip() else [])
+
+
 def test_every_readme_example_runs_as_its_role(conn, login):
     """On a database the migrations just installed; the owner is the superuser."""
     owner = conn
@@ -32,7 +44,8 @@ def test_every_readme_example_runs_as_its_role(conn, login):
         runner = owner if role[1].startswith("the owner") else login(role[1])
         try:
             if language == "sql":
-                runner.execute(code)
+                for statement in statements(code):
+                    runner.execute(statement)
             else:
                 exec(code, {"dsn": runner.info.dsn})  # the README's own code
         except Exception as error:

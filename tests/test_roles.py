@@ -2,19 +2,17 @@
 
 from decimal import Decimal
 
+import psycopg
 import pytest
 from helpers import balances, drift, open_wallet, post
 from psycopg import errors
+from psycopg.conninfo import make_conninfo
 
 
 @pytest.fixture
-def as_role(connect):
-    def _as(role):
-        conn = connect()
-        conn.execute(f"SET ROLE {role}")  # a constant of this test module
-        return conn
-
-    return _as
+def as_role(login):
+    """as_role(role): a connection of a login that is a member of role."""
+    return login
 
 
 @pytest.fixture
@@ -74,6 +72,10 @@ def test_role_cannot_bypass_the_ledger(as_role, conn, role, statement):
         "SELECT * FROM economy.reconcile_economy(dry_run => false)",
         "SELECT economy.mark_ledger_horizon()",
         "SELECT economy.advance_ledger_checkpoint()",
+        "CALL economy.checkpoint_ledger()",
+        "SELECT economy.prune_reconcile_log('1 day')",
+        "SELECT economy.set_hot(1)",
+        "SELECT economy.fold_hot_wallets()",
     ],
 )
 def test_app_cannot_reconcile_or_checkpoint(app, call):
@@ -81,9 +83,11 @@ def test_app_cannot_reconcile_or_checkpoint(app, call):
         app.execute(call)
 
 
-def test_operator_can_advance_the_checkpoint(operator):
-    operator.execute("SELECT economy.mark_ledger_horizon()")
-    operator.execute("SELECT economy.advance_ledger_checkpoint()")
+def test_operator_can_advance_the_checkpoint(operator, conn):
+    post(conn, open_wallet(conn, 1), "10")
+    assert operator.execute("CALL economy.checkpoint_ledger()").fetchone() == (1,)
+    assert conn.execute("SELECT checkpointed_up_to FROM economy.ledger_horizon").fetchone() == (1,)
+    assert conn.execute("SELECT balance FROM economy.ledger_checkpoint").fetchone() == (10,)
 
 
 def test_operator_can_reconcile(operator, conn):
@@ -93,16 +97,24 @@ def test_operator_can_reconcile(operator, conn):
     fixed = operator.execute("SELECT * FROM economy.reconcile_economy(dry_run => false)").fetchall()
     assert [row[2] for row in fixed] == ["wallet.balance"]
     actor = conn.execute("SELECT actor FROM economy.reconcile_log").fetchone()[0]
-    assert actor == conn.info.user  # the session's login role, not the function owner
+    assert actor == operator.info.user  # the session's login role, not the function owner
     assert drift(conn) == []
 
 
-def test_public_cannot_call_the_functions(as_role, conn):
-    conn.execute("CREATE ROLE economy_test_stranger NOLOGIN")
+def test_public_cannot_call_the_functions(conn, dsn):
+    conn.execute("DROP ROLE IF EXISTS economy_test_stranger")
+    conn.execute("CREATE ROLE economy_test_stranger LOGIN")
     try:
-        stranger = as_role("economy_test_stranger")
-        with pytest.raises(errors.InsufficientPrivilege):
-            stranger.execute("SELECT economy.open_wallet(1)")
+        with psycopg.connect(
+            make_conninfo(dsn, user="economy_test_stranger"), autocommit=True
+        ) as stranger:
+            for call in (
+                "SELECT economy.open_wallet(1)",
+                "SELECT economy.wallet_balance(1)",
+                "CALL economy.checkpoint_ledger()",
+            ):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    stranger.execute(call)
     finally:
         conn.execute("DROP ROLE IF EXISTS economy_test_stranger")
 

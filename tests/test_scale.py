@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import EXECUTABLE
+from helpers import EXECUTABLE
 
 WALLETS = 100_000
 

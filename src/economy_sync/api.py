@@ -285,6 +285,7 @@ def reconcile(
     lock_timeout: str = "5s",
     max_rows: int = 1000,
     attachment: str | None = None,
+    into: ReconcileSummary | None = None,
 ) -> ReconcileSummary:
     """Reconcile the users (all, or user_ids) batch_size at a time, each batch
     its own transaction, so no lock is held long and an interrupted run can
@@ -292,14 +293,16 @@ def reconcile(
     ledger checkpoint.
     limit caps the users examined. progress, if given, is called with the
     number of users each batch examined. attachment: an attached app's
-    tables instead of the package's (its ownerless wallets come last)."""
+    tables instead of the package's (its ownerless wallets come last). into:
+    a summary to fill as batches commit (what a caller still has when the
+    run is interrupted)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if limit is not None and limit < 0:
         raise ValueError("limit must not be negative")
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
-    summary = ReconcileSummary(dry_run=dry_run, run_id=str(uuid.uuid4()))
+    summary = into or ReconcileSummary(dry_run=dry_run, run_id=str(uuid.uuid4()))
     # The checkpoint speeds up scans of everyone; a dry run writes nothing.
     if not dry_run and user_ids is None and attachment is None:
         summary.checkpoint_skipped = advance_checkpoint(conn) is None

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -202,16 +203,23 @@ def cmd_drift(args, out: Console) -> int:
 def cmd_reconcile(args, out: Console) -> int:
     if args.apply and not (args.all or args.user_ids):
         raise CliError("--apply needs a scope: --all or --user-id N")
-    with connected(required_dsn(args)) as conn:
-        summary = run_reconcile(
-            conn,
-            dry_run=not args.apply,
-            user_ids=args.user_ids,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            show_progress=not args.json,
-            attachment=args.attachment,
-        )
+    summary = api.ReconcileSummary(dry_run=not args.apply, run_id=str(uuid.uuid4()))
+    try:
+        with connected(required_dsn(args)) as conn:
+            run_reconcile(
+                conn,
+                dry_run=not args.apply,
+                user_ids=args.user_ids,
+                batch_size=args.batch_size,
+                limit=args.limit,
+                show_progress=not args.json,
+                attachment=args.attachment,
+                into=summary,
+            )
+    except KeyboardInterrupt:
+        # every batch is its own transaction: say what the finished ones did
+        print_counts(summary, Console(stderr=True))
+        raise
     if args.json:
         document = asdict(summary)
         document["rows"] = [row_json(row) for row in summary.rows]

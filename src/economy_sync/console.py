@@ -74,6 +74,7 @@ def run_reconcile(
     limit=None,
     show_progress=True,
     attachment=None,
+    into=None,
 ) -> api.ReconcileSummary:
     total = len(set(user_ids)) if user_ids else api.count_users(conn, attachment)
     if limit is not None:
@@ -88,6 +89,7 @@ def run_reconcile(
             limit=limit,
             progress=advance,
             attachment=attachment,
+            into=into,
         )
 
 
