@@ -23,15 +23,14 @@ from rich.console import Console
 
 from economy_sync import api, migrate
 from economy_sync.console import (
-    CliError,
     drift_table,
-    first_line,
     print_counts,
     print_rows,
     row_json,
     run_reconcile,
 )
 from economy_sync.doctor import RECONCILE
+from economy_sync.errors import CliError, first_line
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 

@@ -12,23 +12,15 @@ from rich.table import Table
 from economy_sync import api
 
 
-class CliError(Exception):
-    """A one-line message for the user; exit code 2."""
-
-
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else repr(error)
-
-
-def money(value) -> str:
+def cell(value) -> str:
+    """A table cell: empty for NULL (an ownerless wallet's user_id, say)."""
     return "" if value is None else str(value)
 
 
 def row_json(row) -> dict:
     """A result row as JSON-ready values, amounts as strings (exact)."""
     return {
-        key: (money(value) if isinstance(value, Decimal) else value)
+        key: (str(value) if isinstance(value, Decimal) else value)
         for key, value in asdict(row).items()
     }
 
@@ -43,11 +35,11 @@ def drift_table(rows: Iterable, title: str) -> Table:
     for row in rows:
         difference = row.ledger_value - row.cached_value
         table.add_row(
-            money(row.user_id),
-            money(row.wallet_id),
+            cell(row.user_id),
+            cell(row.wallet_id),
             row.field,
-            money(row.cached_value),
-            money(row.ledger_value),
+            cell(row.cached_value),
+            cell(row.ledger_value),
             f"{difference:+}",
         )
     return table

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.rule import Rule
 
 from economy_sync import api, migrate
-from economy_sync.console import CliError, drift_table, print_counts, run_reconcile
+from economy_sync.console import drift_table, print_counts, run_reconcile
+from economy_sync.errors import CliError
 from economy_sync.throwaway import throwaway_postgresql
 
 USERS = 500

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from economy_sync import migrate
-from economy_sync.console import first_line
+from economy_sync.errors import first_line
 
 SYNC_TRIGGERS = ("apply_entry", "apply_hot_credit", "reverse_transfer_leg", "refuse_ledger_change")
 ROLES = ("economy_app", "economy_operator")
