@@ -80,3 +80,15 @@ def run(*args, dsn=None, env_dsn=None, timeout=300) -> subprocess.CompletedProce
         env["DATABASE_URL"] = env_dsn
     command = [str(EXECUTABLE), *args] + (["--dsn", dsn] if dsn else [])
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def load_without_sync(conn, wallet_id, amount, kind="prize", rows=1) -> None:
+    """How drift happens in real life: a load with the sync triggers off
+    (session_replication_role = replica, in a transaction of its own)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+            " SELECT %s, %s, %s FROM generate_series(1, %s)",
+            [wallet_id, Decimal(amount), kind, rows],
+        )

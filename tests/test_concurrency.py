@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from helpers import balances, drift, open_wallet, post
+from helpers import balances, drift, load_without_sync, open_wallet, post
 from psycopg import errors
 
 from economy_sync import advance_checkpoint
@@ -204,23 +204,13 @@ def test_reconcile_looping_beside_writers_finds_nothing_to_fix(
     assert drift(conn) == []
 
 
-def inject_without_triggers(c, wallet_id, amount):
-    """How drift happens in real life: a load with the sync triggers off."""
-    with c.transaction():
-        c.execute("SET LOCAL session_replication_role = replica")
-        c.execute(
-            "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (%s, %s, 'reward')",
-            [wallet_id, amount],
-        )
-
-
 def test_drift_injected_with_triggers_off_is_repaired_while_writers_run(
     conn, connect, dsn, ten_funded_wallets
 ):
     drifted = ten_funded_wallets[:5]
     injected = dict.fromkeys(ten_funded_wallets, Decimal(0))
     for wallet_id in drifted:  # drift before the run ...
-        inject_without_triggers(conn, wallet_id, Decimal(50))
+        load_without_sync(conn, wallet_id, "50", kind="reward")
         injected[wallet_id] += 50
 
     def inject_during_run():  # ... and during it
@@ -228,7 +218,7 @@ def test_drift_injected_with_triggers_off_is_repaired_while_writers_run(
             rng = random.Random(3)
             for _ in range(20):
                 wallet_id = rng.choice(drifted)
-                inject_without_triggers(c, wallet_id, Decimal(5))
+                load_without_sync(c, wallet_id, "5", kind="reward")
                 injected[wallet_id] += 5
 
     injector = threading.Thread(target=inject_during_run)

@@ -4,26 +4,13 @@ disagree with the ledger."""
 from decimal import Decimal
 
 import pytest
-from helpers import balances, drift, open_wallet, post, state
+from helpers import balances, drift, load_without_sync, open_wallet, post, state
 from psycopg import errors
 
 
 def reconcile(conn, **arguments):
     names = ", ".join(f"{name} => %({name})s" for name in arguments)
     return conn.execute(f"SELECT * FROM economy.reconcile_economy({names})", arguments).fetchall()
-
-
-def bulk_load_without_triggers(conn, wallet_id, amount, kind="prize", rows=1):
-    """How drift happens in real life: a bulk load with the sync triggers off."""
-    conn.execute("SET session_replication_role = replica")
-    try:
-        conn.execute(
-            "INSERT INTO economy.transaction (wallet_id, amount, kind)"
-            " SELECT %s, %s, %s FROM generate_series(1, %s)",
-            [wallet_id, Decimal(amount), kind, rows],
-        )
-    finally:
-        conn.execute("SET session_replication_role = origin")
 
 
 @pytest.fixture
@@ -40,7 +27,7 @@ def test_no_drift_after_normal_use(conn, wallets):
 
 
 def test_drift_reports_each_drifted_field(conn, wallets):
-    bulk_load_without_triggers(conn, wallets[0], "5", kind="prize")
+    load_without_sync(conn, wallets[0], "5", kind="prize")
     assert drift(conn) == [
         (1, wallets[0], "wallet.balance", Decimal("10.00"), Decimal("15.00")),
         (1, wallets[0], "profile.balance", Decimal("10.00"), Decimal("15.00")),
@@ -75,7 +62,7 @@ def test_wallet_without_entries_compares_to_zero(conn):
 
 
 def test_dry_run_lists_drift_and_writes_nothing(conn, wallets):
-    bulk_load_without_triggers(conn, wallets[1], "-3", kind="fee")
+    load_without_sync(conn, wallets[1], "-3", kind="fee")
     before = state(conn)
     rows = reconcile(conn, dry_run=True)
     assert rows == [
@@ -93,7 +80,7 @@ def test_dry_run_is_the_default(conn, wallets):
 
 
 def test_real_run_repairs_logs_and_second_run_finds_nothing(conn, wallets):
-    bulk_load_without_triggers(conn, wallets[0], "2.50", kind="reward", rows=4)
+    load_without_sync(conn, wallets[0], "2.50", kind="reward", rows=4)
     conn.execute("UPDATE economy.wallet SET balance = 99 WHERE id = %s", [wallets[2]])
     rows = reconcile(conn, dry_run=False)
     assert [row[2] for row in rows] == [
@@ -135,7 +122,7 @@ def test_max_wallets_bounds_a_run(conn, wallets):
 def test_ledger_below_overdraft_is_still_reconciled_to_truth(conn, wallets):
     """The ledger is the truth even when a bulk load broke the overdraft rule;
     repairing the cache must not fail."""
-    bulk_load_without_triggers(conn, wallets[0], "-50", kind="fee")
+    load_without_sync(conn, wallets[0], "-50", kind="fee")
     reconcile(conn, dry_run=False)
     assert balances(conn, wallets[0])[0] == Decimal("-40.00")
     post(conn, wallets[0], "1")  # credits still allowed
