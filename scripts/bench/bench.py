@@ -409,7 +409,7 @@ def throughput(bench: Bench) -> list[Row]:
             "rows/s",
             runs["hot bare"],
             runs["hot trigger"],
-            "≥ 0.25",
+            "≥ 0.2",
         ),
         Row(
             f"one wallet marked hot (`set_hot`), {CLIENTS} clients",
