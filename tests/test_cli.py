@@ -252,7 +252,7 @@ def test_doctor_json(dsn, drifted):
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert any(
-        not finding["ok"] and "drift" in finding["message"] for finding in report["findings"]
+        not finding["ok"] and "disagree" in finding["message"] for finding in report["findings"]
     )
     assert all(set(finding) == {"ok", "message"} for finding in report["findings"])
 

@@ -362,37 +362,27 @@ def throughput(bench: Bench) -> list[Row]:
             runs["trigger"],
             "≥ 1.5",
         ),
-        Row(
-            f"1,000-row INSERT … SELECT over distinct wallets, row by row, 2 clients, {wallets}",
-            "bare",
-            "rows/s",
-            [t * 1000 for t in runs["bulk bare"]],
-            [t * 1000 for t in runs["bulk trigger"]],
-            "≥ 0.2",
-        ),
-        Row(
-            "the same into `economy.transaction_batch` (set-based)",
-            "bare",
-            "rows/s",
-            [t * 1000 for t in runs["bulk bare"]],
-            [t * 1000 for t in runs["bulk batch"]],
-            "≥ 0.45",
-        ),
-        Row(
-            "1,000-row INSERT … SELECT over 100 wallets (10 rows each), row by row, 2 clients",
-            "bare",
-            "rows/s",
-            [t * 1000 for t in runs["shared bare"]],
-            [t * 1000 for t in runs["shared trigger"]],
-            "≥ 0.2",
-        ),
-        Row(
-            "the same into `economy.transaction_batch` (set-based)",
-            "bare",
-            "rows/s",
-            [t * 1000 for t in runs["shared bare"]],
-            [t * 1000 for t in runs["shared batch"]],
-            "≥ 0.7",
+        *(
+            Row(
+                f"1,000-row INSERT … SELECT over {over}, {how}, 2 clients",
+                "bare",
+                "rows/s",
+                [t * 1000 for t in runs[f"{name} bare"]],
+                [t * 1000 for t in runs[f"{name} {path}"]],
+                target,
+            )
+            for name, over in (
+                ("bulk", "distinct wallets"),
+                ("shared", "100 wallets, 10 rows each"),
+            )
+            for path, how, target in (
+                ("trigger", "row by row", "≥ 0.2"),
+                (
+                    "batch",
+                    "into `economy.transaction_batch` (set-based)",
+                    "≥ 0.45" if name == "bulk" else "≥ 0.7",
+                ),
+            )
         ),
         Row(
             f"COPY of {bench.scale['copy_rows']:,} rows into `economy.transaction_batch`,"
