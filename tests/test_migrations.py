@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from helpers import open_wallet, post
-from psycopg.conninfo import conninfo_to_dict
+from helpers import open_wallet, post, run
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from economy_sync import migrate
 from economy_sync._paths import SOURCE_ROOT, migrations_dir, schema_sql
@@ -240,3 +240,30 @@ def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     with psycopg.connect(empty_dsn) as conn:
         assert migrate.current_revision(conn) == migrate.head_revision()
+
+
+def test_a_database_owner_who_is_no_superuser_installs_beside_the_apps_alembic(empty_dsn, dsn):
+    """The README's path for an existing database: its owner, neither superuser nor
+    CREATEROLE, with ADMIN OPTION on economy_app (the roles exist already: the
+    test template's install made them), installs with `economy-sync migrate`
+    beside the app's own alembic history, then downgrades and upgrades again."""
+    owner = "economy_test_db_owner"
+    database = conninfo_to_dict(empty_dsn)["dbname"]
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner]).fetchone():
+            admin.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB")
+        admin.execute(f"GRANT economy_app TO {owner} WITH ADMIN OPTION")
+        admin.execute(f'ALTER DATABASE "{database}" OWNER TO {owner}')
+    owner_dsn = make_conninfo(empty_dsn, user=owner)
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('host_app_0042')")
+        done = run("migrate", dsn=owner_dsn)
+        assert done.returncode == 0, done.stderr
+        assert migrate.current_revision(conn) == migrate.head_revision()
+        migrate.downgrade(owner_dsn, "0004_history_and_holds")
+        migrate.upgrade(owner_dsn)
+        assert migrate.current_revision(conn) == migrate.head_revision()
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("host_app_0042",)
+        ]
