@@ -266,7 +266,12 @@ def test_ctrl_c_during_a_repair_reports_the_batches_done(dsn, conn):
     )
     command = [str(EXECUTABLE), "reconcile", "--apply", "--all", "--batch-size", "5"]
     running = subprocess.Popen(
-        [*command, "--dsn", dsn], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "--dsn", dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as at a terminal: a test run started in the background inherits SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while (

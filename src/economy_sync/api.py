@@ -159,19 +159,27 @@ def _of_wallet(rows: list, wallet_id: int, owner: int | None) -> list:
     return rows if owner is not None else [row for row in rows if row.wallet_id == wallet_id]
 
 
+def balance_drift(
+    conn: psycopg.Connection,
+    user_ids: Iterable[int | None] | None = None,
+    attachment: str | None = None,
+) -> list[DriftRow]:
+    """Every cached field that disagrees with the ledger (`economy.balance_drift`),
+    of everyone or of user_ids; [] when in sync."""
+    with conn.cursor(row_factory=class_row(DriftRow)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.balance_drift(user_ids => %(user_ids)s::bigint[],"
+            " attachment => %(attachment)s::text)",
+            {"user_ids": None if user_ids is None else list(user_ids), "attachment": attachment},
+        ).fetchall()
+
+
 def get_balance_drift(
     conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
 ) -> list[DriftRow]:
-    """That wallet's drift rows (its owner's), as `economy.balance_drift`
-    returns them; [] when in sync."""
+    """That wallet's drift rows (its owner's); [] when in sync."""
     owner = _wallet_owner(conn, wallet_id, attachment)
-    with conn.cursor(row_factory=class_row(DriftRow)) as cur:
-        rows = cur.execute(
-            "SELECT * FROM economy.balance_drift(user_ids => ARRAY[%(owner)s::bigint],"
-            " attachment => %(attachment)s::text)",
-            {"owner": owner, "attachment": attachment},
-        ).fetchall()
-    return _of_wallet(rows, wallet_id, owner)
+    return _of_wallet(balance_drift(conn, [owner], attachment), wallet_id, owner)
 
 
 def recompute_lifetime_earnings(

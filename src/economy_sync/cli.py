@@ -178,17 +178,8 @@ def cmd_migrate(args, out: Console) -> int:
 
 
 def cmd_drift(args, out: Console) -> int:
-    with (
-        connected(required_dsn(args)) as conn,
-        conn.cursor(name="drift", row_factory=psycopg.rows.class_row(api.DriftRow)) as cur,
-        conn.transaction(),
-    ):
-        cur.execute(
-            "SELECT * FROM economy.balance_drift(user_ids => %(user_ids)s::bigint[],"
-            " attachment => %(attachment)s::text)",
-            {"user_ids": args.user_ids, "attachment": args.attachment},
-        )
-        rows = list(cur)
+    with connected(required_dsn(args)) as conn:
+        rows = api.balance_drift(conn, args.user_ids, args.attachment)
     if args.json:
         print(json.dumps({"count": len(rows), "drift": [row_json(row) for row in rows]}))
     elif rows:

@@ -49,7 +49,7 @@ def tell_the_story(conn: psycopg.Connection, out: Console) -> bool:
     bulk_load_without_trigger(conn)
     conn.execute("UPDATE economy.profile SET balance = balance + 100 WHERE user_id = 42")
     out.print("and one manual UPDATE of a cached balance (user 42)")
-    rows = [api.DriftRow(*row) for row in conn.execute("SELECT * FROM economy.balance_drift()")]
+    rows = api.balance_drift(conn)
     out.print(drift_table(rows[:9], f"economy.balance_drift(): {len(rows)} rows, the first 9"))
 
     out.print(Rule("4. Find it: economy-sync reconcile --dry-run"))
@@ -81,7 +81,7 @@ def count(conn: psycopg.Connection, table: str) -> int:
 
 
 def drift_count(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM economy.balance_drift()").fetchone()[0]
+    return len(api.balance_drift(conn))
 
 
 def create_sample_data(conn: psycopg.Connection) -> None:
