@@ -43,10 +43,13 @@ def _conninfo(info) -> str:
 
 
 def wipe(dsn: str) -> str:
-    """Remove whatever an earlier test installed, however it got there."""
+    """Remove whatever an earlier test installed, however it got there: the
+    schema, and the app tables tests create in public (as the database's owner)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS economy CASCADE")
-        conn.execute(f"DROP TABLE IF EXISTS {migrate.VERSION_TABLE}, alembic_version")
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
     return dsn
 
 
@@ -130,7 +133,10 @@ def login(conn, dsn) -> Iterator:
     def _login(role: str) -> psycopg.Connection:
         name = LOGINS[role]
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
-            conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {role}")  # constants of this module
+            conn.execute(f"CREATE ROLE {name} LOGIN")  # constants of this module
+        # again each time: a test that removed the package drops its roles (and so
+        # their members) when no other database of the server uses them
+        conn.execute(f"GRANT {role} TO {name}")
         opened.append(psycopg.connect(make_conninfo(dsn, user=name), autocommit=True))
         return opened[-1]
 

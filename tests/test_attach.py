@@ -393,15 +393,13 @@ def test_cli_on_an_attachment(seed, dsn):
         assert cli(["--dsn", dsn, "drift", "--attachment", "nope"]) == 2
 
 
-def test_roles_on_an_attachment(seed, connect):
+def test_roles_on_an_attachment(seed, login):
     pay(seed, 1, 100)
-    app = connect()
-    app.execute("SET ROLE economy_app")
+    app = login("economy_app")
     assert drift(app, "seed") == []
     with pytest.raises(errors.InsufficientPrivilege):
         app.execute("SELECT * FROM economy.reconcile_economy(false, attachment => 'seed')")
-    operator = connect()
-    operator.execute("SET ROLE economy_operator")
+    operator = login("economy_operator")
     operator.execute("SELECT * FROM economy.reconcile_economy(false, attachment => 'seed')")
 
 

@@ -36,9 +36,15 @@ def test_replica_only_trigger(dsn, conn):
 
 def test_role_that_skips_triggers(dsn, conn):
     database = conn.info.dbname
-    conn.execute(
+    skip_triggers = (
         f'ALTER ROLE economy_app IN DATABASE "{database}" SET session_replication_role = replica'
     )
+    if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+        # only a superuser can set it: on a managed server the threat does not exist
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(skip_triggers)
+        return
+    conn.execute(skip_triggers)
     try:
         found = problems(run("doctor", dsn=dsn))
     finally:
@@ -83,11 +89,11 @@ def test_schema_missing(empty_dsn):
 @pytest.fixture
 def reader_dsn(dsn, conn):
     """A login with no write privilege and no CREATEDB, only economy_app's reads."""
+    conn.execute("DROP ROLE IF EXISTS economy_test_reader")  # left by an interrupted run
     conn.execute("CREATE ROLE economy_test_reader LOGIN NOCREATEDB IN ROLE economy_app")
     conn.execute("ALTER ROLE economy_test_reader SET default_transaction_read_only = on")
     yield make_conninfo(dsn, user="economy_test_reader")
-    conn.execute("DROP OWNED BY economy_test_reader")
-    conn.execute("DROP ROLE economy_test_reader")
+    conn.execute("DROP ROLE economy_test_reader")  # it owns nothing: it may only read
 
 
 def test_runs_read_only_without_privileges_and_changes_nothing(reader_dsn, conn):

@@ -109,9 +109,8 @@ def test_a_replay_that_would_overdraw_is_still_a_replay(conn):
     assert figures(conn, wallet)[0] == Decimal("0.00")
 
 
-def test_the_app_cannot_write_balance_after(connect, wallet):
-    app = connect()
-    app.execute("SET ROLE economy_app")
+def test_the_app_cannot_write_balance_after(login, wallet):
+    app = login("economy_app")
     with pytest.raises(errors.InsufficientPrivilege):
         app.execute(
             "INSERT INTO economy.transaction (wallet_id, amount, kind, balance_after)"
@@ -245,9 +244,8 @@ def test_a_bad_hold_amount_is_refused(conn, wallet, amount):
     assert state(conn) == before
 
 
-def test_the_app_uses_holds_only_through_the_functions(connect, wallet):
-    app = connect()
-    app.execute("SET ROLE economy_app")
+def test_the_app_uses_holds_only_through_the_functions(login, wallet):
+    app = login("economy_app")
     placed = hold(app, wallet, Decimal("5"))
     capture_hold(app, placed.id)
     for statement in (

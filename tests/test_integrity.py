@@ -295,9 +295,29 @@ def test_bulk_load_recipe_in_one_transaction(conn, wallets):
     assert_truthful(conn)
 
 
+def test_a_busy_wallet_row_is_locked_by_one_transaction_only(conn, connect, wallets):
+    """The same claim as below, readable without privileges: while a writer's
+    entry is in flight and a second writer queues, the wallet row's xmax is the
+    first writer's own transaction id, not a MultiXact of several lockers."""
+    first, second = connect(autocommit=False), connect(autocommit=False)
+    post(first, wallets[2], "1")
+    first_xid = first.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
+    queued = threading.Thread(target=lambda: (post(second, wallets[2], "1"), second.commit()))
+    queued.start()
+    time.sleep(0.3)  # the second writer now waits for the row
+    assert conn.execute(
+        "SELECT xmax::text FROM economy.wallet WHERE id = %s", [wallets[2]]
+    ).fetchone() == (first_xid,)
+    first.commit()
+    queued.join()
+    assert balances(conn, wallets[2])[0] == Decimal("2.00")
+
+
 def test_a_hot_wallet_creates_no_multixact(conn, connect, wallets):
     """The wallet foreign key is checked after apply_entry has locked the row:
-    its KEY SHARE lock never joins another transaction's update of that row."""
+    its KEY SHARE lock never joins another transaction's update of that row.
+    (Counted at checkpoints: needs a superuser or pg_checkpoint; the test above
+    shows the same without.)"""
 
     def next_multixact() -> int:
         conn.execute("CHECKPOINT")

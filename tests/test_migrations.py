@@ -136,7 +136,9 @@ def test_alembic_says_in_one_line_what_went_wrong(database_url):
     assert done.stderr.strip().splitlines()[-1].startswith("alembic: connection failed")
 
 
-def test_second_database_installs_and_removes_while_first_uses_the_roles(dsn, second_empty_dsn):
+def test_second_database_installs_and_removes_while_first_uses_the_roles(
+    dsn, second_empty_dsn, login
+):
     with psycopg.connect(dsn, autocommit=True) as first:
         wallet_id = open_wallet(first, 1)
         migrate.upgrade(second_empty_dsn)
@@ -144,8 +146,7 @@ def test_second_database_installs_and_removes_while_first_uses_the_roles(dsn, se
         assert not schema_exists(second_empty_dsn)
         roles = first.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(ROLES)])
         assert sorted(row[0] for row in roles) == sorted(ROLES)
-        first.execute("SET ROLE economy_app")
-        post(first, wallet_id, "1")
+        post(login("economy_app"), wallet_id, "1")
         migrate.upgrade(second_empty_dsn)
     assert schema_exists(second_empty_dsn)
 
@@ -242,19 +243,23 @@ def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):
         assert migrate.current_revision(conn) == migrate.head_revision()
 
 
-def test_a_database_owner_who_is_no_superuser_installs_beside_the_apps_alembic(empty_dsn, dsn):
+def test_a_database_owner_who_is_no_superuser_installs_beside_the_apps_alembic(empty_dsn):
     """The README's path for an existing database: its owner, neither superuser nor
     CREATEROLE, with ADMIN OPTION on economy_app (the roles exist already: the
-    test template's install made them), installs with `economy-sync migrate`
-    beside the app's own alembic history, then downgrades and upgrades again."""
-    owner = "economy_test_db_owner"
-    database = conninfo_to_dict(empty_dsn)["dbname"]
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner]).fetchone():
-            admin.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB")
-        admin.execute(f"GRANT economy_app TO {owner} WITH ADMIN OPTION")
-        admin.execute(f'ALTER DATABASE "{database}" OWNER TO {owner}')
-    owner_dsn = make_conninfo(empty_dsn, user=owner)
+    test template's install made them; on a managed server, the tests' own role is
+    such an owner), installs with `economy-sync migrate` beside the app's own
+    alembic history, then downgrades and upgrades again."""
+    owner_dsn = empty_dsn
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        if admin.execute(superuser).fetchone()[0]:
+            owner = "economy_test_db_owner"
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner]).fetchone():
+                admin.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB")
+            admin.execute(f"GRANT economy_app TO {owner} WITH ADMIN OPTION")
+            database = conninfo_to_dict(empty_dsn)["dbname"]
+            admin.execute(f'ALTER DATABASE "{database}" OWNER TO {owner}')
+            owner_dsn = make_conninfo(empty_dsn, user=owner)
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
         conn.execute("INSERT INTO alembic_version VALUES ('host_app_0042')")
