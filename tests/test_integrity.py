@@ -295,10 +295,13 @@ def test_bulk_load_recipe_in_one_transaction(conn, wallets):
     assert_truthful(conn)
 
 
-def test_a_busy_wallet_row_is_locked_by_one_transaction_only(conn, connect, wallets):
-    """The same claim as below, readable without privileges: while a writer's
-    entry is in flight and a second writer queues, the wallet row's xmax is the
-    first writer's own transaction id, not a MultiXact of several lockers."""
+def test_a_hot_wallet_creates_no_multixact(conn, connect, wallets):
+    """The wallet foreign key is checked after apply_entry has locked the row:
+    its KEY SHARE lock never joins another transaction's update of that row.
+    Shown two ways: while a writer's entry is in flight and a second writer
+    queues, the row's xmax is the first writer's own transaction id (readable by
+    anyone); and, where the role may run CHECKPOINT (not on a managed server),
+    no MultiXact is counted over six writers racing on the wallet."""
     first, second = connect(autocommit=False), connect(autocommit=False)
     post(first, wallets[2], "1")
     first_xid = first.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
@@ -310,20 +313,17 @@ def test_a_busy_wallet_row_is_locked_by_one_transaction_only(conn, connect, wall
     ).fetchone() == (first_xid,)
     first.commit()
     queued.join()
-    assert balances(conn, wallets[2])[0] == Decimal("2.00")
 
-
-def test_a_hot_wallet_creates_no_multixact(conn, connect, wallets):
-    """The wallet foreign key is checked after apply_entry has locked the row:
-    its KEY SHARE lock never joins another transaction's update of that row.
-    (Counted at checkpoints: needs a superuser or pg_checkpoint; the test above
-    shows the same without.)"""
+    may_checkpoint = conn.execute(
+        "SELECT rolsuper OR pg_has_role(current_user, 'pg_checkpoint', 'USAGE')"
+        " FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()[0]
 
     def next_multixact() -> int:
         conn.execute("CHECKPOINT")
         return conn.execute("SELECT next_multixact_id FROM pg_control_checkpoint()").fetchone()[0]
 
-    before = next_multixact()
+    before = next_multixact() if may_checkpoint else None
     conns = [connect() for _ in range(6)]
     start = threading.Barrier(len(conns))
 
@@ -337,8 +337,9 @@ def test_a_hot_wallet_creates_no_multixact(conn, connect, wallets):
         thread.start()
     for thread in threads:
         thread.join()
-    assert balances(conn, wallets[2])[0] == Decimal("300.00")
-    assert next_multixact() == before
+    assert balances(conn, wallets[2])[0] == Decimal("302.00")
+    if may_checkpoint:
+        assert next_multixact() == before
 
 
 # 7. One reconcile run, one run_id

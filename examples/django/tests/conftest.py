@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from django.db import connection
 
@@ -16,3 +18,14 @@ def committed(transactional_db):
     yield
     with connection.cursor() as cur:
         cur.execute(f"ALTER TABLE {LEDGER} DISABLE TRIGGER {REFUSE_TRUNCATE}")
+
+
+if os.environ.get("ECONOMY_SYNC_DJANGO_EXISTING_DB"):
+    # On a server where the role may not create databases (a managed service):
+    # migrate the database the settings name, instead of creating test_<name>.
+    @pytest.fixture(scope="session")
+    def django_db_setup(django_db_blocker):
+        from django.core.management import call_command
+
+        with django_db_blocker.unblock():
+            call_command("migrate", verbosity=0)
