@@ -66,6 +66,17 @@ BEGIN
 END;
 $$;
 
+-- An amount with exactly 2 decimals when that changes no value (5 -> 5.00);
+-- any other amount as it is, for the ledger's CHECKs to refuse: 0.005 is
+-- never rounded. The one place for that rule (apply_entry, apply_batch).
+CREATE FUNCTION economy.exact_amount(amount numeric)
+RETURNS numeric
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN min_scale(amount) <= 2 THEN round(amount, 2) ELSE amount END;
+$$;
+
 -- Moves a wallet's parked hot credits (economy.hot_credit) into its cached
 -- figures and returns their sum. The caller holds the wallet's row lock, so
 -- folds queue; a credit still in flight is not seen and stays parked.
@@ -137,9 +148,8 @@ BEGIN
         OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
         RETURN NEW;  -- refused by the table's NOT NULL and CHECK constraints
     END IF;
-    -- exactly 2 decimals when that changes no value; the CHECKs refuse the rest
-    IF scale(NEW.amount) <> 2 AND min_scale(NEW.amount) <= 2 THEN
-        NEW.amount := round(NEW.amount, 2);
+    IF scale(NEW.amount) <> 2 THEN  -- most amounts arrive with 2 decimals already
+        NEW.amount := economy.exact_amount(NEW.amount);
     END IF;
     IF NEW.reverses_id IS NOT NULL THEN
         PERFORM economy.check_reversal(NEW);

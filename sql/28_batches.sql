@@ -45,9 +45,7 @@ BEGIN
             + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
         FROM (
             SELECT x.position, x.wallet_id, x.kind, x.idempotency_key, x.memo,
-                -- exactly 2 decimals when that changes no value; the CHECKs refuse the rest
-                CASE WHEN min_scale(x.amount) <= 2 THEN round(x.amount, 2) ELSE x.amount END
-                AS amount
+                economy.exact_amount(x.amount) AS amount
             FROM batch x
         ) b
         ORDER BY b.position

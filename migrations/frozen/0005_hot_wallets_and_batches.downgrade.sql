@@ -401,6 +401,7 @@ END;
 $$;
 
 DROP FUNCTION economy.fold_hot_credits(bigint);
+DROP FUNCTION economy.exact_amount(numeric);
 DROP VIEW economy.hot_pending;
 DROP TABLE economy.hot_credit;
 ALTER TABLE economy.wallet DROP COLUMN hot;
