@@ -93,7 +93,8 @@ class LedgerEntry:
 @dataclass
 class ReconcileSummary:
     dry_run: bool
-    run_id: str  # every fix of the run is logged under it in economy.reconcile_log
+    # every fix of the run is logged under it in economy.reconcile_log
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     processed: int = 0  # users (profile and wallet) examined
     balance_fixes: int = 0  # drifted balance fields: fixed, or to fix in a dry run
     earnings_fixes: int = 0  # drifted lifetime_earnings fields
@@ -310,7 +311,7 @@ def reconcile(
         raise ValueError("limit must not be negative")
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
-    summary = into or ReconcileSummary(dry_run=dry_run, run_id=str(uuid.uuid4()))
+    summary = into or ReconcileSummary(dry_run=dry_run)
     # The checkpoint speeds up scans of everyone; a dry run writes nothing.
     if not dry_run and user_ids is None and attachment is None:
         summary.checkpoint_skipped = advance_checkpoint(conn) is None

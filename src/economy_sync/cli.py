@@ -11,7 +11,6 @@ import json
 import os
 import re
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -193,7 +192,7 @@ def cmd_drift(args, out: Console) -> int:
 def cmd_reconcile(args, out: Console) -> int:
     if args.apply and not (args.all or args.user_ids):
         raise CliError("--apply needs a scope: --all or --user-id N")
-    summary = api.ReconcileSummary(dry_run=not args.apply, run_id=str(uuid.uuid4()))
+    summary = api.ReconcileSummary(dry_run=not args.apply)
     try:
         with connected(required_dsn(args)) as conn:
             run_reconcile(
