@@ -3,25 +3,42 @@
 -- updating the wallet and profile rows, so credits never queue on those rows
 -- (apply_entry, apply_hot_credit); debits, holds and reversals still lock the
 -- wallet, fold the parked credits and are checked against the exact balance.
+-- An attachment's hot wallets work the same way (35_attach.sql).
 
 -- The wallet's exact balance after every commit, hot or not: the cached
--- balance plus its parked credits. NULL for an unknown wallet.
-CREATE FUNCTION economy.wallet_balance(wallet_id bigint)
+-- balance plus its parked credits. NULL for an unknown wallet. With an
+-- attachment: that attachment's generated balance function (35_attach.sql).
+CREATE FUNCTION economy.wallet_balance(wallet_id bigint, attachment text DEFAULT NULL)
 RETURNS numeric
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $$
+DECLARE
+    exact numeric;
+BEGIN
+    IF attachment IS NOT NULL THEN
+        EXECUTE format('SELECT economy.%I($1)', economy.attached_object(
+            (economy.attachment(wallet_balance.attachment)).name, 'balance'))
+        INTO exact
+        USING wallet_balance.wallet_id;
+        RETURN exact;
+    END IF;
     SELECT w.balance + coalesce(
         (SELECT sum(c.amount) FROM economy.hot_credit c WHERE c.wallet_id = w.id), 0.00
     )
+    INTO exact
     FROM economy.wallet w
     WHERE w.id = wallet_balance.wallet_id;
+    RETURN exact;
+END;
 $$;
 
 -- Marks a wallet hot, or back to normal: then it first waits for the credits
 -- in flight (FOR UPDATE conflicts with the KEY SHARE lock each of them holds)
--- and folds them.
-CREATE FUNCTION economy.set_hot(wallet_id bigint, hot boolean DEFAULT true)
+-- and folds them. With an attachment: that attachment's generated set_hot.
+CREATE FUNCTION economy.set_hot(
+    wallet_id bigint, hot boolean DEFAULT true, attachment text DEFAULT NULL
+)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -31,6 +48,12 @@ AS $$
 BEGIN
     IF hot IS NULL THEN
         RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF attachment IS NOT NULL THEN
+        EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
+            (economy.attachment(set_hot.attachment)).name, 'set_hot'))
+        USING wallet_id, hot;
+        RETURN;
     END IF;
     IF hot THEN
         PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR NO KEY UPDATE;
@@ -50,8 +73,9 @@ $$;
 
 -- Folds the parked credits of every wallet that has some into its cached
 -- figures (for a scheduler; a real reconcile does it too). Returns how many
--- wallets were folded. Their rows are locked first, in id order.
-CREATE FUNCTION economy.fold_hot_wallets()
+-- wallets were folded. Their rows are locked first, in id order. With an
+-- attachment: that attachment's hot wallets.
+CREATE FUNCTION economy.fold_hot_wallets(attachment text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -59,7 +83,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parked bigint[];
+    folded integer;
 BEGIN
+    IF attachment IS NOT NULL THEN
+        EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(
+            (economy.attachment(fold_hot_wallets.attachment)).name, 'fold'))
+        INTO folded;
+        RETURN folded;
+    END IF;
     WITH locked AS (
         SELECT w.id FROM economy.wallet w
         WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)

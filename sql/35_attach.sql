@@ -10,6 +10,9 @@
 --   economy.attached_N_move()       a wallet's figures follow a new owner
 --   economy.attached_N_drift()      balance_drift(attachment => N)
 --   economy.attached_N_reconcile()  reconcile_economy(attachment => N)
+--   economy.attached_N_fold()       folds the parked credits of hot wallets
+--   economy.attached_N_set_hot()    set_hot(…, attachment => N)
+--   economy.attached_N_balance()    wallet_balance(…, attachment => N)
 -- and the triggers that call them; economy.detach(N) drops them all. No SQL
 -- is built per row: every function is static once generated.
 --
@@ -38,6 +41,29 @@ CREATE TABLE economy.attachments (
     balance_after_column name,
     attached_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Hot wallets of attachments (economy.set_hot(…, attachment => N)): the app's
+-- wallet table has no column of ours, so they are listed here. A credit to a
+-- hot wallet holds KEY SHARE on its row here while in flight; set_hot(false)
+-- deletes the row, so it waits for them.
+CREATE TABLE economy.attached_hot_wallet (
+    attachment text REFERENCES economy.attachments ON DELETE CASCADE,
+    wallet_id bigint,
+    PRIMARY KEY (attachment, wallet_id)
+);
+
+-- Credits to attached hot wallets, not folded into the app's cached columns
+-- yet (as economy.hot_credit for the package's wallets): the exact figures
+-- are the cached ones plus these. Folded under the wallet's lock by a debit,
+-- economy.fold_hot_wallets(attachment => N) or a real reconcile.
+CREATE TABLE economy.attached_hot_credit (
+    attachment text NOT NULL,
+    wallet_id bigint NOT NULL,
+    amount numeric NOT NULL,
+    earnings numeric NOT NULL
+);
+
+CREATE INDEX attached_hot_credit_wallet ON economy.attached_hot_credit (attachment, wallet_id);
 
 -- The name of an object generated for an attachment.
 CREATE FUNCTION economy.attached_object(attachment text, suffix text)
@@ -221,7 +247,8 @@ $$;
 -- balance). An UPDATE or DELETE takes the old row's amount back and adds the
 -- new row's (UPDATE): one side per wallet, the wallets updated in ascending
 -- key order, then the owners' profiles; balance_after is history and is left
--- as it was.
+-- as it was. A credit to a hot wallet is parked instead; any other entry on
+-- a hot wallet folds its parked credits first.
 CREATE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -229,7 +256,7 @@ STABLE
 AS $render$
 SELECT format(
     $template$
-CREATE FUNCTION economy.%1$I()
+CREATE OR REPLACE FUNCTION economy.%1$I()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -253,6 +280,22 @@ BEGIN
         sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
     END IF;
     IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+            FOR KEY SHARE;
+            IF FOUND THEN
+                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+                VALUES (%17$L, NEW.%9$I, sync_amount, sync_earned);
+                %19$s
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+        ) THEN
+            PERFORM economy.%18$I(ARRAY[NEW.%9$I::bigint]);  -- the balance is exact after it
+        END IF;
         UPDATE %6$s w SET %7$s
         WHERE w.%8$I = NEW.%9$I
         RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
@@ -326,6 +369,13 @@ $template$,
         'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
         || E'\n        RETURN NEW;',
         a.balance_after_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := NULL;  -- a parked credit has no place in the order'
+        || E'\n                RETURN NEW;',
+        a.balance_after_column
     ) END
 );
 $render$;
@@ -339,7 +389,7 @@ STABLE
 AS $render$
 SELECT format(
     $template$
-CREATE FUNCTION economy.%1$I()
+CREATE OR REPLACE FUNCTION economy.%1$I()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -351,7 +401,18 @@ DECLARE
     moved numeric;
     moved_earnings numeric;
 BEGIN
-    SELECT coalesce(sum(r.%3$I), 0), coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)
+    -- what the wallet brought to the old owner's cached profile: its ledger
+    -- less its parked credits (those count through whoever owns it)
+    -- less its parked credits (those count through whoever owns it); one
+    -- snapshot for both
+    SELECT coalesce(sum(r.%3$I), 0) - (
+            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
+        ),
+        coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0) - (
+            SELECT coalesce(sum(c.earnings), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
+        )
     INTO moved, moved_earnings
     FROM %5$s AS r
     WHERE r.%6$I = NEW.%7$I;
@@ -374,7 +435,8 @@ $template$,
             format('OLD.%I::bigint', a.wallet_owner_column),
             format('NEW.%I::bigint', a.wallet_owner_column)
         )
-    )
+    ),
+    a.name
 );
 $render$;
 
@@ -387,7 +449,7 @@ IMMUTABLE
 AS $render$
 SELECT format(
     $template$
-CREATE FUNCTION economy.%1$I()
+CREATE OR REPLACE FUNCTION economy.%1$I()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $fn$
@@ -411,7 +473,7 @@ STABLE
 AS $render$
 SELECT format(
     $template$
-CREATE FUNCTION economy.%1$I(user_ids bigint[])
+CREATE OR REPLACE FUNCTION economy.%1$I(user_ids bigint[])
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
 )
@@ -424,10 +486,22 @@ AS $fn$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH wallets AS (
+    WITH parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %15$L
+        GROUP BY c.wallet_id
+    ),
+
+    -- a hot wallet's cached figures with its parked credits: the exact ones
+    wallets AS (
         SELECT w.%2$I::bigint AS wallet_id, %3$s::bigint AS owner_id,
-            w.%4$I::numeric AS cached_balance, %5$s::numeric AS cached_earnings
+            w.%4$I::numeric + coalesce(pk.balance, 0) AS cached_balance,
+            %5$s::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
+            coalesce(pk.balance, 0) AS parked_balance,
+            coalesce(pk.earnings, 0) AS parked_earnings
         FROM %6$s w
+        LEFT JOIN parked pk ON pk.wallet_id = w.%2$I
         WHERE user_ids IS NULL OR %3$s = ANY (user_ids)
             OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
     ),
@@ -493,15 +567,23 @@ $template$,
         ' NULL::numeric AS ledger_balance, NULL::numeric AS ledger_earnings WHERE false'
     ELSE format(
         $profiles$
-        SELECT p.%1$I::bigint AS user_id,
-            CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
-            %2$s::numeric AS cached_balance, %3$s::numeric AS cached_earnings,
-            coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
-            coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings
-        FROM %4$s p
-        LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
-        WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
-        GROUP BY p.%1$I, 3, 4
+        SELECT g.user_id, g.wallet_id,
+            g.cached_balance + g.parked_balance AS cached_balance,
+            g.cached_earnings + g.parked_earnings AS cached_earnings,
+            g.ledger_balance, g.ledger_earnings
+        FROM (
+            SELECT p.%1$I::bigint AS user_id,
+                CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
+                %2$s::numeric AS cached_balance, %3$s::numeric AS cached_earnings,
+                coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
+                coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings,
+                coalesce(sum(pw.parked_balance), 0) AS parked_balance,
+                coalesce(sum(pw.parked_earnings), 0) AS parked_earnings
+            FROM %4$s p
+            LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
+            WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
+            GROUP BY p.%1$I, 3, 4
+        ) g
     $profiles$,
         a.profile_key_column,
         economy.render_column('p', a.profile_balance_column),
@@ -510,14 +592,16 @@ $template$,
     ) END,
     a.wallet_earnings_column IS NOT NULL,
     a.profile_balance_column IS NOT NULL,
-    a.profile_earnings_column IS NOT NULL
+    a.profile_earnings_column IS NOT NULL,
+    a.name
 );
 $render$;
 
 -- Template: reconcile an attachment as reconcile_economy does the package's
 -- tables: lock the drifted owners' wallets and the drifted ownerless ones
--- (ascending keys), then their profiles, measure again with a snapshot taken
--- after the locks, and set each drifted cache to its ledger value.
+-- (ascending keys), then their profiles, fold the parked credits of the hot
+-- ones, measure again with a snapshot taken after the locks, and set each
+-- drifted cache to its ledger value (less the credits parked since).
 CREATE FUNCTION economy.render_reconcile(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -525,7 +609,7 @@ STABLE
 AS $render$
 SELECT format(
     $template$
-CREATE FUNCTION economy.%1$I(dry_run boolean, user_ids bigint[])
+CREATE OR REPLACE FUNCTION economy.%1$I(dry_run boolean, user_ids bigint[])
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
     fixed boolean
@@ -538,6 +622,7 @@ AS $fn$
 DECLARE
     drifted_owners bigint[];
     drifted_wallets bigint[];
+    locked_wallets bigint[];
 BEGIN
     IF dry_run THEN
         RETURN QUERY SELECT d.*, false FROM economy.%2$I(user_ids) d;
@@ -548,12 +633,29 @@ BEGIN
         coalesce(array_agg(DISTINCT d.wallet_id) FILTER (WHERE d.user_id IS NULL), '{}')
     INTO drifted_owners, drifted_wallets
     FROM economy.%2$I(user_ids) d;
+    -- and the hot wallets with parked credits, which a real run folds
+    SELECT drifted_owners || coalesce(array_agg(h.owner_id) FILTER (WHERE h.owner_id IS NOT NULL), '{}'),
+        drifted_wallets || coalesce(array_agg(h.wallet_id) FILTER (WHERE h.owner_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM (
+        SELECT w.%5$I::bigint AS wallet_id, %4$s::bigint AS owner_id
+        FROM %3$s w
+        WHERE w.%5$I IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c WHERE c.attachment = %9$L
+        )
+    ) h
+    WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
+        OR (h.owner_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL);
 
-    PERFORM FROM %3$s w
-    WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
-    ORDER BY w.%5$I
-    FOR NO KEY UPDATE;
+    SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked_wallets
+    FROM (
+        SELECT w.%5$I::bigint AS wallet_id FROM %3$s w
+        WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
+        ORDER BY w.%5$I
+        FOR NO KEY UPDATE
+    ) l;
     %6$s
+    PERFORM economy.%10$I(locked_wallets);
 
     -- lets the repairs past the guards of the cached columns
     PERFORM set_config('economy.repairing', 'on', true);
@@ -568,11 +670,20 @@ BEGIN
         WHERE d.user_id = ANY (drifted_owners) OR d.wallet_id = ANY (drifted_wallets)
     ),
 
+    -- credits parked since the fold: the caches are set to the ledger less them
+    parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %9$L
+        GROUP BY c.wallet_id
+    ),
+
     wallet_fix AS (
         UPDATE %3$s w SET %7$s
         FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%%') u
         LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
         LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        LEFT JOIN parked pk ON pk.wallet_id = u.wallet_id
         WHERE w.%5$I = u.wallet_id
     ),
 
@@ -595,26 +706,245 @@ $template$,
         a.profile, a.profile_key_column
     ) ELSE '' END,
     concat_ws(', ',
-        economy.render_set('%1$I = coalesce(b.ledger_value, w.%1$I)', a.wallet_balance_column),
-        economy.render_set('%1$I = coalesce(e.ledger_value, w.%1$I)', a.wallet_earnings_column)),
+        economy.render_set(
+            '%1$I = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.%1$I)',
+            a.wallet_balance_column),
+        economy.render_set(
+            '%1$I = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.%1$I)',
+            a.wallet_earnings_column)),
     CASE WHEN a.profile IS NULL THEN 'SELECT' ELSE format(
         $profiles$
         UPDATE %1$s p SET %3$s
         FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%%') u
         LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
         LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        LEFT JOIN (
+            SELECT %4$s::bigint AS owner_id, sum(pk.balance) AS balance,
+                sum(pk.earnings) AS earnings
+            FROM parked pk
+            JOIN %5$s w ON w.%6$I = pk.wallet_id
+            GROUP BY 1
+        ) po ON po.owner_id = u.user_id
         WHERE p.%2$I = u.user_id
     $profiles$,
         a.profile,
         a.profile_key_column,
         concat_ws(', ',
             economy.render_set(
-                '%1$I = coalesce(b.ledger_value, p.%1$I)', a.profile_balance_column),
+                '%1$I = coalesce(b.ledger_value - coalesce(po.balance, 0), p.%1$I)',
+                a.profile_balance_column),
             economy.render_set(
-                '%1$I = coalesce(e.ledger_value, p.%1$I)', a.profile_earnings_column))
-    ) END
+                '%1$I = coalesce(e.ledger_value - coalesce(po.earnings, 0), p.%1$I)',
+                a.profile_earnings_column)),
+        economy.render_column('w', a.wallet_owner_column),
+        a.wallet,
+        a.wallet_key_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold')
 );
 $render$;
+
+-- Template: folds the parked credits of the given hot wallets (all when
+-- NULL) into the cached columns; returns how many wallets it folded. Their
+-- rows are locked first, in ascending key order; a credit still in flight is
+-- not seen and stays parked.
+CREATE FUNCTION economy.render_fold(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its own updates of the cached columns pass their guards
+SET economy.repairing = 'on'
+AS $fn$
+DECLARE
+    locked bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked
+    FROM (
+        SELECT w.%2$I::bigint AS wallet_id FROM %3$s w
+        WHERE w.%2$I IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c
+            WHERE c.attachment = %4$L AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
+        )
+        ORDER BY w.%2$I
+        FOR NO KEY UPDATE
+    ) l;
+    WITH taken AS (
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.attachment = %4$L AND c.wallet_id = ANY (locked)
+        RETURNING c.wallet_id, c.amount, c.earnings
+    ),
+
+    per_wallet AS (
+        SELECT t.wallet_id, sum(t.amount) AS amount, sum(t.earnings) AS earnings
+        FROM taken t
+        GROUP BY t.wallet_id
+    ),
+
+    folded AS (
+        UPDATE %3$s w SET %5$s
+        FROM per_wallet pw
+        WHERE w.%2$I = pw.wallet_id
+        RETURNING %6$s::bigint AS owner_key, pw.amount, pw.earnings
+    )
+
+    SELECT array_agg(f.owner_key), array_agg(f.amount), array_agg(f.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM folded f;
+    %7$s
+    RETURN cardinality(locked);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'fold'),
+    a.wallet_key_column,
+    a.wallet,
+    a.name,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'pw.amount', 'pw.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
+);
+$render$;
+
+-- Template: set_hot(…, attachment => N). Turning a wallet back to normal
+-- deletes its row of attached_hot_wallet, so it first waits for the credits
+-- in flight (each holds KEY SHARE on that row), then folds them.
+CREATE FUNCTION economy.render_set_hot(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint, hot boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM FROM %2$s w WHERE w.%3$I = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF $2 THEN
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES (%4$L, $1)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM economy.attached_hot_wallet h
+        WHERE h.attachment = %4$L AND h.wallet_id = $1;
+        PERFORM economy.%5$I(ARRAY[$1]);
+    END IF;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'set_hot'),
+    a.wallet,
+    a.wallet_key_column,
+    a.name,
+    economy.attached_object(a.name, 'fold')
+);
+$render$;
+
+-- Template: wallet_balance(…, attachment => N): the cached balance plus the
+-- parked credits, in one snapshot.
+CREATE FUNCTION economy.render_balance(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint)
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT w.%2$I::numeric + (
+        SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+        WHERE c.attachment = %3$L AND c.wallet_id = $1
+    )
+    FROM %4$s w
+    WHERE w.%5$I = $1;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'balance'),
+    a.wallet_balance_column,
+    a.name,
+    a.wallet,
+    a.wallet_key_column
+);
+$render$;
+
+-- Creates (or, for an upgrade of the templates, replaces) an attachment's
+-- functions and their grants: as for the package's own functions, the app
+-- reads drift and balances, the operator reconciles and manages hot wallets
+-- (through balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets).
+CREATE FUNCTION economy.create_attached_functions(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl regclass;
+    cached name[];
+BEGIN
+    EXECUTE economy.render_fold(a);
+    EXECUTE economy.render_sync(a);
+    EXECUTE economy.render_drift(a);
+    EXECUTE economy.render_reconcile(a);
+    EXECUTE economy.render_set_hot(a);
+    EXECUTE economy.render_balance(a);
+    IF a.profile IS NOT NULL THEN
+        EXECUTE economy.render_move(a);
+    END IF;
+    -- guards of the cached columns, wallet then profile
+    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
+        cached := CASE WHEN tbl = a.wallet
+            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
+            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
+        END;
+        EXECUTE economy.render_keep(
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END),
+            cached
+        );
+    END LOOP;
+
+    EXECUTE format(
+        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[]),'
+        ' economy.%3$I(bigint[]), economy.%4$I(bigint, boolean), economy.%5$I(bigint)'
+        ' FROM PUBLIC',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'),
+        economy.attached_object(a.name, 'fold'), economy.attached_object(a.name, 'set_hot'),
+        economy.attached_object(a.name, 'balance'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(bigint) TO economy_app',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'balance'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%1$I(boolean, bigint[]), economy.%2$I(bigint[]),'
+        ' economy.%3$I(bigint, boolean) TO economy_operator',
+        economy.attached_object(a.name, 'reconcile'), economy.attached_object(a.name, 'fold'),
+        economy.attached_object(a.name, 'set_hot'));
+END;
+$$;
 
 -- Trigger function: an attached ledger is never emptied behind the caches.
 CREATE FUNCTION economy.refuse_attached_truncate()
@@ -767,9 +1097,7 @@ BEGIN
     )
     RETURNING x.* INTO a;
 
-    EXECUTE economy.render_sync(a);
-    EXECUTE economy.render_drift(a);
-    EXECUTE economy.render_reconcile(a);
+    PERFORM economy.create_attached_functions(a);
     EXECUTE format(
         -- BEFORE when it records balance_after: the row is written with it
         'CREATE TRIGGER %I %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
@@ -796,11 +1124,6 @@ BEGIN
             THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
             ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
         END;
-        EXECUTE economy.render_keep(
-            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
-                THEN 'wallet' ELSE 'profile' END),
-            cached
-        );
         EXECUTE format(
             'CREATE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
             ' WHEN (pg_catalog.pg_trigger_depth() < 1'
@@ -815,7 +1138,6 @@ BEGIN
     END LOOP;
 
     IF a.profile IS NOT NULL THEN
-        EXECUTE economy.render_move(a);
         EXECUTE format(
             'CREATE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
             ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
@@ -823,18 +1145,6 @@ BEGIN
             economy.attached_object(a.name, 'move'));
     END IF;
 
-    -- as for the package's own functions: the app reads drift, the operator
-    -- reconciles (through balance_drift and reconcile_economy)
-    EXECUTE format(
-        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[])'
-        ' FROM PUBLIC',
-        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'));
-    EXECUTE format(
-        'GRANT EXECUTE ON FUNCTION economy.%I(bigint[]) TO economy_app',
-        economy.attached_object(a.name, 'drift'));
-    EXECUTE format(
-        'GRANT EXECUTE ON FUNCTION economy.%I(boolean, bigint[]) TO economy_operator',
-        economy.attached_object(a.name, 'reconcile'));
     RETURN a;
 END;
 $$;
@@ -849,6 +1159,10 @@ DECLARE
     a economy.attachments := economy.attachment(detach.name);
     trig record;
 BEGIN
+    -- the caches are left exact: credits in flight are waited for (their
+    -- KEY SHARE on the hot wallets' rows), then every parked credit folded
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
+    EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
     FOR trig IN
         SELECT t.tgname, t.tgrelid::regclass AS tbl
         FROM pg_catalog.pg_trigger t
@@ -868,6 +1182,12 @@ BEGIN
         economy.attached_object(a.name, 'reconcile'));
     EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
         economy.attached_object(a.name, 'drift'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'fold'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint, boolean)',
+        economy.attached_object(a.name, 'set_hot'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint)',
+        economy.attached_object(a.name, 'balance'));
     DELETE FROM economy.attachments x WHERE x.name = a.name;
 END;
 $$;

@@ -50,7 +50,7 @@ economy.hold(bigint, numeric, timestamptz, text, text),
 economy.capture_hold(bigint, numeric, text, text),
 economy.release_hold(bigint),
 economy.expire_holds(),
-economy.wallet_balance(bigint)
+economy.wallet_balance(bigint, text)
 TO economy_app;
 
 GRANT EXECUTE ON FUNCTION
@@ -58,8 +58,8 @@ economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
 economy.mark_ledger_horizon(),
 economy.advance_ledger_checkpoint(),
 economy.reset_ledger_checkpoint(),
-economy.set_hot(bigint, boolean),
-economy.fold_hot_wallets(),
+economy.set_hot(bigint, boolean, text),
+economy.fold_hot_wallets(text),
 economy.prune_reconcile_log(interval)
 TO economy_operator;
 REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint) FROM PUBLIC;

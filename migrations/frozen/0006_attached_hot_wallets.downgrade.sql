@@ -1,0 +1,757 @@
+-- 0006_attached_hot_wallets, downgrade: every attachment is detached (its
+-- parked credits folded first, so its caches are exact) and attached again
+-- with 0005's templates.
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0005_hot_wallets_and_batches)';
+
+CREATE TEMPORARY TABLE attachments_0005 ON COMMIT DROP AS
+SELECT * FROM economy.attachments;
+SELECT economy.detach(a.name) FROM economy.attachments a ORDER BY a.name;
+
+DROP FUNCTION economy.wallet_balance(bigint, text);
+DROP FUNCTION economy.set_hot(bigint, boolean, text);
+DROP FUNCTION economy.fold_hot_wallets(text);
+
+-- The wallet's exact balance after every commit, hot or not: the cached
+-- balance plus its parked credits. NULL for an unknown wallet.
+CREATE FUNCTION economy.wallet_balance(wallet_id bigint)
+RETURNS numeric
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT w.balance + coalesce(
+        (SELECT sum(c.amount) FROM economy.hot_credit c WHERE c.wallet_id = w.id), 0.00
+    )
+    FROM economy.wallet w
+    WHERE w.id = wallet_balance.wallet_id;
+$$;
+
+-- Marks a wallet hot, or back to normal: then it first waits for the credits
+-- in flight (FOR UPDATE conflicts with the KEY SHARE lock each of them holds)
+-- and folds them.
+CREATE FUNCTION economy.set_hot(wallet_id bigint, hot boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    IF hot IS NULL THEN
+        RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF hot THEN
+        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR NO KEY UPDATE;
+    ELSE
+        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet % does not exist', wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    UPDATE economy.wallet w SET hot = set_hot.hot WHERE w.id = set_hot.wallet_id;
+    IF NOT hot THEN
+        PERFORM economy.fold_hot_credits(wallet_id);
+    END IF;
+END;
+$$;
+
+-- Folds the parked credits of every wallet that has some into its cached
+-- figures (for a scheduler; a real reconcile does it too). Returns how many
+-- wallets were folded. Their rows are locked first, in id order.
+CREATE FUNCTION economy.fold_hot_wallets()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parked bigint[];
+BEGIN
+    WITH locked AS (
+        SELECT w.id FROM economy.wallet w
+        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+        ORDER BY w.id
+        FOR NO KEY UPDATE
+    )
+
+    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') INTO parked FROM locked l;
+    PERFORM economy.fold_hot_credits(p.wallet_id) FROM unnest(parked) AS p (wallet_id);
+    RETURN cardinality(parked);
+END;
+$$;
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was.
+CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    %2$s
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_balance numeric;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        %3$s
+        sync_amount := NEW.%4$I;
+        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        UPDATE %6$s w SET %7$s
+        WHERE w.%8$I = NEW.%9$I
+        RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
+        %11$s
+        %16$s
+    END IF;
+
+    %12$s
+    sync_wallets := ARRAY[OLD.%9$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN coalesce((%5$s), false) THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.%9$I = OLD.%9$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%9$I > OLD.%9$I THEN
+            sync_wallets := sync_wallets || NEW.%9$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%9$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %6$s w SET %13$s
+            WHERE w.%8$I = sync_wallets[i]
+            RETURNING %10$s INTO sync_owner;
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %14$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    economy.render_row_variables(a.ledger, NULL, true),
+    economy.render_row_variables(a.ledger, 'NEW', false),
+    a.amount_column,
+    a.earning,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column
+    ) ELSE '' END,
+    economy.render_row_variables(a.ledger, 'OLD', false),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END
+);
+$render$;
+
+-- Template: a wallet given to another owner takes its ledger figures from the
+-- old owner's profile to the new one's.
+CREATE OR REPLACE FUNCTION economy.render_move(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_owners bigint[] := ARRAY[OLD.%2$I, NEW.%2$I];
+    moved numeric;
+    moved_earnings numeric;
+BEGIN
+    SELECT coalesce(sum(r.%3$I), 0), coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)
+    INTO moved, moved_earnings
+    FROM %5$s AS r
+    WHERE r.%6$I = NEW.%7$I;
+    %8$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'move'),
+    a.wallet_owner_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.wallet_key_column,
+    economy.render_profile_update(
+        a,
+        format(
+            '(VALUES (%1$s, -moved, -moved_earnings), (%2$s, moved, moved_earnings))',
+            format('OLD.%I::bigint', a.wallet_owner_column),
+            format('NEW.%I::bigint', a.wallet_owner_column)
+        )
+    )
+);
+$render$;
+
+-- Template: a guard that keeps a table's cached columns as they are on an
+-- ordinary UPDATE (the rest of the row is saved).
+CREATE OR REPLACE FUNCTION economy.render_keep(function_name name, cached name[])
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    %2$s
+    RETURN NEW;
+END;
+$fn$
+$template$,
+    function_name,
+    (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n    ') FROM unnest(cached) c)
+);
+$render$;
+
+-- Template: the drift of an attachment, with balance_drift's columns. A
+-- profile row names its wallet when the owner has exactly one.
+CREATE OR REPLACE FUNCTION economy.render_drift(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I(user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH wallets AS (
+        SELECT w.%2$I::bigint AS wallet_id, %3$s::bigint AS owner_id,
+            w.%4$I::numeric AS cached_balance, %5$s::numeric AS cached_earnings
+        FROM %6$s w
+        WHERE user_ids IS NULL OR %3$s = ANY (user_ids)
+            OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+    ),
+
+    ledger AS (
+        SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
+            coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
+        FROM %10$s AS r
+        WHERE user_ids IS NULL OR r.%7$I IN (SELECT wl.wallet_id FROM wallets wl)
+        GROUP BY r.%7$I
+    ),
+
+    per_wallet AS (
+        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) AS ledger_earnings
+        FROM wallets w
+        LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+    ),
+
+    per_profile AS (%11$s),
+
+    compared AS (
+        SELECT pw.owner_id AS user_id, pw.wallet_id, 1 AS position, 'wallet.balance' AS field,
+            pw.cached_balance AS cached_value, pw.ledger_balance AS ledger_value
+        FROM per_wallet pw
+        UNION ALL
+        SELECT pw.owner_id, pw.wallet_id, 2, 'wallet.lifetime_earnings',
+            pw.cached_earnings, pw.ledger_earnings
+        FROM per_wallet pw
+        WHERE %12$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+            pp.cached_balance, pp.ledger_balance
+        FROM per_profile pp
+        WHERE %13$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+            pp.cached_earnings, pp.ledger_earnings
+        FROM per_profile pp
+        WHERE %14$L
+    )
+
+    SELECT c.user_id, c.wallet_id, c.field, c.cached_value, c.ledger_value
+    FROM compared c
+    WHERE c.cached_value IS DISTINCT FROM c.ledger_value
+    ORDER BY c.user_id NULLS LAST, c.position, c.wallet_id;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'drift'),
+    a.wallet_key_column,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_balance_column,
+    economy.render_column('w', a.wallet_earnings_column),
+    a.wallet,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    CASE WHEN a.profile IS NULL THEN
+        'SELECT NULL::bigint AS user_id, NULL::bigint AS wallet_id,'
+        ' NULL::numeric AS cached_balance, NULL::numeric AS cached_earnings,'
+        ' NULL::numeric AS ledger_balance, NULL::numeric AS ledger_earnings WHERE false'
+    ELSE format(
+        $profiles$
+        SELECT p.%1$I::bigint AS user_id,
+            CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
+            %2$s::numeric AS cached_balance, %3$s::numeric AS cached_earnings,
+            coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
+            coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings
+        FROM %4$s p
+        LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
+        WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
+        GROUP BY p.%1$I, 3, 4
+    $profiles$,
+        a.profile_key_column,
+        economy.render_column('p', a.profile_balance_column),
+        economy.render_column('p', a.profile_earnings_column),
+        a.profile
+    ) END,
+    a.wallet_earnings_column IS NOT NULL,
+    a.profile_balance_column IS NOT NULL,
+    a.profile_earnings_column IS NOT NULL
+);
+$render$;
+
+-- Template: reconcile an attachment as reconcile_economy does the package's
+-- tables: lock the drifted owners' wallets and the drifted ownerless ones
+-- (ascending keys), then their profiles, measure again with a snapshot taken
+-- after the locks, and set each drifted cache to its ledger value.
+CREATE OR REPLACE FUNCTION economy.render_reconcile(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE FUNCTION economy.%1$I(dry_run boolean, user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    drifted_owners bigint[];
+    drifted_wallets bigint[];
+BEGIN
+    IF dry_run THEN
+        RETURN QUERY SELECT d.*, false FROM economy.%2$I(user_ids) d;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(DISTINCT d.user_id) FILTER (WHERE d.user_id IS NOT NULL), '{}'),
+        coalesce(array_agg(DISTINCT d.wallet_id) FILTER (WHERE d.user_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM economy.%2$I(user_ids) d;
+
+    PERFORM FROM %3$s w
+    WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
+    ORDER BY w.%5$I
+    FOR NO KEY UPDATE;
+    %6$s
+
+    -- lets the repairs past the guards of the cached columns
+    PERFORM set_config('economy.repairing', 'on', true);
+    -- A new statement, so a new snapshot: taken after the locks.
+    RETURN QUERY
+    WITH drift AS (
+        SELECT d.*
+        FROM economy.%2$I(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+        WHERE d.user_id = ANY (drifted_owners) OR d.wallet_id = ANY (drifted_wallets)
+    ),
+
+    wallet_fix AS (
+        UPDATE %3$s w SET %7$s
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        WHERE w.%5$I = u.wallet_id
+    ),
+
+    profile_fix AS (%8$s)
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+    PERFORM set_config('economy.repairing', '', true);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'reconcile'),
+    economy.attached_object(a.name, 'drift'),
+    a.wallet,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_key_column,
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        'PERFORM FROM %1$s p WHERE p.%2$I = ANY (drifted_owners) ORDER BY p.%2$I'
+        ' FOR NO KEY UPDATE;',
+        a.profile, a.profile_key_column
+    ) ELSE '' END,
+    concat_ws(', ',
+        economy.render_set('%1$I = coalesce(b.ledger_value, w.%1$I)', a.wallet_balance_column),
+        economy.render_set('%1$I = coalesce(e.ledger_value, w.%1$I)', a.wallet_earnings_column)),
+    CASE WHEN a.profile IS NULL THEN 'SELECT' ELSE format(
+        $profiles$
+        UPDATE %1$s p SET %3$s
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        WHERE p.%2$I = u.user_id
+    $profiles$,
+        a.profile,
+        a.profile_key_column,
+        concat_ws(', ',
+            economy.render_set(
+                '%1$I = coalesce(b.ledger_value, p.%1$I)', a.profile_balance_column),
+            economy.render_set(
+                '%1$I = coalesce(e.ledger_value, p.%1$I)', a.profile_earnings_column))
+    ) END
+);
+$render$;
+
+-- Attaches the sync, drift and reconcile to an application's tables (see
+-- the top of this file). Changes no cache: existing drift shows in drift
+-- checks. All or nothing: a bad argument creates nothing.
+CREATE OR REPLACE FUNCTION economy.attach(
+    name text,
+    ledger regclass,
+    wallet regclass,
+    ledger_wallet_column name DEFAULT 'wallet_id',
+    amount_column name DEFAULT 'amount',
+    wallet_balance_column name DEFAULT 'balance',
+    wallet_earnings_column name DEFAULT NULL,
+    wallet_owner_column name DEFAULT NULL,
+    profile regclass DEFAULT NULL,
+    profile_key_column name DEFAULT 'id',
+    profile_balance_column name DEFAULT NULL,
+    profile_earnings_column name DEFAULT NULL,
+    earning text DEFAULT 'amount > 0',
+    balance_after_column name DEFAULT NULL
+)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments;
+    key_types regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    money_types regtype[] := ARRAY['smallint', 'integer', 'bigint', 'numeric']::regtype[];
+    amount_type regtype;
+    wallet_keys name[];
+    tbl regclass;
+    cached name[];
+BEGIN
+    IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
+            attach.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.name = attach.name) THEN
+        RAISE EXCEPTION 'an attachment named % exists already', attach.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    FOREACH tbl IN ARRAY array_remove(ARRAY[attach.ledger, attach.wallet, attach.profile], NULL)
+    LOOP
+        IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+        END IF;
+    END LOOP;
+    IF attach.ledger IN (attach.wallet, attach.profile) OR attach.wallet = attach.profile THEN
+        RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.ledger = attach.ledger) THEN
+        RAISE EXCEPTION 'ledger % is attached already', attach.ledger
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+
+    -- the wallet's primary key: one integer column
+    SELECT array_agg(att.attname) INTO wallet_keys
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = i.indrelid AND att.attnum = ANY (i.indkey)
+    WHERE i.indrelid = attach.wallet AND i.indisprimary;
+    IF cardinality(wallet_keys) IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'wallet table % needs a primary key of one column', attach.wallet
+            USING ERRCODE = 'invalid_table_definition';
+    END IF;
+    PERFORM economy.check_column(attach.wallet, wallet_keys[1], 'wallet key', key_types);
+    PERFORM economy.check_column(
+        attach.ledger, attach.ledger_wallet_column, 'ledger_wallet_column', key_types
+    );
+    amount_type := economy.check_column(
+        attach.ledger, attach.amount_column, 'amount_column', money_types
+    );
+    -- caches of an integer type need integer amounts: nothing is ever rounded
+    IF amount_type = 'numeric'::regtype THEN
+        money_types := ARRAY['numeric']::regtype[];
+    END IF;
+    PERFORM economy.check_column(
+        attach.wallet, attach.wallet_balance_column, 'wallet_balance_column', money_types
+    );
+    IF attach.wallet_earnings_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.wallet, attach.wallet_earnings_column, 'wallet_earnings_column', money_types
+        );
+    END IF;
+    IF attach.wallet_owner_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.wallet, attach.wallet_owner_column, 'wallet_owner_column', key_types
+        );
+    END IF;
+    IF attach.profile IS NOT NULL THEN
+        IF attach.wallet_owner_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs wallet_owner_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF attach.profile_balance_column IS NULL AND attach.profile_earnings_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs profile_balance_column or profile_earnings_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM economy.check_column(
+            attach.profile, attach.profile_key_column, 'profile_key_column', key_types
+        );
+        IF attach.profile_balance_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                attach.profile, attach.profile_balance_column, 'profile_balance_column', money_types
+            );
+        END IF;
+        IF attach.profile_earnings_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                attach.profile, attach.profile_earnings_column, 'profile_earnings_column', money_types
+            );
+        END IF;
+    ELSIF attach.profile_balance_column IS NOT NULL OR attach.profile_earnings_column IS NOT NULL
+    THEN
+        RAISE EXCEPTION 'profile_balance_column and profile_earnings_column need a profile table'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF attach.balance_after_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.ledger, attach.balance_after_column, 'balance_after_column', money_types
+        );
+    END IF;
+    PERFORM economy.check_earning(attach.ledger, attach.earning);
+
+    INSERT INTO economy.attachments AS x (
+        name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
+        wallet_balance_column, wallet_earnings_column, wallet_owner_column, profile_key_column,
+        profile_balance_column, profile_earnings_column, earning, balance_after_column
+    )
+    VALUES (
+        attach.name, attach.ledger, attach.wallet, attach.profile, attach.ledger_wallet_column,
+        attach.amount_column, wallet_keys[1], attach.wallet_balance_column,
+        attach.wallet_earnings_column, attach.wallet_owner_column,
+        CASE WHEN attach.profile IS NOT NULL THEN attach.profile_key_column END,
+        attach.profile_balance_column, attach.profile_earnings_column, attach.earning,
+        attach.balance_after_column
+    )
+    RETURNING x.* INTO a;
+
+    EXECUTE economy.render_sync(a);
+    EXECUTE economy.render_drift(a);
+    EXECUTE economy.render_reconcile(a);
+    EXECUTE format(
+        -- BEFORE when it records balance_after: the row is written with it
+        'CREATE TRIGGER %I %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync',
+        CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END,
+        a.ledger, economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_delete', a.ledger,
+        economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW'
+        ' WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_update', a.ledger,
+        economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I BEFORE TRUNCATE ON %s'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
+        'economy_' || a.name || '_refuse_truncate', a.ledger);
+
+    -- guards of the cached columns, wallet then profile
+    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
+        cached := CASE WHEN tbl = a.wallet
+            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
+            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
+        END;
+        EXECUTE economy.render_keep(
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END),
+            cached
+        );
+        EXECUTE format(
+            'CREATE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+            ' WHEN (pg_catalog.pg_trigger_depth() < 1'
+            ' AND pg_catalog.current_setting(''economy.repairing'', true)'
+            ' IS DISTINCT FROM ''on'' AND (%s))'
+            ' EXECUTE FUNCTION economy.%I()',
+            'economy_' || a.name || '_keep_cached', tbl,
+            (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+                FROM unnest(cached) c),
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END));
+    END LOOP;
+
+    IF a.profile IS NOT NULL THEN
+        EXECUTE economy.render_move(a);
+        EXECUTE format(
+            'CREATE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
+            ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
+            'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
+            economy.attached_object(a.name, 'move'));
+    END IF;
+
+    -- as for the package's own functions: the app reads drift, the operator
+    -- reconciles (through balance_drift and reconcile_economy)
+    EXECUTE format(
+        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[])'
+        ' FROM PUBLIC',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%I(bigint[]) TO economy_app',
+        economy.attached_object(a.name, 'drift'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%I(boolean, bigint[]) TO economy_operator',
+        economy.attached_object(a.name, 'reconcile'));
+    RETURN a;
+END;
+$$;
+
+-- Removes everything attach() created; the app's tables and data stay.
+CREATE OR REPLACE FUNCTION economy.detach(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(detach.name);
+    trig record;
+BEGIN
+    FOR trig IN
+        SELECT t.tgname, t.tgrelid::regclass AS tbl
+        FROM pg_catalog.pg_trigger t
+        WHERE t.tgrelid IN (a.ledger, a.wallet, a.profile)
+            AND t.tgname LIKE 'economy\_' || a.name || '\_%'
+            AND NOT t.tgisinternal
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, trig.tbl);
+    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'sync'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'move'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_wallet'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_profile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(boolean, bigint[])',
+        economy.attached_object(a.name, 'reconcile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'drift'));
+    DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;
+
+DROP FUNCTION economy.create_attached_functions(economy.attachments);
+DROP FUNCTION economy.render_balance(economy.attachments);
+DROP FUNCTION economy.render_set_hot(economy.attachments);
+DROP FUNCTION economy.render_fold(economy.attachments);
+
+DROP TABLE economy.attached_hot_credit;
+DROP TABLE economy.attached_hot_wallet;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION economy.wallet_balance(bigint) TO economy_app;
+GRANT EXECUTE ON FUNCTION
+economy.set_hot(bigint, boolean),
+economy.fold_hot_wallets()
+TO economy_operator;
+
+SELECT economy.attach(
+    name => a.name, ledger => a.ledger, wallet => a.wallet,
+    ledger_wallet_column => a.ledger_wallet_column, amount_column => a.amount_column,
+    wallet_balance_column => a.wallet_balance_column,
+    wallet_earnings_column => a.wallet_earnings_column,
+    wallet_owner_column => a.wallet_owner_column, profile => a.profile,
+    profile_key_column => coalesce(a.profile_key_column, 'id'),
+    profile_balance_column => a.profile_balance_column,
+    profile_earnings_column => a.profile_earnings_column, earning => a.earning,
+    balance_after_column => a.balance_after_column
+)
+FROM attachments_0005 a
+ORDER BY a.name;

@@ -1,0 +1,1085 @@
+-- 0006_attached_hot_wallets: hot wallets on attached tables (set_hot,
+-- wallet_balance and fold_hot_wallets take attachment =>): credits parked in
+-- economy.attached_hot_credit, folded by debits, fold_hot_wallets and a real
+-- reconcile; drift compares exact figures. Existing attachments get their
+-- functions generated again from the new templates (by the role that owns
+-- them: their tables' owner).
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0006_attached_hot_wallets)';
+
+-- Hot wallets of attachments (economy.set_hot(…, attachment => N)): the app's
+-- wallet table has no column of ours, so they are listed here. A credit to a
+-- hot wallet holds KEY SHARE on its row here while in flight; set_hot(false)
+-- deletes the row, so it waits for them.
+CREATE TABLE economy.attached_hot_wallet (
+    attachment text REFERENCES economy.attachments ON DELETE CASCADE,
+    wallet_id bigint,
+    PRIMARY KEY (attachment, wallet_id)
+);
+
+-- Credits to attached hot wallets, not folded into the app's cached columns
+-- yet (as economy.hot_credit for the package's wallets): the exact figures
+-- are the cached ones plus these. Folded under the wallet's lock by a debit,
+-- economy.fold_hot_wallets(attachment => N) or a real reconcile.
+CREATE TABLE economy.attached_hot_credit (
+    attachment text NOT NULL,
+    wallet_id bigint NOT NULL,
+    amount numeric NOT NULL,
+    earnings numeric NOT NULL
+);
+
+CREATE INDEX attached_hot_credit_wallet ON economy.attached_hot_credit (attachment, wallet_id);
+
+-- Template: folds the parked credits of the given hot wallets (all when
+-- NULL) into the cached columns; returns how many wallets it folded. Their
+-- rows are locked first, in ascending key order; a credit still in flight is
+-- not seen and stays parked.
+CREATE FUNCTION economy.render_fold(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its own updates of the cached columns pass their guards
+SET economy.repairing = 'on'
+AS $fn$
+DECLARE
+    locked bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked
+    FROM (
+        SELECT w.%2$I::bigint AS wallet_id FROM %3$s w
+        WHERE w.%2$I IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c
+            WHERE c.attachment = %4$L AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
+        )
+        ORDER BY w.%2$I
+        FOR NO KEY UPDATE
+    ) l;
+    WITH taken AS (
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.attachment = %4$L AND c.wallet_id = ANY (locked)
+        RETURNING c.wallet_id, c.amount, c.earnings
+    ),
+
+    per_wallet AS (
+        SELECT t.wallet_id, sum(t.amount) AS amount, sum(t.earnings) AS earnings
+        FROM taken t
+        GROUP BY t.wallet_id
+    ),
+
+    folded AS (
+        UPDATE %3$s w SET %5$s
+        FROM per_wallet pw
+        WHERE w.%2$I = pw.wallet_id
+        RETURNING %6$s::bigint AS owner_key, pw.amount, pw.earnings
+    )
+
+    SELECT array_agg(f.owner_key), array_agg(f.amount), array_agg(f.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM folded f;
+    %7$s
+    RETURN cardinality(locked);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'fold'),
+    a.wallet_key_column,
+    a.wallet,
+    a.name,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'pw.amount', 'pw.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
+);
+$render$;
+
+-- Template: set_hot(…, attachment => N). Turning a wallet back to normal
+-- deletes its row of attached_hot_wallet, so it first waits for the credits
+-- in flight (each holds KEY SHARE on that row), then folds them.
+CREATE FUNCTION economy.render_set_hot(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint, hot boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM FROM %2$s w WHERE w.%3$I = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF $2 THEN
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES (%4$L, $1)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM economy.attached_hot_wallet h
+        WHERE h.attachment = %4$L AND h.wallet_id = $1;
+        PERFORM economy.%5$I(ARRAY[$1]);
+    END IF;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'set_hot'),
+    a.wallet,
+    a.wallet_key_column,
+    a.name,
+    economy.attached_object(a.name, 'fold')
+);
+$render$;
+
+-- Template: wallet_balance(…, attachment => N): the cached balance plus the
+-- parked credits, in one snapshot.
+CREATE FUNCTION economy.render_balance(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint)
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT w.%2$I::numeric + (
+        SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+        WHERE c.attachment = %3$L AND c.wallet_id = $1
+    )
+    FROM %4$s w
+    WHERE w.%5$I = $1;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'balance'),
+    a.wallet_balance_column,
+    a.name,
+    a.wallet,
+    a.wallet_key_column
+);
+$render$;
+
+-- Creates (or, for an upgrade of the templates, replaces) an attachment's
+-- functions and their grants: as for the package's own functions, the app
+-- reads drift and balances, the operator reconciles and manages hot wallets
+-- (through balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets).
+CREATE FUNCTION economy.create_attached_functions(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl regclass;
+    cached name[];
+BEGIN
+    EXECUTE economy.render_fold(a);
+    EXECUTE economy.render_sync(a);
+    EXECUTE economy.render_drift(a);
+    EXECUTE economy.render_reconcile(a);
+    EXECUTE economy.render_set_hot(a);
+    EXECUTE economy.render_balance(a);
+    IF a.profile IS NOT NULL THEN
+        EXECUTE economy.render_move(a);
+    END IF;
+    -- guards of the cached columns, wallet then profile
+    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
+        cached := CASE WHEN tbl = a.wallet
+            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
+            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
+        END;
+        EXECUTE economy.render_keep(
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END),
+            cached
+        );
+    END LOOP;
+
+    EXECUTE format(
+        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[]),'
+        ' economy.%3$I(bigint[]), economy.%4$I(bigint, boolean), economy.%5$I(bigint)'
+        ' FROM PUBLIC',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'),
+        economy.attached_object(a.name, 'fold'), economy.attached_object(a.name, 'set_hot'),
+        economy.attached_object(a.name, 'balance'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(bigint) TO economy_app',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'balance'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%1$I(boolean, bigint[]), economy.%2$I(bigint[]),'
+        ' economy.%3$I(bigint, boolean) TO economy_operator',
+        economy.attached_object(a.name, 'reconcile'), economy.attached_object(a.name, 'fold'),
+        economy.attached_object(a.name, 'set_hot'));
+END;
+$$;
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was. A credit to a hot wallet is parked instead; any other entry on
+-- a hot wallet folds its parked credits first.
+CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    %2$s
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_balance numeric;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        %3$s
+        sync_amount := NEW.%4$I;
+        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+            FOR KEY SHARE;
+            IF FOUND THEN
+                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+                VALUES (%17$L, NEW.%9$I, sync_amount, sync_earned);
+                %19$s
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+        ) THEN
+            PERFORM economy.%18$I(ARRAY[NEW.%9$I::bigint]);  -- the balance is exact after it
+        END IF;
+        UPDATE %6$s w SET %7$s
+        WHERE w.%8$I = NEW.%9$I
+        RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
+        %11$s
+        %16$s
+    END IF;
+
+    %12$s
+    sync_wallets := ARRAY[OLD.%9$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN coalesce((%5$s), false) THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.%9$I = OLD.%9$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%9$I > OLD.%9$I THEN
+            sync_wallets := sync_wallets || NEW.%9$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%9$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %6$s w SET %13$s
+            WHERE w.%8$I = sync_wallets[i]
+            RETURNING %10$s INTO sync_owner;
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %14$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    economy.render_row_variables(a.ledger, NULL, true),
+    economy.render_row_variables(a.ledger, 'NEW', false),
+    a.amount_column,
+    a.earning,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column
+    ) ELSE '' END,
+    economy.render_row_variables(a.ledger, 'OLD', false),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := NULL;  -- a parked credit has no place in the order'
+        || E'\n                RETURN NEW;',
+        a.balance_after_column
+    ) END
+);
+$render$;
+
+-- Template: a wallet given to another owner takes its ledger figures from the
+-- old owner's profile to the new one's.
+CREATE OR REPLACE FUNCTION economy.render_move(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_owners bigint[] := ARRAY[OLD.%2$I, NEW.%2$I];
+    moved numeric;
+    moved_earnings numeric;
+BEGIN
+    -- what the wallet brought to the old owner's cached profile: its ledger
+    -- less its parked credits (those count through whoever owns it)
+    -- less its parked credits (those count through whoever owns it); one
+    -- snapshot for both
+    SELECT coalesce(sum(r.%3$I), 0) - (
+            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
+        ),
+        coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0) - (
+            SELECT coalesce(sum(c.earnings), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
+        )
+    INTO moved, moved_earnings
+    FROM %5$s AS r
+    WHERE r.%6$I = NEW.%7$I;
+    %8$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'move'),
+    a.wallet_owner_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.wallet_key_column,
+    economy.render_profile_update(
+        a,
+        format(
+            '(VALUES (%1$s, -moved, -moved_earnings), (%2$s, moved, moved_earnings))',
+            format('OLD.%I::bigint', a.wallet_owner_column),
+            format('NEW.%I::bigint', a.wallet_owner_column)
+        )
+    ),
+    a.name
+);
+$render$;
+
+-- Template: a guard that keeps a table's cached columns as they are on an
+-- ordinary UPDATE (the rest of the row is saved).
+CREATE OR REPLACE FUNCTION economy.render_keep(function_name name, cached name[])
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    %2$s
+    RETURN NEW;
+END;
+$fn$
+$template$,
+    function_name,
+    (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n    ') FROM unnest(cached) c)
+);
+$render$;
+
+-- Template: the drift of an attachment, with balance_drift's columns. A
+-- profile row names its wallet when the owner has exactly one.
+CREATE OR REPLACE FUNCTION economy.render_drift(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %15$L
+        GROUP BY c.wallet_id
+    ),
+
+    -- a hot wallet's cached figures with its parked credits: the exact ones
+    wallets AS (
+        SELECT w.%2$I::bigint AS wallet_id, %3$s::bigint AS owner_id,
+            w.%4$I::numeric + coalesce(pk.balance, 0) AS cached_balance,
+            %5$s::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
+            coalesce(pk.balance, 0) AS parked_balance,
+            coalesce(pk.earnings, 0) AS parked_earnings
+        FROM %6$s w
+        LEFT JOIN parked pk ON pk.wallet_id = w.%2$I
+        WHERE user_ids IS NULL OR %3$s = ANY (user_ids)
+            OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+    ),
+
+    ledger AS (
+        SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
+            coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
+        FROM %10$s AS r
+        WHERE user_ids IS NULL OR r.%7$I IN (SELECT wl.wallet_id FROM wallets wl)
+        GROUP BY r.%7$I
+    ),
+
+    per_wallet AS (
+        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) AS ledger_earnings
+        FROM wallets w
+        LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+    ),
+
+    per_profile AS (%11$s),
+
+    compared AS (
+        SELECT pw.owner_id AS user_id, pw.wallet_id, 1 AS position, 'wallet.balance' AS field,
+            pw.cached_balance AS cached_value, pw.ledger_balance AS ledger_value
+        FROM per_wallet pw
+        UNION ALL
+        SELECT pw.owner_id, pw.wallet_id, 2, 'wallet.lifetime_earnings',
+            pw.cached_earnings, pw.ledger_earnings
+        FROM per_wallet pw
+        WHERE %12$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+            pp.cached_balance, pp.ledger_balance
+        FROM per_profile pp
+        WHERE %13$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+            pp.cached_earnings, pp.ledger_earnings
+        FROM per_profile pp
+        WHERE %14$L
+    )
+
+    SELECT c.user_id, c.wallet_id, c.field, c.cached_value, c.ledger_value
+    FROM compared c
+    WHERE c.cached_value IS DISTINCT FROM c.ledger_value
+    ORDER BY c.user_id NULLS LAST, c.position, c.wallet_id;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'drift'),
+    a.wallet_key_column,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_balance_column,
+    economy.render_column('w', a.wallet_earnings_column),
+    a.wallet,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    CASE WHEN a.profile IS NULL THEN
+        'SELECT NULL::bigint AS user_id, NULL::bigint AS wallet_id,'
+        ' NULL::numeric AS cached_balance, NULL::numeric AS cached_earnings,'
+        ' NULL::numeric AS ledger_balance, NULL::numeric AS ledger_earnings WHERE false'
+    ELSE format(
+        $profiles$
+        SELECT g.user_id, g.wallet_id,
+            g.cached_balance + g.parked_balance AS cached_balance,
+            g.cached_earnings + g.parked_earnings AS cached_earnings,
+            g.ledger_balance, g.ledger_earnings
+        FROM (
+            SELECT p.%1$I::bigint AS user_id,
+                CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
+                %2$s::numeric AS cached_balance, %3$s::numeric AS cached_earnings,
+                coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
+                coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings,
+                coalesce(sum(pw.parked_balance), 0) AS parked_balance,
+                coalesce(sum(pw.parked_earnings), 0) AS parked_earnings
+            FROM %4$s p
+            LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
+            WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
+            GROUP BY p.%1$I, 3, 4
+        ) g
+    $profiles$,
+        a.profile_key_column,
+        economy.render_column('p', a.profile_balance_column),
+        economy.render_column('p', a.profile_earnings_column),
+        a.profile
+    ) END,
+    a.wallet_earnings_column IS NOT NULL,
+    a.profile_balance_column IS NOT NULL,
+    a.profile_earnings_column IS NOT NULL,
+    a.name
+);
+$render$;
+
+-- Template: reconcile an attachment as reconcile_economy does the package's
+-- tables: lock the drifted owners' wallets and the drifted ownerless ones
+-- (ascending keys), then their profiles, fold the parked credits of the hot
+-- ones, measure again with a snapshot taken after the locks, and set each
+-- drifted cache to its ledger value (less the credits parked since).
+CREATE OR REPLACE FUNCTION economy.render_reconcile(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(dry_run boolean, user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    drifted_owners bigint[];
+    drifted_wallets bigint[];
+    locked_wallets bigint[];
+BEGIN
+    IF dry_run THEN
+        RETURN QUERY SELECT d.*, false FROM economy.%2$I(user_ids) d;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(DISTINCT d.user_id) FILTER (WHERE d.user_id IS NOT NULL), '{}'),
+        coalesce(array_agg(DISTINCT d.wallet_id) FILTER (WHERE d.user_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM economy.%2$I(user_ids) d;
+    -- and the hot wallets with parked credits, which a real run folds
+    SELECT drifted_owners || coalesce(array_agg(h.owner_id) FILTER (WHERE h.owner_id IS NOT NULL), '{}'),
+        drifted_wallets || coalesce(array_agg(h.wallet_id) FILTER (WHERE h.owner_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM (
+        SELECT w.%5$I::bigint AS wallet_id, %4$s::bigint AS owner_id
+        FROM %3$s w
+        WHERE w.%5$I IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c WHERE c.attachment = %9$L
+        )
+    ) h
+    WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
+        OR (h.owner_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL);
+
+    SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked_wallets
+    FROM (
+        SELECT w.%5$I::bigint AS wallet_id FROM %3$s w
+        WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
+        ORDER BY w.%5$I
+        FOR NO KEY UPDATE
+    ) l;
+    %6$s
+    PERFORM economy.%10$I(locked_wallets);
+
+    -- lets the repairs past the guards of the cached columns
+    PERFORM set_config('economy.repairing', 'on', true);
+    -- A new statement, so a new snapshot: taken after the locks.
+    RETURN QUERY
+    WITH drift AS (
+        SELECT d.*
+        FROM economy.%2$I(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+        WHERE d.user_id = ANY (drifted_owners) OR d.wallet_id = ANY (drifted_wallets)
+    ),
+
+    -- credits parked since the fold: the caches are set to the ledger less them
+    parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %9$L
+        GROUP BY c.wallet_id
+    ),
+
+    wallet_fix AS (
+        UPDATE %3$s w SET %7$s
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        LEFT JOIN parked pk ON pk.wallet_id = u.wallet_id
+        WHERE w.%5$I = u.wallet_id
+    ),
+
+    profile_fix AS (%8$s)
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+    PERFORM set_config('economy.repairing', '', true);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'reconcile'),
+    economy.attached_object(a.name, 'drift'),
+    a.wallet,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_key_column,
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        'PERFORM FROM %1$s p WHERE p.%2$I = ANY (drifted_owners) ORDER BY p.%2$I'
+        ' FOR NO KEY UPDATE;',
+        a.profile, a.profile_key_column
+    ) ELSE '' END,
+    concat_ws(', ',
+        economy.render_set(
+            '%1$I = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.%1$I)',
+            a.wallet_balance_column),
+        economy.render_set(
+            '%1$I = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.%1$I)',
+            a.wallet_earnings_column)),
+    CASE WHEN a.profile IS NULL THEN 'SELECT' ELSE format(
+        $profiles$
+        UPDATE %1$s p SET %3$s
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        LEFT JOIN (
+            SELECT %4$s::bigint AS owner_id, sum(pk.balance) AS balance,
+                sum(pk.earnings) AS earnings
+            FROM parked pk
+            JOIN %5$s w ON w.%6$I = pk.wallet_id
+            GROUP BY 1
+        ) po ON po.owner_id = u.user_id
+        WHERE p.%2$I = u.user_id
+    $profiles$,
+        a.profile,
+        a.profile_key_column,
+        concat_ws(', ',
+            economy.render_set(
+                '%1$I = coalesce(b.ledger_value - coalesce(po.balance, 0), p.%1$I)',
+                a.profile_balance_column),
+            economy.render_set(
+                '%1$I = coalesce(e.ledger_value - coalesce(po.earnings, 0), p.%1$I)',
+                a.profile_earnings_column)),
+        economy.render_column('w', a.wallet_owner_column),
+        a.wallet,
+        a.wallet_key_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold')
+);
+$render$;
+
+-- Attaches the sync, drift and reconcile to an application's tables (see
+-- the top of this file). Changes no cache: existing drift shows in drift
+-- checks. All or nothing: a bad argument creates nothing.
+CREATE OR REPLACE FUNCTION economy.attach(
+    name text,
+    ledger regclass,
+    wallet regclass,
+    ledger_wallet_column name DEFAULT 'wallet_id',
+    amount_column name DEFAULT 'amount',
+    wallet_balance_column name DEFAULT 'balance',
+    wallet_earnings_column name DEFAULT NULL,
+    wallet_owner_column name DEFAULT NULL,
+    profile regclass DEFAULT NULL,
+    profile_key_column name DEFAULT 'id',
+    profile_balance_column name DEFAULT NULL,
+    profile_earnings_column name DEFAULT NULL,
+    earning text DEFAULT 'amount > 0',
+    balance_after_column name DEFAULT NULL
+)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments;
+    key_types regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    money_types regtype[] := ARRAY['smallint', 'integer', 'bigint', 'numeric']::regtype[];
+    amount_type regtype;
+    wallet_keys name[];
+    tbl regclass;
+    cached name[];
+BEGIN
+    IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
+            attach.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.name = attach.name) THEN
+        RAISE EXCEPTION 'an attachment named % exists already', attach.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    FOREACH tbl IN ARRAY array_remove(ARRAY[attach.ledger, attach.wallet, attach.profile], NULL)
+    LOOP
+        IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+        END IF;
+    END LOOP;
+    IF attach.ledger IN (attach.wallet, attach.profile) OR attach.wallet = attach.profile THEN
+        RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.ledger = attach.ledger) THEN
+        RAISE EXCEPTION 'ledger % is attached already', attach.ledger
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+
+    -- the wallet's primary key: one integer column
+    SELECT array_agg(att.attname) INTO wallet_keys
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = i.indrelid AND att.attnum = ANY (i.indkey)
+    WHERE i.indrelid = attach.wallet AND i.indisprimary;
+    IF cardinality(wallet_keys) IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'wallet table % needs a primary key of one column', attach.wallet
+            USING ERRCODE = 'invalid_table_definition';
+    END IF;
+    PERFORM economy.check_column(attach.wallet, wallet_keys[1], 'wallet key', key_types);
+    PERFORM economy.check_column(
+        attach.ledger, attach.ledger_wallet_column, 'ledger_wallet_column', key_types
+    );
+    amount_type := economy.check_column(
+        attach.ledger, attach.amount_column, 'amount_column', money_types
+    );
+    -- caches of an integer type need integer amounts: nothing is ever rounded
+    IF amount_type = 'numeric'::regtype THEN
+        money_types := ARRAY['numeric']::regtype[];
+    END IF;
+    PERFORM economy.check_column(
+        attach.wallet, attach.wallet_balance_column, 'wallet_balance_column', money_types
+    );
+    IF attach.wallet_earnings_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.wallet, attach.wallet_earnings_column, 'wallet_earnings_column', money_types
+        );
+    END IF;
+    IF attach.wallet_owner_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.wallet, attach.wallet_owner_column, 'wallet_owner_column', key_types
+        );
+    END IF;
+    IF attach.profile IS NOT NULL THEN
+        IF attach.wallet_owner_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs wallet_owner_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF attach.profile_balance_column IS NULL AND attach.profile_earnings_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs profile_balance_column or profile_earnings_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM economy.check_column(
+            attach.profile, attach.profile_key_column, 'profile_key_column', key_types
+        );
+        IF attach.profile_balance_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                attach.profile, attach.profile_balance_column, 'profile_balance_column', money_types
+            );
+        END IF;
+        IF attach.profile_earnings_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                attach.profile, attach.profile_earnings_column, 'profile_earnings_column', money_types
+            );
+        END IF;
+    ELSIF attach.profile_balance_column IS NOT NULL OR attach.profile_earnings_column IS NOT NULL
+    THEN
+        RAISE EXCEPTION 'profile_balance_column and profile_earnings_column need a profile table'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF attach.balance_after_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            attach.ledger, attach.balance_after_column, 'balance_after_column', money_types
+        );
+    END IF;
+    PERFORM economy.check_earning(attach.ledger, attach.earning);
+
+    INSERT INTO economy.attachments AS x (
+        name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
+        wallet_balance_column, wallet_earnings_column, wallet_owner_column, profile_key_column,
+        profile_balance_column, profile_earnings_column, earning, balance_after_column
+    )
+    VALUES (
+        attach.name, attach.ledger, attach.wallet, attach.profile, attach.ledger_wallet_column,
+        attach.amount_column, wallet_keys[1], attach.wallet_balance_column,
+        attach.wallet_earnings_column, attach.wallet_owner_column,
+        CASE WHEN attach.profile IS NOT NULL THEN attach.profile_key_column END,
+        attach.profile_balance_column, attach.profile_earnings_column, attach.earning,
+        attach.balance_after_column
+    )
+    RETURNING x.* INTO a;
+
+    PERFORM economy.create_attached_functions(a);
+    EXECUTE format(
+        -- BEFORE when it records balance_after: the row is written with it
+        'CREATE TRIGGER %I %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync',
+        CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END,
+        a.ledger, economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_delete', a.ledger,
+        economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW'
+        ' WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_update', a.ledger,
+        economy.attached_object(a.name, 'sync'));
+    EXECUTE format(
+        'CREATE TRIGGER %I BEFORE TRUNCATE ON %s'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
+        'economy_' || a.name || '_refuse_truncate', a.ledger);
+
+    -- guards of the cached columns, wallet then profile
+    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
+        cached := CASE WHEN tbl = a.wallet
+            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
+            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
+        END;
+        EXECUTE format(
+            'CREATE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+            ' WHEN (pg_catalog.pg_trigger_depth() < 1'
+            ' AND pg_catalog.current_setting(''economy.repairing'', true)'
+            ' IS DISTINCT FROM ''on'' AND (%s))'
+            ' EXECUTE FUNCTION economy.%I()',
+            'economy_' || a.name || '_keep_cached', tbl,
+            (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+                FROM unnest(cached) c),
+            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
+                THEN 'wallet' ELSE 'profile' END));
+    END LOOP;
+
+    IF a.profile IS NOT NULL THEN
+        EXECUTE format(
+            'CREATE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
+            ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
+            'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
+            economy.attached_object(a.name, 'move'));
+    END IF;
+
+    RETURN a;
+END;
+$$;
+
+-- Removes everything attach() created; the app's tables and data stay.
+CREATE OR REPLACE FUNCTION economy.detach(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(detach.name);
+    trig record;
+BEGIN
+    -- the caches are left exact: credits in flight are waited for (their
+    -- KEY SHARE on the hot wallets' rows), then every parked credit folded
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
+    EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
+    FOR trig IN
+        SELECT t.tgname, t.tgrelid::regclass AS tbl
+        FROM pg_catalog.pg_trigger t
+        WHERE t.tgrelid IN (a.ledger, a.wallet, a.profile)
+            AND t.tgname LIKE 'economy\_' || a.name || '\_%'
+            AND NOT t.tgisinternal
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, trig.tbl);
+    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'sync'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'move'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_wallet'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_profile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(boolean, bigint[])',
+        economy.attached_object(a.name, 'reconcile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'drift'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'fold'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint, boolean)',
+        economy.attached_object(a.name, 'set_hot'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint)',
+        economy.attached_object(a.name, 'balance'));
+    DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;
+
+DROP FUNCTION economy.wallet_balance(bigint);
+DROP FUNCTION economy.set_hot(bigint, boolean);
+DROP FUNCTION economy.fold_hot_wallets();
+
+-- The wallet's exact balance after every commit, hot or not: the cached
+-- balance plus its parked credits. NULL for an unknown wallet. With an
+-- attachment: that attachment's generated balance function (35_attach.sql).
+CREATE FUNCTION economy.wallet_balance(wallet_id bigint, attachment text DEFAULT NULL)
+RETURNS numeric
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    exact numeric;
+BEGIN
+    IF attachment IS NOT NULL THEN
+        EXECUTE format('SELECT economy.%I($1)', economy.attached_object(
+            (economy.attachment(wallet_balance.attachment)).name, 'balance'))
+        INTO exact
+        USING wallet_balance.wallet_id;
+        RETURN exact;
+    END IF;
+    SELECT w.balance + coalesce(
+        (SELECT sum(c.amount) FROM economy.hot_credit c WHERE c.wallet_id = w.id), 0.00
+    )
+    INTO exact
+    FROM economy.wallet w
+    WHERE w.id = wallet_balance.wallet_id;
+    RETURN exact;
+END;
+$$;
+
+-- Marks a wallet hot, or back to normal: then it first waits for the credits
+-- in flight (FOR UPDATE conflicts with the KEY SHARE lock each of them holds)
+-- and folds them. With an attachment: that attachment's generated set_hot.
+CREATE FUNCTION economy.set_hot(
+    wallet_id bigint, hot boolean DEFAULT true, attachment text DEFAULT NULL
+)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    IF hot IS NULL THEN
+        RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF attachment IS NOT NULL THEN
+        EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
+            (economy.attachment(set_hot.attachment)).name, 'set_hot'))
+        USING wallet_id, hot;
+        RETURN;
+    END IF;
+    IF hot THEN
+        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR NO KEY UPDATE;
+    ELSE
+        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet % does not exist', wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    UPDATE economy.wallet w SET hot = set_hot.hot WHERE w.id = set_hot.wallet_id;
+    IF NOT hot THEN
+        PERFORM economy.fold_hot_credits(wallet_id);
+    END IF;
+END;
+$$;
+
+-- Folds the parked credits of every wallet that has some into its cached
+-- figures (for a scheduler; a real reconcile does it too). Returns how many
+-- wallets were folded. Their rows are locked first, in id order. With an
+-- attachment: that attachment's hot wallets.
+CREATE FUNCTION economy.fold_hot_wallets(attachment text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parked bigint[];
+    folded integer;
+BEGIN
+    IF attachment IS NOT NULL THEN
+        EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(
+            (economy.attachment(fold_hot_wallets.attachment)).name, 'fold'))
+        INTO folded;
+        RETURN folded;
+    END IF;
+    WITH locked AS (
+        SELECT w.id FROM economy.wallet w
+        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+        ORDER BY w.id
+        FOR NO KEY UPDATE
+    )
+
+    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') INTO parked FROM locked l;
+    PERFORM economy.fold_hot_credits(p.wallet_id) FROM unnest(parked) AS p (wallet_id);
+    RETURN cardinality(parked);
+END;
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
+GRANT SELECT ON economy.attached_hot_wallet, economy.attached_hot_credit TO economy_app;
+GRANT EXECUTE ON FUNCTION economy.wallet_balance(bigint, text) TO economy_app;
+GRANT EXECUTE ON FUNCTION
+economy.set_hot(bigint, boolean, text),
+economy.fold_hot_wallets(text)
+TO economy_operator;
+
+-- the attachments made before: their functions from the new templates
+SELECT economy.create_attached_functions(a) FROM economy.attachments a ORDER BY a.name;
