@@ -12,6 +12,8 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from helpers import SEED_ATTACH, SEED_TABLES, pay, seed_figures
+from helpers import attached_drift as drift
 from psycopg import errors
 
 from economy_sync import (
@@ -22,39 +24,6 @@ from economy_sync import (
 )
 from economy_sync.cli import main as cli
 
-SEED_TABLES = """
-CREATE TABLE app_profile (
-    id bigserial PRIMARY KEY,
-    username text NOT NULL DEFAULT '',
-    deltacoin_balance numeric(10, 2) NOT NULL DEFAULT 0,
-    lifetime_earnings numeric(10, 2) NOT NULL DEFAULT 0
-);
-CREATE TABLE app_wallet (
-    id serial PRIMARY KEY,
-    profile_id bigint REFERENCES app_profile DEFERRABLE INITIALLY DEFERRED,
-    cached_balance integer NOT NULL DEFAULT 0,
-    lifetime_earnings integer NOT NULL DEFAULT 0,
-    is_deleted boolean NOT NULL DEFAULT false
-);
-CREATE TABLE app_transaction (
-    id bigserial PRIMARY KEY,
-    wallet_id integer NOT NULL REFERENCES app_wallet DEFERRABLE INITIALLY DEFERRED,
-    amount integer NOT NULL,
-    reason varchar(32) NOT NULL,
-    cached_balance_after integer
-);
-CREATE INDEX ON app_transaction (wallet_id);
-"""
-SEED_ATTACH = """
-SELECT economy.attach(
-    'seed', 'app_transaction', 'app_wallet',
-    wallet_balance_column => 'cached_balance',
-    wallet_earnings_column => 'lifetime_earnings',
-    wallet_owner_column => 'profile_id',
-    profile => 'app_profile',
-    profile_balance_column => 'deltacoin_balance',
-    profile_earnings_column => 'lifetime_earnings')
-"""
 MULTI_TABLES = """
 CREATE TABLE owner (
     owner_id bigint PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, earned bigint NOT NULL DEFAULT 0
@@ -100,31 +69,6 @@ def multi(conn):
         "INSERT INTO account (account_id, owner_id) VALUES (100, 10), (101, 10), (200, 20)"
     )
     return conn
-
-
-def seed_figures(conn):
-    """{wallet: (cached_balance, lifetime_earnings)}, {profile: (balance, earnings)}."""
-    wallets = conn.execute(
-        "SELECT id, cached_balance, lifetime_earnings FROM app_wallet ORDER BY id"
-    ).fetchall()
-    profiles = conn.execute(
-        "SELECT id, deltacoin_balance, lifetime_earnings FROM app_profile ORDER BY id"
-    ).fetchall()
-    return {w: (b, e) for w, b, e in wallets}, {p: (b, e) for p, b, e in profiles}
-
-
-def drift(conn, attachment, user_ids=None):
-    return conn.execute(
-        "SELECT * FROM economy.balance_drift(%s::bigint[], attachment => %s)",
-        [user_ids, attachment],
-    ).fetchall()
-
-
-def pay(conn, wallet, amount, reason="prize"):
-    conn.execute(
-        "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (%s, %s, %s)",
-        [wallet, amount, reason],
-    )
 
 
 # Every way of writing the ledger moves the caches

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from helpers import open_wallet, post, run
+from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, open_wallet, pay, post, run
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from economy_sync import migrate
@@ -216,6 +216,38 @@ def test_downgrading_hot_wallets_folds_their_parked_credits(empty_dsn):
         assert conn.execute(
             "SELECT balance FROM economy.wallet WHERE id = %s", [wallet_id]
         ).fetchone() == (5,)
+
+
+def test_attachments_made_before_0006_are_regenerated_up_and_down(empty_dsn):
+    """Upgrading gives an existing attachment the new functions (hot wallets);
+    downgrading folds its parked credits and attaches it again as 0005 did."""
+    migrate.upgrade(empty_dsn, "0005_hot_wallets_and_batches")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(SEED_TABLES)
+        conn.execute(SEED_ATTACH)
+        conn.execute("INSERT INTO app_profile DEFAULT VALUES")
+        conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (NULL)")
+        pay(conn, 1, 100)
+        migrate.upgrade(empty_dsn)
+        conn.execute("SELECT economy.set_hot(2, attachment => 'seed')")
+        pay(conn, 2, 7, "fee")
+        pay(conn, 1, 5)
+        assert conn.execute("SELECT count(*) FROM economy.attached_hot_credit").fetchone() == (1,)
+        assert attached_drift(conn, "seed") == []
+        migrate.downgrade(empty_dsn, "0005_hot_wallets_and_batches")
+        assert conn.execute("SELECT id, cached_balance FROM app_wallet ORDER BY id").fetchall() == [
+            (1, 105),
+            (2, 7),
+        ]
+        pay(conn, 2, 1, "fee")  # synced by 0005's functions
+        assert attached_drift(conn, "seed") == []
+        migrate.upgrade(empty_dsn)
+        pay(conn, 1, 1)
+        assert attached_drift(conn, "seed") == []
+        assert conn.execute("SELECT cached_balance FROM app_wallet ORDER BY id").fetchall() == [
+            (106,),
+            (8,),
+        ]
 
 
 def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):

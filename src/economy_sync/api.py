@@ -406,31 +406,40 @@ def expire_holds(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT economy.expire_holds()").fetchone()[0]
 
 
-def set_hot(conn: psycopg.Connection, wallet_id: int, hot: bool = True) -> None:
+def set_hot(
+    conn: psycopg.Connection, wallet_id: int, hot: bool = True, attachment: str | None = None
+) -> None:
     """Mark a wallet hot (credits stop queueing on its row) or back to normal
     (waits for the credits in flight, then folds them)."""
     try:
         conn.execute(
-            "SELECT economy.set_hot(%(wallet_id)s::bigint, hot => %(hot)s::boolean)",
-            {"wallet_id": wallet_id, "hot": hot},
+            "SELECT economy.set_hot(%(wallet_id)s::bigint, hot => %(hot)s::boolean,"
+            " attachment => %(attachment)s::text)",
+            {"wallet_id": wallet_id, "hot": hot, "attachment": attachment},
         )
     except errors.ForeignKeyViolation:
         raise WalletNotFound(f"wallet {wallet_id} does not exist") from None
 
 
-def wallet_balance(conn: psycopg.Connection, wallet_id: int) -> Decimal:
+def wallet_balance(
+    conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
+) -> Decimal:
     """The wallet's exact balance, hot or not (its cache plus parked credits)."""
     value = conn.execute(
-        "SELECT economy.wallet_balance(%(wallet_id)s::bigint)", {"wallet_id": wallet_id}
+        "SELECT economy.wallet_balance(%(wallet_id)s::bigint, attachment => %(attachment)s::text)",
+        {"wallet_id": wallet_id, "attachment": attachment},
     ).fetchone()[0]
     if value is None:
         raise WalletNotFound(f"wallet {wallet_id} does not exist")
     return value
 
 
-def fold_hot_wallets(conn: psycopg.Connection) -> int:
+def fold_hot_wallets(conn: psycopg.Connection, attachment: str | None = None) -> int:
     """Fold every hot wallet's parked credits into its caches; returns how many wallets."""
-    return conn.execute("SELECT economy.fold_hot_wallets()").fetchone()[0]
+    return conn.execute(
+        "SELECT economy.fold_hot_wallets(attachment => %(attachment)s::text)",
+        {"attachment": attachment},
+    ).fetchone()[0]
 
 
 def post_batch(conn: psycopg.Connection, rows: Iterable[tuple]) -> None:

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help="e.g. 90d, 12h, 30m: delete the fixes logged longer ago",
     )
-    hot = commands.add_parser("hot", parents=[database], help="hot wallets: fold (for a scheduler)")
+    hot = commands.add_parser(
+        "hot", parents=[database, attached], help="hot wallets: fold (for a scheduler)"
+    )
     hot.add_argument(
         "action", choices=["fold"], help="fold the credits parked on hot wallets into their caches"
     )
@@ -251,7 +253,7 @@ def cmd_prune_log(args, out: Console) -> int:
 
 def cmd_hot(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
-        folded = api.fold_hot_wallets(conn)
+        folded = api.fold_hot_wallets(conn, args.attachment)
     out.print(f"Hot wallets folded: {folded}")
     return EXIT_OK
 

@@ -76,10 +76,20 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
                 " WHERE h.status = 'held' AND h.expires_at <= now()",
             )
         )
-        Gauge(
-            "economy_hot_parked_credits",
-            "credits parked on hot wallets, not folded into their caches yet"
-            " (run `economy-sync hot fold`)",
-            registry=registry,
-        ).set(one(conn, "SELECT count(*) FROM economy.hot_credit"))
+    parked = Gauge(
+        "economy_hot_parked_credits",
+        "credits parked on hot wallets, not folded into their caches yet"
+        " (run `economy-sync hot fold`)",
+        registry=registry,
+    )
+    if attachment is None:
+        parked.set(one(conn, "SELECT count(*) FROM economy.hot_credit"))
+    else:
+        parked.set(
+            one(
+                conn,
+                "SELECT count(*) FROM economy.attached_hot_credit c WHERE c.attachment = %s",
+                [attachment],
+            )
+        )
     return generate_latest(registry)

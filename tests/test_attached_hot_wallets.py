@@ -1,0 +1,268 @@
+"""Hot wallets on attached tables (the treasury case): an app's treasury wallet
+that takes a fee from every purchase, marked with set_hot(…, attachment =>),
+takes credits that do not queue on its row; the app's cached columns catch up
+by folds, and drift, reconcile, owner moves, detach and the roles see exact
+figures throughout."""
+
+import io
+import random
+import threading
+from contextlib import redirect_stdout
+from decimal import Decimal
+
+import pytest
+from helpers import SEED_ATTACH, SEED_TABLES, pay, seed_figures
+from helpers import attached_drift as drift
+from psycopg import errors
+
+from economy_sync import WalletNotFound, fold_hot_wallets, reconcile, set_hot, wallet_balance
+from economy_sync.cli import main as cli
+from economy_sync.metrics import collect
+
+TREASURY, ANA = 3, 1  # seed: wallet 3 has no owner, wallet 1 is profile 1's
+
+
+@pytest.fixture
+def seed(conn):
+    """Profiles 1 and 2 with wallets 1 and 2, the ownerless treasury 3; 100 on each
+    wallet; wallets 1 and 3 hot."""
+    conn.execute(SEED_TABLES)
+    conn.execute(SEED_ATTACH)
+    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
+    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
+    for wallet in (1, 2, 3):
+        pay(conn, wallet, 100)
+    for wallet in (ANA, TREASURY):
+        set_hot(conn, wallet, attachment="seed")
+    return conn
+
+
+def parked(conn, wallet):
+    return conn.execute(
+        "SELECT count(*), coalesce(sum(amount), 0) FROM economy.attached_hot_credit"
+        " WHERE attachment = 'seed' AND wallet_id = %s",
+        [wallet],
+    ).fetchone()
+
+
+def ledger_sum(conn, wallet):
+    return conn.execute(
+        "SELECT coalesce(sum(amount), 0) FROM app_transaction WHERE wallet_id = %s", [wallet]
+    ).fetchone()[0]
+
+
+def assert_exact(conn):
+    """No drift; exact balances are the ledger's; folded, the caches are too."""
+    assert drift(conn, "seed") == []
+    for wallet in (1, 2, 3):
+        assert wallet_balance(conn, wallet, attachment="seed") == ledger_sum(conn, wallet)
+    fold_hot_wallets(conn, attachment="seed")
+    assert parked(conn, TREASURY) == (0, 0) and parked(conn, ANA) == (0, 0)
+    wallets, _ = seed_figures(conn)
+    assert {w: b for w, (b, _) in wallets.items()} == {w: ledger_sum(conn, w) for w in (1, 2, 3)}
+    assert drift(conn, "seed") == []
+
+
+def test_a_credit_is_parked_and_the_exact_figures_count_it(seed):
+    pay(seed, TREASURY, 5, "fee")
+    pay(seed, ANA, 7, "prize")
+    wallets, profiles = seed_figures(seed)
+    assert wallets[TREASURY] == (100, 100) and wallets[ANA] == (100, 100)
+    assert profiles[1] == (Decimal("100.00"), Decimal("100.00"))
+    assert parked(seed, TREASURY) == (1, 5)
+    assert wallet_balance(seed, TREASURY, attachment="seed") == 105
+    assert wallet_balance(seed, ANA, attachment="seed") == 107
+    assert drift(seed, "seed") == []  # the exact figures, not the lagging caches
+    assert fold_hot_wallets(seed, attachment="seed") == 2
+    wallets, profiles = seed_figures(seed)
+    assert wallets[TREASURY] == (105, 105) and wallets[ANA] == (107, 107)
+    assert profiles[1] == (Decimal("107.00"), Decimal("107.00"))
+    assert fold_hot_wallets(seed, attachment="seed") == 0
+
+
+def test_credits_do_not_wait_for_each_others_commit(seed, connect):
+    first, second = connect(autocommit=False), connect()
+    pay(first, TREASURY, 1, "fee")  # uncommitted
+    pay(first, ANA, 1, "prize")
+    second.execute("SET lock_timeout = '1s'")
+    pay(second, TREASURY, 2, "fee")  # would time out if it queued behind the first
+    pay(second, ANA, 2, "prize")  # nor on the owner's profile row
+    first.commit()
+    assert wallet_balance(second, TREASURY, attachment="seed") == 103
+    assert_exact(second)
+
+
+def test_a_debit_folds_first_and_never_counts_uncommitted_credits(seed, connect):
+    in_flight = connect(autocommit=False)
+    pay(seed, TREASURY, 10, "fee")
+    pay(in_flight, TREASURY, 1000, "fee")  # uncommitted
+    pay(seed, TREASURY, -50, "payout")  # locks the wallet, folds the committed credit
+    assert parked(seed, TREASURY) == (0, 0)
+    assert seed_figures(seed)[0][TREASURY] == (60, 110)
+    in_flight.commit()
+    assert parked(seed, TREASURY) == (1, 1000)
+    assert_exact(seed)
+
+
+def test_balance_after_is_null_for_a_parked_credit_and_exact_after_a_debit(conn):
+    conn.execute(SEED_TABLES)
+    conn.execute(
+        "SELECT economy.attach('seed', 'app_transaction', 'app_wallet',"
+        " wallet_balance_column => 'cached_balance',"
+        " balance_after_column => 'cached_balance_after')"
+    )
+    conn.execute("INSERT INTO app_wallet DEFAULT VALUES")
+    pay(conn, 1, 100)
+    set_hot(conn, 1, attachment="seed")
+    pay(conn, 1, 5, "fee")
+    pay(conn, 1, -30, "payout")
+    after = conn.execute("SELECT cached_balance_after FROM app_transaction ORDER BY id").fetchall()
+    assert after == [(100,), (None,), (75,)]
+    assert drift(conn, "seed") == []
+
+
+def test_updates_deletes_and_owner_moves_of_hot_wallets_stay_exact(seed):
+    pay(seed, ANA, 40, "prize")  # parked
+    seed.execute("UPDATE app_transaction SET amount = 45 WHERE amount = 40")
+    assert drift(seed, "seed") == []
+    seed.execute("UPDATE app_wallet SET profile_id = 2 WHERE id = %s", [ANA])  # parked credit moves
+    assert drift(seed, "seed") == []
+    seed.execute("DELETE FROM app_transaction WHERE amount = 45")
+    assert drift(seed, "seed") == []
+    pay(seed, ANA, 8, "prize")
+    seed.execute("UPDATE app_transaction SET wallet_id = 2 WHERE amount = 8")  # across wallets
+    assert_exact(seed)
+    _, profiles = seed_figures(seed)
+    assert profiles == {1: (0, 0), 2: (Decimal("208.00"), Decimal("208.00"))}
+
+
+def test_a_real_reconcile_folds_and_repairs_to_the_exact_figure(seed):
+    pay(seed, TREASURY, 5, "fee")
+    seed.execute("SET economy.repairing = 'on'")  # a bad write past the guards
+    seed.execute("UPDATE app_wallet SET cached_balance = 1 WHERE id = %s", [TREASURY])
+    seed.execute("RESET economy.repairing")
+    assert drift(seed, "seed") == [(None, TREASURY, "wallet.balance", 6, 105)]
+    fixes = reconcile(seed, dry_run=False, attachment="seed").rows
+    assert [(f.wallet_id, f.field, f.cached_value, f.ledger_value) for f in fixes] == [
+        (TREASURY, "wallet.balance", 6, 105)
+    ]
+    assert parked(seed, TREASURY) == (0, 0)
+    assert seed_figures(seed)[0][TREASURY] == (105, 105)
+    assert_exact(seed)
+
+
+def test_set_hot_false_waits_for_credits_in_flight_and_folds_them(seed, connect):
+    in_flight = connect(autocommit=False)
+    pay(in_flight, TREASURY, 9, "fee")
+    operator = connect()
+    operator.execute("SET lock_timeout = '300ms'")
+    with pytest.raises(errors.LockNotAvailable):
+        set_hot(operator, TREASURY, False, attachment="seed")
+    in_flight.commit()
+    set_hot(operator, TREASURY, False, attachment="seed")
+    assert parked(seed, TREASURY) == (0, 0)
+    assert seed_figures(seed)[0][TREASURY] == (109, 109)
+    pay(seed, TREASURY, 1, "fee")  # a normal wallet again: applied at once
+    assert seed_figures(seed)[0][TREASURY] == (110, 110)
+
+
+def test_detach_folds_first_so_the_app_keeps_exact_caches(seed):
+    pay(seed, TREASURY, 5, "fee")
+    pay(seed, ANA, 5, "prize")
+    seed.execute("SELECT economy.detach('seed')")
+    wallets, profiles = seed_figures(seed)
+    assert wallets[TREASURY] == (105, 105) and wallets[ANA] == (105, 105)
+    assert profiles[1] == (Decimal("105.00"), Decimal("105.00"))
+    assert seed.execute("SELECT count(*) FROM economy.attached_hot_credit").fetchone() == (0,)
+    assert seed.execute("SELECT count(*) FROM economy.attached_hot_wallet").fetchone() == (0,)
+
+
+def test_unknown_wallets_and_attachments(seed):
+    with pytest.raises(WalletNotFound):
+        set_hot(seed, 99, attachment="seed")
+    with pytest.raises(WalletNotFound):
+        wallet_balance(seed, 99, attachment="seed")
+    with pytest.raises(errors.UndefinedObject):
+        fold_hot_wallets(seed, attachment="nope")
+
+
+def test_roles(seed, login):
+    pay(seed, TREASURY, 5, "fee")
+    app = login("economy_app")
+    assert wallet_balance(app, TREASURY, attachment="seed") == 105
+    assert drift(app, "seed") == []
+    for statement in (
+        "SELECT economy.set_hot(1, attachment => 'seed')",
+        "SELECT economy.fold_hot_wallets(attachment => 'seed')",
+        "SELECT economy.attached_seed_fold(NULL)",
+        "SELECT economy.attached_seed_set_hot(2, true)",
+        # parked rows are money: the app may read them, never write them
+        "INSERT INTO economy.attached_hot_credit VALUES ('seed', 3, 1000, 0)",
+        "DELETE FROM economy.attached_hot_credit",
+        "INSERT INTO economy.attached_hot_wallet VALUES ('seed', 2)",
+    ):
+        with pytest.raises(errors.InsufficientPrivilege), app.transaction():
+            app.execute(statement)
+    operator = login("economy_operator")
+    set_hot(operator, 2, attachment="seed")
+    assert fold_hot_wallets(operator, attachment="seed") == 1
+    assert_exact(seed)
+
+
+def test_racing_purchases_payouts_folds_toggles_and_reconciles_conserve_money(seed, connect):
+    """Every purchase pays a fee to the hot treasury; payouts debit it; folds,
+    hot/normal toggles and real reconciles run beside them."""
+    stop, repairs, failures = threading.Event(), [], []
+
+    def buyer(number):
+        c, rng = connect(), random.Random(number)
+        for _ in range(60):
+            wallet = rng.choice((1, 2))
+            with c.transaction():
+                pay(c, wallet, 20, "prize")
+                pay(c, wallet, -7, "purchase")
+                pay(c, TREASURY, 2, "fee")
+
+    def operator():
+        c, rng = connect(), random.Random(99)
+        while not stop.is_set():
+            action = rng.choice(("fold", "payout", "toggle", "reconcile"))
+            if action == "fold":
+                fold_hot_wallets(c, attachment="seed")
+            elif action == "payout":
+                pay(c, TREASURY, -1, "payout")
+            elif action == "toggle":
+                set_hot(c, rng.choice((ANA, TREASURY)), rng.random() < 0.7, attachment="seed")
+            else:
+                repairs.extend(reconcile(c, dry_run=False, attachment="seed").rows)
+
+    def guarded(target, *args):
+        try:
+            target(*args)
+        except Exception as exc:  # reported below: a thread's exception is otherwise lost
+            failures.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(buyer, n)) for n in range(6)]
+    background = threading.Thread(target=guarded, args=(operator,))
+    background.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    background.join()
+    assert failures == []
+    assert repairs == []
+    assert ledger_sum(seed, 1) + ledger_sum(seed, 2) == 200 + 6 * 60 * 13
+    assert_exact(seed)
+
+
+def test_cli_hot_fold_and_the_parked_credits_metric(seed, dsn):
+    pay(seed, TREASURY, 5, "fee")
+    pay(seed, TREASURY, 6, "fee")
+    assert b"economy_hot_parked_credits 2.0" in collect(seed, "seed")
+    assert b"economy_hot_parked_credits 0.0" in collect(seed)  # the package's own wallets
+    with redirect_stdout(io.StringIO()) as out:
+        assert cli(["--dsn", dsn, "hot", "fold", "--attachment", "seed"]) == 0
+    assert "Hot wallets folded: 1" in out.getvalue()
+    assert b"economy_hot_parked_credits 0.0" in collect(seed, "seed")
