@@ -713,6 +713,23 @@ BEGIN
 END;
 $$;
 
+-- The drift rows of the first max_wallets drifted users, in user order (of
+-- all when NULL): what one bounded reconcile covers, dry or real.
+CREATE FUNCTION economy.bounded_drift(user_ids bigint[], max_wallets integer)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value
+    FROM (
+        SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
+        FROM economy.balance_drift(bounded_drift.user_ids) d
+    ) d
+    WHERE bounded_drift.max_wallets IS NULL OR d.nth <= bounded_drift.max_wallets;
+$$;
+
 -- Drift rows plus whether each was fixed. A real run locks the drifted wallets
 -- and profiles (writers' lock order), measures again with a snapshot taken
 -- after the locks, so every committed entry is both in the sum and in the
@@ -769,22 +786,14 @@ BEGIN
     IF dry_run THEN
         RETURN QUERY
         SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, false
-        FROM (
-            SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
-            FROM economy.balance_drift(reconcile_economy.user_ids) d
-        ) d
-        WHERE reconcile_economy.max_wallets IS NULL OR d.nth <= reconcile_economy.max_wallets;
+        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d;
         RETURN;
     END IF;
 
     SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
     FROM (
-        (
-            SELECT DISTINCT d.user_id
-            FROM economy.balance_drift(reconcile_economy.user_ids) d
-            ORDER BY d.user_id
-            LIMIT reconcile_economy.max_wallets
-        )
+        SELECT d.user_id
+        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d
         UNION
         SELECT w.user_id
         FROM economy.wallet w

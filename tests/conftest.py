@@ -20,7 +20,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from economy_sync import migrate
-from economy_sync.throwaway import find_pg_ctl
+from economy_sync.pg_binaries import find_pg_ctl
 
 EXISTING_DSN = os.environ.get("ECONOMY_SYNC_TEST_DSN")
 EXISTING_SECOND_DSN = os.environ.get("ECONOMY_SYNC_TEST_SECOND_DSN")

@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from economy_sync import migrate
 from economy_sync._paths import SOURCE_ROOT, migrations_dir, schema_sql
-from economy_sync.throwaway import find_pg_ctl
+from economy_sync.pg_binaries import find_pg_ctl
 
 ROLES = ("economy_app", "economy_operator")
 

@@ -3,32 +3,24 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import EXECUTABLE
 
 WALLETS = 100_000
 
-# Runs a command and prints the peak resident memory of that command (KiB):
-# RUSAGE_CHILDREN of a fresh wrapper process covers exactly one child.
-PEAK_RSS = """
-import resource, subprocess, sys
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-sys.stderr.write(done.stderr)
-print(done.stdout)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-sys.exit(done.returncode)
-"""
+# the peak resident memory of one command, measured by a wrapper process
+PEAK_RSS = Path(__file__).resolve().parent.parent / "scripts" / "lib" / "peak_rss.py"
 
 
 def reconcile_measured(dsn, *args):
     """(the JSON summary, peak RSS in KiB) of `economy-sync reconcile --json ...`."""
     command = [str(EXECUTABLE), "reconcile", "--json", "--dsn", dsn, *args]
     done = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True, check=True
+        [sys.executable, str(PEAK_RSS), *command], capture_output=True, text=True, check=True
     )
-    *output, peak = done.stdout.strip().splitlines()
-    return json.loads("\n".join(output)), int(peak)
+    return json.loads(done.stdout), int(done.stderr.strip().splitlines()[-1])
 
 
 @pytest.mark.slow

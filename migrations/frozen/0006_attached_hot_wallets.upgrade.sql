@@ -1,7 +1,8 @@
 -- 0006_attached_hot_wallets: hot wallets on attached tables (set_hot,
 -- wallet_balance and fold_hot_wallets take attachment =>): credits parked in
 -- economy.attached_hot_credit, folded by debits, fold_hot_wallets and a real
--- reconcile; drift compares exact figures. Existing attachments get their
+-- reconcile; drift compares exact figures. reconcile_economy's max_wallets
+-- through one function (bounded_drift). Existing attachments get their
 -- functions generated again from the new templates (by the role that owns
 -- them: their tables' owner).
 
@@ -30,6 +31,153 @@ CREATE TABLE economy.attached_hot_credit (
 );
 
 CREATE INDEX attached_hot_credit_wallet ON economy.attached_hot_credit (attachment, wallet_id);
+
+-- The drift rows of the first max_wallets drifted users, in user order (of
+-- all when NULL): what one bounded reconcile covers, dry or real.
+CREATE FUNCTION economy.bounded_drift(user_ids bigint[], max_wallets integer)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value
+    FROM (
+        SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
+        FROM economy.balance_drift(bounded_drift.user_ids) d
+    ) d
+    WHERE bounded_drift.max_wallets IS NULL OR d.nth <= bounded_drift.max_wallets;
+$$;
+
+-- Drift rows plus whether each was fixed. A real run locks the drifted wallets
+-- and profiles (writers' lock order), measures again with a snapshot taken
+-- after the locks, so every committed entry is both in the sum and in the
+-- cache it overwrites, and no in-flight entry is in either; then sets each
+-- cache to its ledger value and logs the fix, under run_id (one per call
+-- unless given: a run of many batches passes its own). It also folds the
+-- parked credits of the hot wallets it covers; a hot wallet's cache is set
+-- to its ledger value less the credits parked after that fold.
+CREATE OR REPLACE FUNCTION economy.reconcile_economy(
+    dry_run boolean DEFAULT true,
+    user_ids bigint[] DEFAULT NULL,
+    max_wallets integer DEFAULT NULL,
+    run_id uuid DEFAULT NULL,
+    attachment text DEFAULT NULL
+)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    drifted_users bigint[];
+    this_run_id uuid := coalesce(reconcile_economy.run_id, gen_random_uuid());
+BEGIN
+    IF dry_run IS NULL THEN
+        RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF max_wallets < 0 THEN
+        RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF reconcile_economy.attachment IS NOT NULL THEN
+        IF max_wallets IS NOT NULL THEN
+            RAISE EXCEPTION 'max_wallets is for the package''s own tables'
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+        RETURN QUERY EXECUTE format(
+            'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
+            ' logged AS (INSERT INTO economy.reconcile_log'
+            ' (run_id, attachment, user_id, wallet_id, field, cached_value, ledger_value)'
+            ' SELECT $3, $4, f.user_id, f.wallet_id, f.field, f.cached_value, f.ledger_value'
+            ' FROM fixes f WHERE f.fixed)'
+            ' SELECT * FROM fixes',
+            economy.attached_object(
+                (economy.attachment(reconcile_economy.attachment)).name, 'reconcile'))
+        USING dry_run, reconcile_economy.user_ids, this_run_id, reconcile_economy.attachment;
+        RETURN;
+    END IF;
+
+    IF dry_run THEN
+        RETURN QUERY
+        SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, false
+        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
+    FROM (
+        SELECT d.user_id
+        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d
+        UNION
+        SELECT w.user_id
+        FROM economy.wallet w
+        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+            AND (reconcile_economy.user_ids IS NULL OR w.user_id = ANY (reconcile_economy.user_ids))
+    ) u;
+
+    PERFORM FROM economy.wallet w
+    WHERE w.user_id = ANY (drifted_users)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    PERFORM FROM economy.profile p
+    WHERE p.user_id = ANY (drifted_users)
+    ORDER BY p.user_id
+    FOR NO KEY UPDATE;
+    PERFORM economy.fold_hot_credits(w.id)
+    FROM economy.wallet w
+    WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+    ORDER BY w.id;
+
+    -- A new statement, so a new snapshot: taken after the locks.
+    RETURN QUERY
+    WITH drift AS (
+        SELECT d.* FROM economy.balance_drift(drifted_users) d
+    ),
+
+    wallet_fix AS (
+        UPDATE economy.wallet w
+        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), w.balance),
+            held = coalesce(hd.ledger_value, w.held)
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift hd ON hd.wallet_id = u.wallet_id AND hd.field = 'wallet.held'
+        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
+        WHERE w.id = u.wallet_id
+    ),
+
+    profile_fix AS (
+        UPDATE economy.profile p
+        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), p.balance),
+            lifetime_earnings = coalesce(
+                e.ledger_value - coalesce(pk.lifetime_earnings, 0.00), p.lifetime_earnings
+            )
+        FROM (
+            SELECT DISTINCT d.user_id, d.wallet_id FROM drift d WHERE d.field LIKE 'profile.%'
+        ) u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
+        WHERE p.user_id = u.user_id
+    ),
+
+    logged AS (
+        INSERT INTO economy.reconcile_log (
+            run_id, user_id, wallet_id, field, cached_value, ledger_value
+        )
+        SELECT this_run_id, d.user_id, d.wallet_id, d.field,
+            d.cached_value, d.ledger_value
+        FROM drift d
+    )
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+END;
+$$;
 
 -- Template: folds the parked credits of the given hot wallets (all when
 -- NULL) into the cached columns; returns how many wallets it folded. Their

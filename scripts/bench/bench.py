@@ -608,13 +608,8 @@ def drift_scan(bench: Bench) -> tuple[list[Row], str]:
     return rows, "\n\n".join(plans)
 
 
-# Runs a command on a pseudo-terminal (so rich draws its progress bar) and
-# prints the command's peak resident memory (KiB) to stderr.
-ON_A_TERMINAL = """
-import pty, resource, sys
-pty.spawn(sys.argv[1:])
-sys.stderr.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-"""
+# Runs a command and writes its peak resident memory (KiB) to stderr.
+PEAK_RSS = Path(__file__).resolve().parent.parent / "lib" / "peak_rss.py"
 
 
 def reconcile_memory(bench: Bench) -> tuple[int, bool, float]:
@@ -630,7 +625,7 @@ def reconcile_memory(bench: Bench) -> tuple[int, bool, float]:
     ]
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", ON_A_TERMINAL, *command],
+        [sys.executable, str(PEAK_RSS), "--terminal", *command],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,

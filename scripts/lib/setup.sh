@@ -8,8 +8,7 @@ VENV=.venv
 UNPRIVILEGED_USER=postgres
 
 have_postgresql_server() {
-    compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null \
-        || { command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/pg_ctl" ]; }
+    "$(base_python)" src/economy_sync/pg_binaries.py >/dev/null 2>&1
 }
 
 apt_install() {

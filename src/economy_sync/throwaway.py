@@ -4,7 +4,6 @@ pytest-postgresql's executor (already what the tests use) runs pg_ctl; the
 server binaries are the machine's `postgresql` package.
 """
 
-import glob
 import os
 import shutil
 import subprocess
@@ -19,32 +18,7 @@ import psycopg
 from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 
-INSTALL_HINT = "install the server: sudo apt-get install -y postgresql"
-
-
-def find_pg_ctl() -> str:
-    """pg_ctl of the machine's PostgreSQL: pg_config --bindir, else the newest
-    /usr/lib/postgresql/*/bin, else PATH."""
-    candidates = []
-    try:
-        bindir = subprocess.run(
-            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        candidates.append(Path(bindir) / "pg_ctl")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    versions = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-        key=lambda path: int(Path(path).parent.parent.name),
-        reverse=True,
-    )
-    candidates += [Path(path) for path in versions]
-    if on_path := shutil.which("pg_ctl"):
-        candidates.append(Path(on_path))
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise FileNotFoundError(f"no PostgreSQL server binaries (pg_ctl) found: {INSTALL_HINT}")
+from economy_sync.pg_binaries import find_pg_ctl
 
 
 def refuse_root() -> None:
