@@ -58,7 +58,7 @@ def progress_bar(total: int, description: str, enabled: bool):
         yield lambda done: bar.advance(task, done)
 
 
-def run_reconcile(
+def run_reconcile(  # api.reconcile, with a progress bar on a terminal
     conn,
     dry_run: bool,
     user_ids=None,

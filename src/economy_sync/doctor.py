@@ -11,7 +11,7 @@ import psycopg
 from rich.console import Console
 from rich.markup import escape
 
-from economy_sync import migrate
+from economy_sync import api, migrate
 from economy_sync.errors import first_line
 
 SYNC_TRIGGERS = ("apply_entry", "apply_hot_credit", "reverse_transfer_leg", "refuse_ledger_change")
@@ -182,11 +182,7 @@ def check_roles(conn) -> Iterator[Finding]:
 def check_drift(conn, attachment: str | None) -> Iterator[Finding]:
     try:
         with conn.transaction():
-            drifted = one(
-                conn,
-                "SELECT count(*) FROM economy.balance_drift(attachment => %s::text)",
-                [attachment],
-            )
+            drifted = len(api.balance_drift(conn, attachment=attachment))
     except psycopg.errors.InsufficientPrivilege:
         yield Finding(False, "cannot read drift: run doctor as a member of economy_app")
         return

@@ -3,10 +3,12 @@
 Read-only; needs a member of economy_app. The drift figure runs a drift check
 (checkpointed: cheap on the package's tables; a full sum on an attachment)."""
 
+from collections import Counter
+
 import psycopg
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from economy_sync import migrate
+from economy_sync import api, migrate
 from economy_sync.doctor import one
 
 FIELDS = (
@@ -28,13 +30,7 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
         "economy_drift_fields", "cached fields that disagree with the ledger", ["field"],
         registry=registry,
     )  # fmt: skip
-    counts = dict(
-        conn.execute(
-            "SELECT d.field, count(*) FROM economy.balance_drift(attachment => %s::text) d"
-            " GROUP BY d.field",
-            [attachment],
-        ).fetchall()
-    )
+    counts = Counter(row.field for row in api.balance_drift(conn, attachment=attachment))
     for field in FIELDS:
         drift.labels(field).set(counts.get(field, 0))
 
