@@ -599,13 +599,26 @@ BEGIN
 END;
 $$;
 
--- One row per cached field that disagrees with the ledger. Reads one snapshot
--- and takes no locks: a cache and its ledger rows commit together, so a
--- single snapshot sees both or neither. With an attachment: that
--- attachment's generated drift function (35_attach.sql).
-CREATE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL, attachment text DEFAULT NULL)
+-- Every user whose cached figures disagree with the ledger, one row each
+-- (with their wallet's, if any): the exact cached figures (a hot wallet's
+-- parked credits added), what the ledger and the holds say they must be, and
+-- the parked credits, which a repair leaves parked. Reads one snapshot and
+-- takes no locks: a cache and its ledger rows commit together, so a single
+-- snapshot sees both or neither. balance_drift lists the fields that differ;
+-- reconcile_economy repairs from these rows.
+CREATE FUNCTION economy.drifted_figures(user_ids bigint[])
 RETURNS TABLE (
-    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+    user_id bigint,
+    wallet_id bigint,
+    wallet_balance numeric,
+    wallet_held numeric,
+    profile_balance numeric,
+    profile_earnings numeric,
+    ledger_balance numeric,
+    ledger_earnings numeric,
+    holds_held numeric,
+    parked_balance numeric,
+    parked_earnings numeric
 )
 LANGUAGE plpgsql
 STABLE
@@ -621,12 +634,6 @@ AS $$
 DECLARE
     wallet_ids bigint[];
 BEGIN
-    IF balance_drift.attachment IS NOT NULL THEN
-        RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
-            (economy.attachment(balance_drift.attachment)).name, 'drift'))
-        USING balance_drift.user_ids;
-        RETURN;
-    END IF;
     IF user_ids IS NOT NULL THEN
         wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
     END IF;
@@ -635,10 +642,7 @@ BEGIN
     -- that plans well both for all users and for a batch of them: the
     -- checkpoint joined by key, the entries after it aggregated once
     -- (MATERIALIZED: as the inner side of a parallel join, every worker would
-    -- aggregate them again). Users whose caches all agree are dropped before
-    -- the unpivot into one row per field and the sort (MATERIALIZED: else the
-    -- plan sorts every user to merge in user order). A hot wallet's cached
-    -- figures are compared with its parked credits added: the exact figures.
+    -- aggregate them again).
     RETURN QUERY
     WITH recent AS MATERIALIZED (
         SELECT
@@ -671,41 +675,64 @@ BEGIN
             w.balance + coalesce(pk.balance, 0.00) AS wallet_balance,
             w.held AS wallet_held,
             p.balance + coalesce(pk.balance, 0.00) AS profile_balance,
-            p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS lifetime_earnings,
+            p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS profile_earnings,
             coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
             coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
             AS ledger_earnings,
-            coalesce(hd.held, 0.00) AS holds_held
+            coalesce(hd.held, 0.00) AS holds_held,
+            coalesce(pk.balance, 0.00) AS parked_balance,
+            coalesce(pk.lifetime_earnings, 0.00) AS parked_earnings
         FROM economy.profile p
         LEFT JOIN economy.wallet w ON w.user_id = p.user_id
         LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
         LEFT JOIN recent r ON r.wallet_id = w.id
         LEFT JOIN holds hd ON hd.wallet_id = w.id
         LEFT JOIN parked pk ON pk.wallet_id = w.id
-        WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
-    ),
-
-    drifted AS MATERIALIZED (
-        SELECT * FROM figures d
-        WHERE (
-            d.wallet_id IS NOT NULL
-            AND (
-                d.wallet_balance IS DISTINCT FROM d.ledger_balance
-                OR d.wallet_held IS DISTINCT FROM d.holds_held
-            )
-        )
-        OR d.profile_balance IS DISTINCT FROM d.ledger_balance
-        OR d.lifetime_earnings IS DISTINCT FROM d.ledger_earnings
+        WHERE drifted_figures.user_ids IS NULL OR p.user_id = ANY (drifted_figures.user_ids)
     )
 
+    SELECT f.*
+    FROM figures f
+    WHERE (
+        f.wallet_id IS NOT NULL
+        AND (
+            f.wallet_balance IS DISTINCT FROM f.ledger_balance
+            OR f.wallet_held IS DISTINCT FROM f.holds_held
+        )
+    )
+    OR f.profile_balance IS DISTINCT FROM f.ledger_balance
+    OR f.profile_earnings IS DISTINCT FROM f.ledger_earnings;
+END;
+$$;
+
+-- One row per cached field that disagrees with the ledger (see
+-- drifted_figures), in user order. With an attachment: that attachment's
+-- generated drift function (35_attach.sql).
+CREATE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL, attachment text DEFAULT NULL)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF balance_drift.attachment IS NOT NULL THEN
+        RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
+            (economy.attachment(balance_drift.attachment)).name, 'drift'))
+        USING balance_drift.user_ids;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
     SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
-    FROM drifted d
+    FROM economy.drifted_figures(balance_drift.user_ids) d
     CROSS JOIN LATERAL (
         VALUES
         (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
         (2, 'wallet.held', d.wallet_held, d.holds_held),
         (3, 'profile.balance', d.profile_balance, d.ledger_balance),
-        (4, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
+        (4, 'profile.lifetime_earnings', d.profile_earnings, d.ledger_earnings)
     ) AS f (position, field, cached_value, ledger_value)
     WHERE f.cached_value IS DISTINCT FROM f.ledger_value
         AND NOT (f.field LIKE 'wallet.%' AND d.wallet_id IS NULL)
@@ -814,36 +841,32 @@ BEGIN
     WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
     ORDER BY w.id;
 
-    -- A new statement, so a new snapshot: taken after the locks.
+    -- A new statement, so a new snapshot: taken after the locks. A hot
+    -- wallet's caches are set to the ledger less the credits parked since.
     RETURN QUERY
-    WITH drift AS (
-        SELECT d.* FROM economy.balance_drift(drifted_users) d
+    WITH drifted AS (
+        SELECT * FROM economy.drifted_figures(drifted_users)
     ),
 
     wallet_fix AS (
         UPDATE economy.wallet w
-        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), w.balance),
-            held = coalesce(hd.ledger_value, w.held)
-        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
-        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
-        LEFT JOIN drift hd ON hd.wallet_id = u.wallet_id AND hd.field = 'wallet.held'
-        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
-        WHERE w.id = u.wallet_id
+        SET balance = d.ledger_balance - d.parked_balance, held = d.holds_held
+        FROM drifted d
+        WHERE w.id = d.wallet_id
+            AND (d.wallet_balance <> d.ledger_balance OR d.wallet_held <> d.holds_held)
     ),
 
     profile_fix AS (
         UPDATE economy.profile p
-        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), p.balance),
-            lifetime_earnings = coalesce(
-                e.ledger_value - coalesce(pk.lifetime_earnings, 0.00), p.lifetime_earnings
-            )
-        FROM (
-            SELECT DISTINCT d.user_id, d.wallet_id FROM drift d WHERE d.field LIKE 'profile.%'
-        ) u
-        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
-        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
-        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
-        WHERE p.user_id = u.user_id
+        SET balance = d.ledger_balance - d.parked_balance,
+            lifetime_earnings = d.ledger_earnings - d.parked_earnings
+        FROM drifted d
+        WHERE p.user_id = d.user_id
+            AND (d.profile_balance <> d.ledger_balance OR d.profile_earnings <> d.ledger_earnings)
+    ),
+
+    drift AS (
+        SELECT * FROM economy.balance_drift(drifted_users)
     ),
 
     logged AS (

@@ -727,6 +727,120 @@ BEGIN
 END;
 $$;
 
+-- One row per cached field that disagrees with the ledger. Reads one snapshot
+-- and takes no locks: a cache and its ledger rows commit together, so a
+-- single snapshot sees both or neither. With an attachment: that
+-- attachment's generated drift function (35_attach.sql).
+CREATE OR REPLACE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL, attachment text DEFAULT NULL)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+-- plan with the actual arguments: a whole-ledger aggregate when user_ids is
+-- NULL, index lookups of a few wallets otherwise
+SET plan_cache_mode = force_custom_plan
+-- a check of everyone joins every wallet, profile and checkpoint row: in
+-- memory (about 200 MB per million wallets), and not worth compiling
+SET work_mem = '256MB'
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    wallet_ids bigint[];
+BEGIN
+    IF balance_drift.attachment IS NOT NULL THEN
+        RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
+            (economy.attachment(balance_drift.attachment)).name, 'drift'))
+        USING balance_drift.user_ids;
+        RETURN;
+    END IF;
+    IF user_ids IS NOT NULL THEN
+        wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
+    END IF;
+
+    -- The ledger's totals as economy.ledger_totals defines them, in a shape
+    -- that plans well both for all users and for a batch of them: the
+    -- checkpoint joined by key, the entries after it aggregated once
+    -- (MATERIALIZED: as the inner side of a parallel join, every worker would
+    -- aggregate them again). Users whose caches all agree are dropped before
+    -- the unpivot into one row per field and the sort (MATERIALIZED: else the
+    -- plan sorts every user to merge in user order). A hot wallet's cached
+    -- figures are compared with its parked credits added: the exact figures.
+    RETURN QUERY
+    WITH recent AS MATERIALIZED (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
+        GROUP BY e.wallet_id
+    ),
+
+    holds AS (
+        SELECT h.wallet_id, sum(h.amount) AS held
+        FROM economy.wallet_hold h
+        WHERE h.status = 'held' AND (wallet_ids IS NULL OR h.wallet_id = ANY (wallet_ids))
+        GROUP BY h.wallet_id
+    ),
+
+    parked AS (
+        SELECT hp.wallet_id, hp.balance, hp.lifetime_earnings
+        FROM economy.hot_pending hp
+        WHERE wallet_ids IS NULL OR hp.wallet_id = ANY (wallet_ids)
+    ),
+
+    figures AS (
+        SELECT
+            p.user_id,
+            w.id AS wallet_id,
+            w.balance + coalesce(pk.balance, 0.00) AS wallet_balance,
+            w.held AS wallet_held,
+            p.balance + coalesce(pk.balance, 0.00) AS profile_balance,
+            p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS lifetime_earnings,
+            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
+            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
+            AS ledger_earnings,
+            coalesce(hd.held, 0.00) AS holds_held
+        FROM economy.profile p
+        LEFT JOIN economy.wallet w ON w.user_id = p.user_id
+        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
+        LEFT JOIN recent r ON r.wallet_id = w.id
+        LEFT JOIN holds hd ON hd.wallet_id = w.id
+        LEFT JOIN parked pk ON pk.wallet_id = w.id
+        WHERE balance_drift.user_ids IS NULL OR p.user_id = ANY (balance_drift.user_ids)
+    ),
+
+    drifted AS MATERIALIZED (
+        SELECT * FROM figures d
+        WHERE (
+            d.wallet_id IS NOT NULL
+            AND (
+                d.wallet_balance IS DISTINCT FROM d.ledger_balance
+                OR d.wallet_held IS DISTINCT FROM d.holds_held
+            )
+        )
+        OR d.profile_balance IS DISTINCT FROM d.ledger_balance
+        OR d.lifetime_earnings IS DISTINCT FROM d.ledger_earnings
+    )
+
+    SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
+    FROM drifted d
+    CROSS JOIN LATERAL (
+        VALUES
+        (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
+        (2, 'wallet.held', d.wallet_held, d.holds_held),
+        (3, 'profile.balance', d.profile_balance, d.ledger_balance),
+        (4, 'profile.lifetime_earnings', d.lifetime_earnings, d.ledger_earnings)
+    ) AS f (position, field, cached_value, ledger_value)
+    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
+        AND NOT (f.field LIKE 'wallet.%' AND d.wallet_id IS NULL)
+    ORDER BY d.user_id, f.position;
+END;
+$$;
+
 -- Drift rows plus whether each was fixed. A real run locks the drifted wallets
 -- and profiles (writers' lock order), measures again with a snapshot taken
 -- after the locks, so every committed entry is both in the sum and in the
@@ -866,6 +980,7 @@ END;
 $$;
 
 DROP FUNCTION economy.bounded_drift(bigint[], integer);
+DROP FUNCTION economy.drifted_figures(bigint[]);
 DROP FUNCTION economy.create_attached_functions(economy.attachments);
 DROP FUNCTION economy.render_balance(economy.attachments);
 DROP FUNCTION economy.render_set_hot(economy.attachments);

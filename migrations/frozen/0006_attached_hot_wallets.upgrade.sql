@@ -1,8 +1,9 @@
 -- 0006_attached_hot_wallets: hot wallets on attached tables (set_hot,
 -- wallet_balance and fold_hot_wallets take attachment =>): credits parked in
 -- economy.attached_hot_credit, folded by debits, fold_hot_wallets and a real
--- reconcile; drift compares exact figures. reconcile_economy's max_wallets
--- through one function (bounded_drift). Existing attachments get their
+-- reconcile; drift compares exact figures. balance_drift and
+-- reconcile_economy share one wide function (drifted_figures), and
+-- max_wallets one bound (bounded_drift). Existing attachments get their
 -- functions generated again from the new templates (by the role that owns
 -- them: their tables' owner).
 
@@ -31,6 +32,147 @@ CREATE TABLE economy.attached_hot_credit (
 );
 
 CREATE INDEX attached_hot_credit_wallet ON economy.attached_hot_credit (attachment, wallet_id);
+
+-- Every user whose cached figures disagree with the ledger, one row each
+-- (with their wallet's, if any): the exact cached figures (a hot wallet's
+-- parked credits added), what the ledger and the holds say they must be, and
+-- the parked credits, which a repair leaves parked. Reads one snapshot and
+-- takes no locks: a cache and its ledger rows commit together, so a single
+-- snapshot sees both or neither. balance_drift lists the fields that differ;
+-- reconcile_economy repairs from these rows.
+CREATE FUNCTION economy.drifted_figures(user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint,
+    wallet_id bigint,
+    wallet_balance numeric,
+    wallet_held numeric,
+    profile_balance numeric,
+    profile_earnings numeric,
+    ledger_balance numeric,
+    ledger_earnings numeric,
+    holds_held numeric,
+    parked_balance numeric,
+    parked_earnings numeric
+)
+LANGUAGE plpgsql
+STABLE
+-- plan with the actual arguments: a whole-ledger aggregate when user_ids is
+-- NULL, index lookups of a few wallets otherwise
+SET plan_cache_mode = force_custom_plan
+-- a check of everyone joins every wallet, profile and checkpoint row: in
+-- memory (about 200 MB per million wallets), and not worth compiling
+SET work_mem = '256MB'
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    wallet_ids bigint[];
+BEGIN
+    IF user_ids IS NOT NULL THEN
+        wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
+    END IF;
+
+    -- The ledger's totals as economy.ledger_totals defines them, in a shape
+    -- that plans well both for all users and for a batch of them: the
+    -- checkpoint joined by key, the entries after it aggregated once
+    -- (MATERIALIZED: as the inner side of a parallel join, every worker would
+    -- aggregate them again).
+    RETURN QUERY
+    WITH recent AS MATERIALIZED (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
+        GROUP BY e.wallet_id
+    ),
+
+    holds AS (
+        SELECT h.wallet_id, sum(h.amount) AS held
+        FROM economy.wallet_hold h
+        WHERE h.status = 'held' AND (wallet_ids IS NULL OR h.wallet_id = ANY (wallet_ids))
+        GROUP BY h.wallet_id
+    ),
+
+    parked AS (
+        SELECT hp.wallet_id, hp.balance, hp.lifetime_earnings
+        FROM economy.hot_pending hp
+        WHERE wallet_ids IS NULL OR hp.wallet_id = ANY (wallet_ids)
+    ),
+
+    figures AS (
+        SELECT
+            p.user_id,
+            w.id AS wallet_id,
+            w.balance + coalesce(pk.balance, 0.00) AS wallet_balance,
+            w.held AS wallet_held,
+            p.balance + coalesce(pk.balance, 0.00) AS profile_balance,
+            p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS profile_earnings,
+            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
+            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
+            AS ledger_earnings,
+            coalesce(hd.held, 0.00) AS holds_held,
+            coalesce(pk.balance, 0.00) AS parked_balance,
+            coalesce(pk.lifetime_earnings, 0.00) AS parked_earnings
+        FROM economy.profile p
+        LEFT JOIN economy.wallet w ON w.user_id = p.user_id
+        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
+        LEFT JOIN recent r ON r.wallet_id = w.id
+        LEFT JOIN holds hd ON hd.wallet_id = w.id
+        LEFT JOIN parked pk ON pk.wallet_id = w.id
+        WHERE drifted_figures.user_ids IS NULL OR p.user_id = ANY (drifted_figures.user_ids)
+    )
+
+    SELECT f.*
+    FROM figures f
+    WHERE (
+        f.wallet_id IS NOT NULL
+        AND (
+            f.wallet_balance IS DISTINCT FROM f.ledger_balance
+            OR f.wallet_held IS DISTINCT FROM f.holds_held
+        )
+    )
+    OR f.profile_balance IS DISTINCT FROM f.ledger_balance
+    OR f.profile_earnings IS DISTINCT FROM f.ledger_earnings;
+END;
+$$;
+
+-- One row per cached field that disagrees with the ledger (see
+-- drifted_figures), in user order. With an attachment: that attachment's
+-- generated drift function (35_attach.sql).
+CREATE OR REPLACE FUNCTION economy.balance_drift(user_ids bigint[] DEFAULT NULL, attachment text DEFAULT NULL)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF balance_drift.attachment IS NOT NULL THEN
+        RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
+            (economy.attachment(balance_drift.attachment)).name, 'drift'))
+        USING balance_drift.user_ids;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT d.user_id, d.wallet_id, f.field, f.cached_value, f.ledger_value
+    FROM economy.drifted_figures(balance_drift.user_ids) d
+    CROSS JOIN LATERAL (
+        VALUES
+        (1, 'wallet.balance', d.wallet_balance, d.ledger_balance),
+        (2, 'wallet.held', d.wallet_held, d.holds_held),
+        (3, 'profile.balance', d.profile_balance, d.ledger_balance),
+        (4, 'profile.lifetime_earnings', d.profile_earnings, d.ledger_earnings)
+    ) AS f (position, field, cached_value, ledger_value)
+    WHERE f.cached_value IS DISTINCT FROM f.ledger_value
+        AND NOT (f.field LIKE 'wallet.%' AND d.wallet_id IS NULL)
+    ORDER BY d.user_id, f.position;
+END;
+$$;
 
 -- The drift rows of the first max_wallets drifted users, in user order (of
 -- all when NULL): what one bounded reconcile covers, dry or real.
@@ -133,36 +275,32 @@ BEGIN
     WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
     ORDER BY w.id;
 
-    -- A new statement, so a new snapshot: taken after the locks.
+    -- A new statement, so a new snapshot: taken after the locks. A hot
+    -- wallet's caches are set to the ledger less the credits parked since.
     RETURN QUERY
-    WITH drift AS (
-        SELECT d.* FROM economy.balance_drift(drifted_users) d
+    WITH drifted AS (
+        SELECT * FROM economy.drifted_figures(drifted_users)
     ),
 
     wallet_fix AS (
         UPDATE economy.wallet w
-        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), w.balance),
-            held = coalesce(hd.ledger_value, w.held)
-        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
-        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
-        LEFT JOIN drift hd ON hd.wallet_id = u.wallet_id AND hd.field = 'wallet.held'
-        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
-        WHERE w.id = u.wallet_id
+        SET balance = d.ledger_balance - d.parked_balance, held = d.holds_held
+        FROM drifted d
+        WHERE w.id = d.wallet_id
+            AND (d.wallet_balance <> d.ledger_balance OR d.wallet_held <> d.holds_held)
     ),
 
     profile_fix AS (
         UPDATE economy.profile p
-        SET balance = coalesce(b.ledger_value - coalesce(pk.balance, 0.00), p.balance),
-            lifetime_earnings = coalesce(
-                e.ledger_value - coalesce(pk.lifetime_earnings, 0.00), p.lifetime_earnings
-            )
-        FROM (
-            SELECT DISTINCT d.user_id, d.wallet_id FROM drift d WHERE d.field LIKE 'profile.%'
-        ) u
-        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
-        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
-        LEFT JOIN economy.hot_pending pk ON pk.wallet_id = u.wallet_id
-        WHERE p.user_id = u.user_id
+        SET balance = d.ledger_balance - d.parked_balance,
+            lifetime_earnings = d.ledger_earnings - d.parked_earnings
+        FROM drifted d
+        WHERE p.user_id = d.user_id
+            AND (d.profile_balance <> d.ledger_balance OR d.profile_earnings <> d.ledger_earnings)
+    ),
+
+    drift AS (
+        SELECT * FROM economy.balance_drift(drifted_users)
     ),
 
     logged AS (
@@ -1223,7 +1361,8 @@ $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
 GRANT SELECT ON economy.attached_hot_wallet, economy.attached_hot_credit TO economy_app;
-GRANT EXECUTE ON FUNCTION economy.wallet_balance(bigint, text) TO economy_app;
+GRANT EXECUTE ON FUNCTION economy.wallet_balance(bigint, text), economy.drifted_figures(bigint[])
+TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.set_hot(bigint, boolean, text),
 economy.fold_hot_wallets(text)
