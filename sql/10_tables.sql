@@ -52,6 +52,18 @@ INSERT INTO economy.transaction_kind (kind, is_earning) VALUES
 ('transfer', false),
 ('adjustment', false);
 
+-- What an entry adds to its owner's lifetime earnings: its amount when its
+-- kind is an earning kind, else nothing. The one definition of the earning
+-- rule, wherever an entry is applied (apply_entry, apply_hot_credit,
+-- apply_batch) or summed (ledger_entry_effects). Inlined by the planner.
+CREATE FUNCTION economy.earned(amount numeric, is_earning boolean)
+RETURNS numeric
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN is_earning THEN amount ELSE 0.00 END;
+$$;
+
 -- amount is an unconstrained numeric on purpose: numeric(20, 2) would round
 -- 0.005 to 0.01 before any check could see it. The checks below hold even
 -- when triggers are switched off for a bulk load.
@@ -97,19 +109,18 @@ INCLUDE (amount);
 CREATE UNIQUE INDEX transaction_transfer_debit_id ON economy.transaction (transfer_debit_id)
 WHERE transfer_debit_id IS NOT NULL;
 
--- What each entry adds to its wallet's balance and lifetime earnings: the one
--- definition of both. (The earning kinds are looked up once, as a hashed
--- subplan, rather than joined to every ledger row.)
+-- What each entry adds to its wallet's balance and lifetime earnings. (The
+-- earning kinds are looked up once, as a hashed subplan, rather than joined
+-- to every ledger row.)
 CREATE VIEW economy.ledger_entry_effects AS
 SELECT
     t.id,
     t.wallet_id,
     t.amount AS balance,
-    CASE
-        WHEN t.kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)
-            THEN t.amount
-        ELSE 0.00
-    END AS lifetime_earnings
+    economy.earned(
+        t.amount,
+        t.kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)
+    ) AS lifetime_earnings
 FROM economy.transaction t;
 
 -- Per-wallet totals of every entry with id <= ledger_horizon.checkpointed_up_to.

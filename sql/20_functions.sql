@@ -167,7 +167,7 @@ BEGIN
     IF NOT FOUND AND parkable THEN
         IF NEW.idempotency_key IS NULL THEN
             INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
-            SELECT w.id, NEW.amount, CASE WHEN k.is_earning THEN NEW.amount ELSE 0.00 END
+            SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
             FROM economy.wallet w, economy.transaction_kind k
             WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind
                 AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
@@ -219,7 +219,7 @@ BEGIN
     UPDATE economy.profile p
     SET balance = p.balance + NEW.amount,
         lifetime_earnings = p.lifetime_earnings
-        + CASE WHEN k.is_earning THEN NEW.amount ELSE 0 END
+        + economy.earned(NEW.amount, k.is_earning)
     FROM economy.transaction_kind k
     WHERE p.user_id = owner_id AND k.kind = NEW.kind;
     IF NOT FOUND THEN
@@ -243,7 +243,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
-    SELECT w.id, NEW.amount, CASE WHEN k.is_earning THEN NEW.amount ELSE 0.00 END
+    SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
     FROM economy.wallet w, economy.transaction_kind k
     WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind;
     RETURN NULL;

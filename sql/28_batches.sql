@@ -55,7 +55,7 @@ BEGIN
     totals AS (
         SELECT e.wallet_id,
             sum(e.amount) AS amount,
-            coalesce(sum(e.amount) FILTER (WHERE k.is_earning), 0.00) AS earnings
+            sum(economy.earned(e.amount, k.is_earning)) AS earnings
         FROM entries e
         JOIN economy.transaction_kind k ON k.kind = e.kind
         GROUP BY e.wallet_id
