@@ -761,15 +761,17 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- its own updates of the cached columns pass their guards
-SET economy.repairing = 'on'
 AS $fn$
 DECLARE
+    repairing text := current_setting('economy.repairing', true);
     locked bigint[];
     sync_owners bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
+    -- its own updates of the cached columns pass their guards (a function's
+    -- SET clause may not name a custom setting unless a superuser made it)
+    PERFORM set_config('economy.repairing', 'on', true);
     SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked
     FROM (
         SELECT w.%2$I::bigint AS wallet_id FROM %3$s w
@@ -803,6 +805,7 @@ BEGIN
     INTO sync_owners, sync_amounts, sync_earnings
     FROM folded f;
     %7$s
+    PERFORM set_config('economy.repairing', coalesce(repairing, ''), true);
     RETURN cardinality(locked);
 END;
 $fn$

@@ -10,12 +10,21 @@ import threading
 from contextlib import redirect_stdout
 from decimal import Decimal
 
+import psycopg
 import pytest
 from helpers import SEED_ATTACH, SEED_TABLES, pay, seed_figures
 from helpers import attached_drift as drift
 from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from economy_sync import WalletNotFound, fold_hot_wallets, reconcile, set_hot, wallet_balance
+from economy_sync import (
+    WalletNotFound,
+    fold_hot_wallets,
+    migrate,
+    reconcile,
+    set_hot,
+    wallet_balance,
+)
 from economy_sync.cli import main as cli
 from economy_sync.metrics import collect
 
@@ -266,3 +275,43 @@ def test_cli_hot_fold_and_the_parked_credits_metric(seed, dsn):
         assert cli(["--dsn", dsn, "hot", "fold", "--attachment", "seed"]) == 0
     assert "Hot wallets folded: 1" in out.getvalue()
     assert b"economy_hot_parked_credits 0.0" in collect(seed, "seed")
+
+
+def test_tables_of_another_owner_attach_when_the_installer_is_their_member(empty_dsn):
+    """The README's recipe for tables that belong to another role than the one
+    that installed the package: make the installer a member of their owner. The
+    installer is no superuser (on a managed server, the tests' own role)."""
+    installer_dsn = empty_dsn
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        if admin.execute(superuser).fetchone()[0]:
+            admin.execute(
+                "DO $$ BEGIN CREATE ROLE economy_test_installer LOGIN CREATEROLE;"
+                " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            )
+            database = conninfo_to_dict(empty_dsn)["dbname"]
+            admin.execute(f'ALTER DATABASE "{database}" OWNER TO economy_test_installer')
+            installer_dsn = make_conninfo(empty_dsn, user="economy_test_installer")
+    migrate.upgrade(installer_dsn)
+    with psycopg.connect(installer_dsn, autocommit=True) as installer:
+        installer.execute(
+            "DO $$ BEGIN CREATE ROLE economy_test_shop LOGIN;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        installer.execute("GRANT CREATE ON SCHEMA public TO economy_test_shop")
+        shop_dsn = make_conninfo(empty_dsn, user="economy_test_shop")
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            shop.execute(SEED_TABLES)
+            shop.execute("INSERT INTO app_profile DEFAULT VALUES")
+            shop.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (NULL)")
+        installer.execute("GRANT economy_test_shop TO current_user")
+        installer.execute(SEED_ATTACH)
+        set_hot(installer, 2, attachment="seed")  # the ownerless wallet
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            pay(shop, 1, 10)
+            pay(shop, 2, 3, "fee")  # parked
+            assert seed_figures(shop)[0] == {1: (10, 10), 2: (0, 0)}
+        assert wallet_balance(installer, 2, attachment="seed") == 3
+        assert fold_hot_wallets(installer, attachment="seed") == 1
+        assert drift(installer, "seed") == []
+        installer.execute("SELECT economy.detach('seed')")
