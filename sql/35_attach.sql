@@ -895,6 +895,23 @@ $template$,
 );
 $render$;
 
+-- The app tables whose columns an attachment caches, wallet then profile:
+-- each with those columns and the name of the guard function that keeps them.
+CREATE FUNCTION economy.cached_tables(a economy.attachments)
+RETURNS TABLE (tbl regclass, cached name[], guard name)
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT a.wallet,
+        array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL),
+        economy.attached_object(a.name, 'keep_wallet')
+    UNION ALL
+    SELECT a.profile,
+        array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL),
+        economy.attached_object(a.name, 'keep_profile')
+    WHERE a.profile IS NOT NULL;
+$$;
+
 -- Creates (or, for an upgrade of the templates, replaces) an attachment's
 -- functions and their grants: as for the package's own functions, the app
 -- reads drift and balances, the operator reconciles and manages hot wallets
@@ -906,8 +923,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tbl regclass;
-    cached name[];
+    kept record;
 BEGIN
     EXECUTE economy.render_fold(a);
     EXECUTE economy.render_sync(a);
@@ -918,17 +934,8 @@ BEGIN
     IF a.profile IS NOT NULL THEN
         EXECUTE economy.render_move(a);
     END IF;
-    -- guards of the cached columns, wallet then profile
-    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
-        cached := CASE WHEN tbl = a.wallet
-            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
-            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
-        END;
-        EXECUTE economy.render_keep(
-            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
-                THEN 'wallet' ELSE 'profile' END),
-            cached
-        );
+    FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
+        EXECUTE economy.render_keep(kept.guard, kept.cached);
     END LOOP;
 
     EXECUTE format(
@@ -991,7 +998,7 @@ DECLARE
     amount_type regtype;
     wallet_keys name[];
     tbl regclass;
-    cached name[];
+    kept record;
 BEGIN
     IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
@@ -1121,23 +1128,18 @@ BEGIN
         ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
         'economy_' || a.name || '_refuse_truncate', a.ledger);
 
-    -- guards of the cached columns, wallet then profile
-    FOREACH tbl IN ARRAY array_remove(ARRAY[a.wallet, a.profile], NULL) LOOP
-        cached := CASE WHEN tbl = a.wallet
-            THEN array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL)
-            ELSE array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL)
-        END;
+    -- guards of the cached columns
+    FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
         EXECUTE format(
             'CREATE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
             ' WHEN (pg_catalog.pg_trigger_depth() < 1'
             ' AND pg_catalog.current_setting(''economy.repairing'', true)'
             ' IS DISTINCT FROM ''on'' AND (%s))'
             ' EXECUTE FUNCTION economy.%I()',
-            'economy_' || a.name || '_keep_cached', tbl,
+            'economy_' || a.name || '_keep_cached', kept.tbl,
             (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
-                FROM unnest(cached) c),
-            economy.attached_object(a.name, 'keep_' || CASE WHEN tbl = a.wallet
-                THEN 'wallet' ELSE 'profile' END));
+                FROM unnest(kept.cached) c),
+            kept.guard);
     END LOOP;
 
     IF a.profile IS NOT NULL THEN

@@ -1225,6 +1225,7 @@ DROP FUNCTION economy.bounded_drift(bigint[], integer);
 DROP FUNCTION economy.drifted_figures(bigint[]);
 DROP FUNCTION economy.earned(numeric, boolean);
 DROP FUNCTION economy.create_attached_functions(economy.attachments);
+DROP FUNCTION economy.cached_tables(economy.attachments);
 DROP FUNCTION economy.render_balance(economy.attachments);
 DROP FUNCTION economy.render_set_hot(economy.attachments);
 DROP FUNCTION economy.render_fold(economy.attachments);
