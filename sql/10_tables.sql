@@ -144,22 +144,44 @@ CREATE TABLE economy.ledger_horizon (
 
 INSERT INTO economy.ledger_horizon DEFAULT VALUES;
 
--- What the ledger says each wallet's caches must be. A filter on wallet_id
+-- What the ledger says the caches of wallet_ids (of every wallet when NULL)
+-- must be: the checkpoint's totals plus the entries after it, aggregated once
+-- (MATERIALIZED: as the inner side of a parallel join, every worker would
+-- aggregate them again). The one definition of "checkpoint + newer entries",
+-- inlined by the planner into the drift checks' queries; a list of wallets
 -- reaches both the checkpoint's key and the ledger's index.
+CREATE FUNCTION economy.wallet_totals(wallet_ids bigint[])
+RETURNS TABLE (wallet_id bigint, balance numeric, lifetime_earnings numeric)
+LANGUAGE sql
+STABLE
+AS $$
+    WITH recent AS MATERIALIZED (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
+        GROUP BY e.wallet_id
+    )
+
+    SELECT
+        coalesce(c.wallet_id, r.wallet_id),
+        coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00),
+        coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
+    FROM (
+        SELECT * FROM economy.ledger_checkpoint c
+        WHERE wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids)
+    ) c
+    FULL JOIN recent r ON r.wallet_id = c.wallet_id;
+$$;
+
+-- Every wallet's totals (for a few wallets, economy.wallet_totals(ARRAY[…])
+-- reads only theirs).
 CREATE VIEW economy.ledger_totals AS
-SELECT
-    parts.wallet_id,
-    sum(parts.balance) AS balance,
-    sum(parts.lifetime_earnings) AS lifetime_earnings
-FROM (
-    SELECT c.wallet_id, c.balance, c.lifetime_earnings
-    FROM economy.ledger_checkpoint c
-    UNION ALL
-    SELECT e.wallet_id, e.balance, e.lifetime_earnings
-    FROM economy.ledger_entry_effects e
-    WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
-) parts
-GROUP BY parts.wallet_id;
+SELECT t.wallet_id, t.balance, t.lifetime_earnings
+FROM economy.wallet_totals(NULL) t;
 
 -- Holds: amounts of a wallet set aside (authorized) until captured (a debit
 -- is posted), released or expired. Written only by economy.hold,

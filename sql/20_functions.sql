@@ -638,24 +638,8 @@ BEGIN
         wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
     END IF;
 
-    -- The ledger's totals as economy.ledger_totals defines them, in a shape
-    -- that plans well both for all users and for a batch of them: the
-    -- checkpoint joined by key, the entries after it aggregated once
-    -- (MATERIALIZED: as the inner side of a parallel join, every worker would
-    -- aggregate them again).
     RETURN QUERY
-    WITH recent AS MATERIALIZED (
-        SELECT
-            e.wallet_id,
-            sum(e.balance) AS balance,
-            sum(e.lifetime_earnings) AS lifetime_earnings
-        FROM economy.ledger_entry_effects e
-        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
-            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
-        GROUP BY e.wallet_id
-    ),
-
-    holds AS (
+    WITH holds AS (
         SELECT h.wallet_id, sum(h.amount) AS held
         FROM economy.wallet_hold h
         WHERE h.status = 'held' AND (wallet_ids IS NULL OR h.wallet_id = ANY (wallet_ids))
@@ -676,16 +660,14 @@ BEGIN
             w.held AS wallet_held,
             p.balance + coalesce(pk.balance, 0.00) AS profile_balance,
             p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS profile_earnings,
-            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
-            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
-            AS ledger_earnings,
+            coalesce(t.balance, 0.00) AS ledger_balance,
+            coalesce(t.lifetime_earnings, 0.00) AS ledger_earnings,
             coalesce(hd.held, 0.00) AS holds_held,
             coalesce(pk.balance, 0.00) AS parked_balance,
             coalesce(pk.lifetime_earnings, 0.00) AS parked_earnings
         FROM economy.profile p
         LEFT JOIN economy.wallet w ON w.user_id = p.user_id
-        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
-        LEFT JOIN recent r ON r.wallet_id = w.id
+        LEFT JOIN economy.wallet_totals(wallet_ids) t ON t.wallet_id = w.id
         LEFT JOIN holds hd ON hd.wallet_id = w.id
         LEFT JOIN parked pk ON pk.wallet_id = w.id
         WHERE drifted_figures.user_ids IS NULL OR p.user_id = ANY (drifted_figures.user_ids)

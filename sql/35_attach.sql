@@ -1275,8 +1275,7 @@ BEGIN
     IF attachment IS NULL THEN
         RETURN QUERY
         SELECT coalesce(sum(lt.balance), 0.00), coalesce(sum(lt.lifetime_earnings), 0.00)
-        FROM economy.ledger_totals lt
-        WHERE lt.wallet_id = wallet_ledger_totals.wallet_id;
+        FROM economy.wallet_totals(ARRAY[wallet_ledger_totals.wallet_id]) lt;
         RETURN;
     END IF;
     a := economy.attachment(attachment);

@@ -82,6 +82,34 @@ BEGIN
 END;
 $$;
 
+-- What the ledger says one wallet's figures are.
+CREATE OR REPLACE FUNCTION economy.wallet_ledger_totals(wallet_id bigint, attachment text DEFAULT NULL)
+RETURNS TABLE (balance numeric, lifetime_earnings numeric)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    a economy.attachments;
+BEGIN
+    PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
+    IF attachment IS NULL THEN
+        RETURN QUERY
+        SELECT coalesce(sum(lt.balance), 0.00), coalesce(sum(lt.lifetime_earnings), 0.00)
+        FROM economy.ledger_totals lt
+        WHERE lt.wallet_id = wallet_ledger_totals.wallet_id;
+        RETURN;
+    END IF;
+    a := economy.attachment(attachment);
+    RETURN QUERY EXECUTE format(
+        'SELECT coalesce(sum(r.%1$I), 0)::numeric,'
+        ' coalesce(sum(r.%1$I) FILTER (WHERE %2$s), 0)::numeric'
+        ' FROM %3$s AS r WHERE r.%4$I = $1',
+        a.amount_column, a.earning, a.ledger, a.ledger_wallet_column)
+    USING wallet_ledger_totals.wallet_id;
+END;
+$$;
+
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
 -- then to the owner's profile (BEFORE the row is written when the
 -- attachment records balance_after_column: the row gets the wallet's new
@@ -841,6 +869,23 @@ BEGIN
 END;
 $$;
 
+-- What the ledger says each wallet's caches must be. A filter on wallet_id
+-- reaches both the checkpoint's key and the ledger's index.
+CREATE OR REPLACE VIEW economy.ledger_totals AS
+SELECT
+    parts.wallet_id,
+    sum(parts.balance) AS balance,
+    sum(parts.lifetime_earnings) AS lifetime_earnings
+FROM (
+    SELECT c.wallet_id, c.balance, c.lifetime_earnings
+    FROM economy.ledger_checkpoint c
+    UNION ALL
+    SELECT e.wallet_id, e.balance, e.lifetime_earnings
+    FROM economy.ledger_entry_effects e
+    WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+) parts
+GROUP BY parts.wallet_id;
+
 -- What each entry adds to its wallet's balance and lifetime earnings: the one
 -- definition of both. (The earning kinds are looked up once, as a hashed
 -- subplan, rather than joined to every ledger row.)
@@ -1223,6 +1268,7 @@ $$;
 
 DROP FUNCTION economy.bounded_drift(bigint[], integer);
 DROP FUNCTION economy.drifted_figures(bigint[]);
+DROP FUNCTION economy.wallet_totals(bigint[]);
 DROP FUNCTION economy.earned(numeric, boolean);
 DROP FUNCTION economy.create_attached_functions(economy.attachments);
 DROP FUNCTION economy.cached_tables(economy.attachments);

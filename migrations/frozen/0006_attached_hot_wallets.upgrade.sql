@@ -4,9 +4,9 @@
 -- reconcile; drift compares exact figures. balance_drift and
 -- reconcile_economy share one wide function (drifted_figures), and
 -- max_wallets one bound (bounded_drift); the earning rule is one function
--- (earned). Existing attachments get their
--- functions generated again from the new templates (by the role that owns
--- them: their tables' owner).
+-- (earned), and "checkpoint + newer entries" another (wallet_totals).
+-- Existing attachments get their functions generated again from the new
+-- templates (by the role that owns them: their tables' owner).
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0006_attached_hot_wallets)';
@@ -59,6 +59,45 @@ SELECT
         t.kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)
     ) AS lifetime_earnings
 FROM economy.transaction t;
+
+-- What the ledger says the caches of wallet_ids (of every wallet when NULL)
+-- must be: the checkpoint's totals plus the entries after it, aggregated once
+-- (MATERIALIZED: as the inner side of a parallel join, every worker would
+-- aggregate them again). The one definition of "checkpoint + newer entries",
+-- inlined by the planner into the drift checks' queries; a list of wallets
+-- reaches both the checkpoint's key and the ledger's index.
+CREATE FUNCTION economy.wallet_totals(wallet_ids bigint[])
+RETURNS TABLE (wallet_id bigint, balance numeric, lifetime_earnings numeric)
+LANGUAGE sql
+STABLE
+AS $$
+    WITH recent AS MATERIALIZED (
+        SELECT
+            e.wallet_id,
+            sum(e.balance) AS balance,
+            sum(e.lifetime_earnings) AS lifetime_earnings
+        FROM economy.ledger_entry_effects e
+        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
+        GROUP BY e.wallet_id
+    )
+
+    SELECT
+        coalesce(c.wallet_id, r.wallet_id),
+        coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00),
+        coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
+    FROM (
+        SELECT * FROM economy.ledger_checkpoint c
+        WHERE wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids)
+    ) c
+    FULL JOIN recent r ON r.wallet_id = c.wallet_id;
+$$;
+
+-- Every wallet's totals (for a few wallets, economy.wallet_totals(ARRAY[…])
+-- reads only theirs).
+CREATE OR REPLACE VIEW economy.ledger_totals AS
+SELECT t.wallet_id, t.balance, t.lifetime_earnings
+FROM economy.wallet_totals(NULL) t;
 
 -- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
 -- entry, applies it to the cached balances in the same transaction and
@@ -326,24 +365,8 @@ BEGIN
         wallet_ids := ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (user_ids));
     END IF;
 
-    -- The ledger's totals as economy.ledger_totals defines them, in a shape
-    -- that plans well both for all users and for a batch of them: the
-    -- checkpoint joined by key, the entries after it aggregated once
-    -- (MATERIALIZED: as the inner side of a parallel join, every worker would
-    -- aggregate them again).
     RETURN QUERY
-    WITH recent AS MATERIALIZED (
-        SELECT
-            e.wallet_id,
-            sum(e.balance) AS balance,
-            sum(e.lifetime_earnings) AS lifetime_earnings
-        FROM economy.ledger_entry_effects e
-        WHERE e.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
-            AND (wallet_ids IS NULL OR e.wallet_id = ANY (wallet_ids))
-        GROUP BY e.wallet_id
-    ),
-
-    holds AS (
+    WITH holds AS (
         SELECT h.wallet_id, sum(h.amount) AS held
         FROM economy.wallet_hold h
         WHERE h.status = 'held' AND (wallet_ids IS NULL OR h.wallet_id = ANY (wallet_ids))
@@ -364,16 +387,14 @@ BEGIN
             w.held AS wallet_held,
             p.balance + coalesce(pk.balance, 0.00) AS profile_balance,
             p.lifetime_earnings + coalesce(pk.lifetime_earnings, 0.00) AS profile_earnings,
-            coalesce(c.balance, 0.00) + coalesce(r.balance, 0.00) AS ledger_balance,
-            coalesce(c.lifetime_earnings, 0.00) + coalesce(r.lifetime_earnings, 0.00)
-            AS ledger_earnings,
+            coalesce(t.balance, 0.00) AS ledger_balance,
+            coalesce(t.lifetime_earnings, 0.00) AS ledger_earnings,
             coalesce(hd.held, 0.00) AS holds_held,
             coalesce(pk.balance, 0.00) AS parked_balance,
             coalesce(pk.lifetime_earnings, 0.00) AS parked_earnings
         FROM economy.profile p
         LEFT JOIN economy.wallet w ON w.user_id = p.user_id
-        LEFT JOIN economy.ledger_checkpoint c ON c.wallet_id = w.id
-        LEFT JOIN recent r ON r.wallet_id = w.id
+        LEFT JOIN economy.wallet_totals(wallet_ids) t ON t.wallet_id = w.id
         LEFT JOIN holds hd ON hd.wallet_id = w.id
         LEFT JOIN parked pk ON pk.wallet_id = w.id
         WHERE drifted_figures.user_ids IS NULL OR p.user_id = ANY (drifted_figures.user_ids)
@@ -779,6 +800,33 @@ BEGIN
         ' economy.%3$I(bigint, boolean) TO economy_operator',
         economy.attached_object(a.name, 'reconcile'), economy.attached_object(a.name, 'fold'),
         economy.attached_object(a.name, 'set_hot'));
+END;
+$$;
+
+-- What the ledger says one wallet's figures are.
+CREATE OR REPLACE FUNCTION economy.wallet_ledger_totals(wallet_id bigint, attachment text DEFAULT NULL)
+RETURNS TABLE (balance numeric, lifetime_earnings numeric)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    a economy.attachments;
+BEGIN
+    PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
+    IF attachment IS NULL THEN
+        RETURN QUERY
+        SELECT coalesce(sum(lt.balance), 0.00), coalesce(sum(lt.lifetime_earnings), 0.00)
+        FROM economy.wallet_totals(ARRAY[wallet_ledger_totals.wallet_id]) lt;
+        RETURN;
+    END IF;
+    a := economy.attachment(attachment);
+    RETURN QUERY EXECUTE format(
+        'SELECT coalesce(sum(r.%1$I), 0)::numeric,'
+        ' coalesce(sum(r.%1$I) FILTER (WHERE %2$s), 0)::numeric'
+        ' FROM %3$s AS r WHERE r.%4$I = $1',
+        a.amount_column, a.earning, a.ledger, a.ledger_wallet_column)
+    USING wallet_ledger_totals.wallet_id;
 END;
 $$;
 
@@ -1623,7 +1671,8 @@ GRANT SELECT ON economy.attached_hot_wallet, economy.attached_hot_credit TO econ
 GRANT EXECUTE ON FUNCTION
 economy.wallet_balance(bigint, text),
 economy.drifted_figures(bigint[]),
-economy.earned(numeric, boolean)
+economy.earned(numeric, boolean),
+economy.wallet_totals(bigint[])
 TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.set_hot(bigint, boolean, text),
