@@ -991,9 +991,8 @@ DECLARE
     moved_earnings numeric;
 BEGIN
     -- what the wallet brought to the old owner's cached profile: its ledger
-    -- less its parked credits (those count through whoever owns it)
-    -- less its parked credits (those count through whoever owns it); one
-    -- snapshot for both
+    -- less its parked credits (those count through whoever owns it), both
+    -- read in one snapshot
     SELECT coalesce(sum(r.%3$I), 0) - (
             SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
             WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
@@ -1223,8 +1222,11 @@ BEGIN
     INTO drifted_owners, drifted_wallets
     FROM economy.%2$I(user_ids) d;
     -- and the hot wallets with parked credits, which a real run folds
-    SELECT drifted_owners || coalesce(array_agg(h.owner_id) FILTER (WHERE h.owner_id IS NOT NULL), '{}'),
-        drifted_wallets || coalesce(array_agg(h.wallet_id) FILTER (WHERE h.owner_id IS NULL), '{}')
+    SELECT
+        drifted_owners
+        || coalesce(array_agg(h.owner_id) FILTER (WHERE h.owner_id IS NOT NULL), '{}'),
+        drifted_wallets
+        || coalesce(array_agg(h.wallet_id) FILTER (WHERE h.owner_id IS NULL), '{}')
     INTO drifted_owners, drifted_wallets
     FROM (
         SELECT w.%5$I::bigint AS wallet_id, %4$s::bigint AS owner_id
