@@ -13,7 +13,7 @@ import pytest
 from helpers import PACKAGE_ROLES, balances, drift, open_wallet, post, state
 from psycopg import errors
 
-from economy_sync import advance_checkpoint, audit_ledger_checkpoint, reconcile
+from economy_sync import advance_checkpoint, audit_ledger_checkpoint, reconcile, set_hot
 from economy_sync.cli import main as cli
 
 MAX_AMOUNT = Decimal("999999999999999.99")
@@ -97,6 +97,24 @@ def test_nobody_may_write_at_or_below_the_safe_horizon(conn, wallets):
     reconcile(conn, dry_run=False)
     assert state(conn) == before
     assert_truthful(conn)
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "late-credit"])
+def test_a_credit_to_a_hot_wallet_below_the_safe_horizon_is_refused(conn, wallets, idempotency_key):
+    """A hot wallet's credit is parked, not applied: its path checks the horizon too."""
+    gap = rolled_back_id(conn, wallets[0])
+    post(conn, wallets[0], "1")
+    advance_checkpoint(conn)
+    set_hot(conn, wallets[0])
+    before = state(conn)
+    with pytest.raises(errors.CheckViolation, match="safe horizon"):
+        conn.execute(
+            "INSERT INTO economy.transaction (id, wallet_id, amount, kind, idempotency_key)"
+            " OVERRIDING SYSTEM VALUE VALUES (%s, %s, 50, 'prize', %s)",
+            [gap, wallets[0], idempotency_key],
+        )
+    assert state(conn) == before
+    assert conn.execute("SELECT count(*) FROM economy.hot_credit").fetchone() == (0,)
 
 
 def test_a_high_chosen_id_does_not_move_the_horizon(conn, wallets):

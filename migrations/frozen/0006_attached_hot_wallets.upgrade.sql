@@ -128,6 +128,7 @@ DECLARE
     is_hot boolean;
     folded numeric := 0;
     parkable boolean;
+    beyond_horizon boolean;
 BEGIN
     IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
         OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
@@ -150,18 +151,19 @@ BEGIN
     RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
     INTO owner_id, new_balance, held, overdraft, is_hot;
     IF NOT FOUND AND parkable THEN
+        -- read once: the horizon cannot move while this insert is in flight
+        -- (mark_ledger_horizon waits for it)
+        beyond_horizon := NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h);
         IF NEW.idempotency_key IS NULL THEN
             INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
             SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
             FROM economy.wallet w, economy.transaction_kind k
-            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind AND beyond_horizon
             FOR KEY SHARE OF w;
         ELSE
             -- parked by apply_hot_credit once written: ON CONFLICT may skip it
             PERFORM FROM economy.wallet w
-            WHERE w.id = NEW.wallet_id AND w.hot
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            WHERE w.id = NEW.wallet_id AND w.hot AND beyond_horizon
             FOR KEY SHARE;
         END IF;
         IF FOUND THEN
@@ -171,8 +173,7 @@ BEGIN
         -- turned back to normal meanwhile
         UPDATE economy.wallet w
         SET balance = w.balance + NEW.amount
-        WHERE w.id = NEW.wallet_id
-            AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        WHERE w.id = NEW.wallet_id AND beyond_horizon
         RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
         INTO owner_id, new_balance, held, overdraft, is_hot;
     END IF;
