@@ -15,7 +15,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    hot_ids bigint[];
+    locked_ids bigint[];
+    start_balances numeric[];
+    any_hot boolean;
     refused record;
 BEGIN
     IF NOT EXISTS (SELECT FROM batch) THEN
@@ -25,14 +27,22 @@ BEGIN
     -- locks a wallet; then the wallets, in id order. (Their profiles need no
     -- order: every writer of a profile holds its wallet's lock first.)
     LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
-    SELECT coalesce(array_agg(l.id) FILTER (WHERE l.hot), '{}') INTO hot_ids
+    -- Their balances too, read once per wallet rather than once per row.
+    SELECT array_agg(l.id), array_agg(l.balance), coalesce(bool_or(l.hot), false)
+    INTO locked_ids, start_balances, any_hot
     FROM (
-        SELECT w.id, w.hot FROM economy.wallet w
+        SELECT w.id, w.balance, w.hot FROM economy.wallet w
         WHERE w.id IN (SELECT b.wallet_id FROM batch b)
         ORDER BY w.id
         FOR NO KEY UPDATE
     ) l;
-    PERFORM economy.fold_hot_credits(h.wallet_id) FROM unnest(hot_ids) h (wallet_id);
+    IF any_hot THEN
+        PERFORM economy.fold_hot_credits(w.id) FROM economy.wallet w
+        WHERE w.id = ANY (locked_ids) AND w.hot;
+        SELECT array_agg(w.id), array_agg(w.balance) INTO locked_ids, start_balances
+        FROM economy.wallet w
+        WHERE w.id = ANY (locked_ids);
+    END IF;
 
     -- A new statement, so a snapshot taken after the locks.
     WITH entries AS (
@@ -40,14 +50,15 @@ BEGIN
             wallet_id, amount, kind, idempotency_key, memo, balance_after
         )
         SELECT b.wallet_id, b.amount, b.kind, b.idempotency_key, b.memo,
-            -- by key: the batch is usually far smaller than the wallets
-            (SELECT w.balance FROM economy.wallet w WHERE w.id = b.wallet_id)
-            + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
+            s.balance + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
         FROM (
             SELECT x.position, x.wallet_id, x.kind, x.idempotency_key, x.memo,
                 economy.exact_amount(x.amount) AS amount
             FROM batch x
         ) b
+        -- LEFT: a row of an unknown wallet goes on, without a balance_after
+        LEFT JOIN unnest(locked_ids, start_balances) s (wallet_id, balance)
+            ON s.wallet_id = b.wallet_id
         ORDER BY b.position
         RETURNING t.wallet_id, t.amount, t.kind, t.balance_after
     ),

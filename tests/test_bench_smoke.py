@@ -24,6 +24,8 @@ def test_bench_harness_smoke_run(tmp_path):
         "the floor",
         "1,000-row INSERT",
         "economy.transaction_batch` (set-based)",
+        "each client in its own half of the wallets",
+        "floor of a staged set-based path",
         "COPY of 2,000 rows",
         "one normal wallet",
         "marked hot",

@@ -82,6 +82,13 @@ INSERT_SHARED = (  # 1,000 rows over 100 wallets (10 each), in wallet order
     " SELECT w, 1.00, 'reward' FROM (SELECT DISTINCT 1 + (random() * ({wallets} - 1))::int AS w"
     " FROM generate_series(1, 110) LIMIT 100) s, generate_series(1, 10) ORDER BY w;\n"
 )
+INSERT_DISJOINT = (  # as INSERT_BULK, but each of 2 clients in its own half of the wallets
+    "\\set low 1 + :client_id * ({wallets} / 2)\n"
+    "\\set span {wallets} / 2 - 1\n"
+    "INSERT INTO {ledger} (wallet_id, amount, kind)"
+    " SELECT w, 1.00, 'reward' FROM (SELECT DISTINCT :low + (random() * :span)::int AS w"
+    " FROM generate_series(1, 1100) LIMIT 1000) s ORDER BY w;\n"
+)
 INSERT_HOT = (  # wallet 1 is a normal wallet
     "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (1, 1.00, 'reward');\n"
 )
@@ -106,6 +113,32 @@ $$;
 CREATE TRIGGER bench_floor_sync BEFORE INSERT ON economy.transaction
 FOR EACH ROW EXECUTE FUNCTION bench_floor_sync();
 ALTER TABLE economy.transaction DISABLE TRIGGER bench_floor_sync;
+"""
+# The floor of any staged set-based path, in place of apply_batch: the rows
+# moved into the ledger and one UPDATE per wallet and per profile (no lock
+# order, no running balance_after, no checks, no earnings).
+BATCH_FLOOR_TRIGGER = """
+CREATE FUNCTION bench_batch_floor() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH entries AS (
+        INSERT INTO economy.transaction (wallet_id, amount, kind, balance_after)
+        SELECT b.wallet_id, b.amount, b.kind, b.amount FROM batch b
+        RETURNING wallet_id, amount
+    ),
+    totals AS (SELECT wallet_id, sum(amount) AS amount FROM entries GROUP BY wallet_id),
+    wallets AS (
+        UPDATE economy.wallet w SET balance = w.balance + t.amount FROM totals t
+        WHERE w.id = t.wallet_id RETURNING w.user_id, t.amount
+    )
+    UPDATE economy.profile p SET balance = p.balance + x.amount FROM wallets x
+    WHERE p.user_id = x.user_id;
+    DELETE FROM economy.transaction_batch x USING batch b WHERE x.position = b.position;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER bench_batch_floor AFTER INSERT ON economy.transaction_batch
+REFERENCING NEW TABLE AS batch FOR EACH STATEMENT EXECUTE FUNCTION bench_batch_floor();
+ALTER TABLE economy.transaction_batch DISABLE TRIGGER bench_batch_floor;
 """
 
 # An app's own tables, attached (economy.attach): shaped like the Django
@@ -227,6 +260,20 @@ class Bench:
         """tps of a script that writes into economy.transaction_batch."""
         return lambda: self.pgbench_tps(script, clients, BATCH)
 
+    def batch_floor_tps(self, script: str, clients: int):
+        """batch_tps with the floor trigger in place of apply_batch."""
+
+        def measure() -> float:
+            self.sync_trigger(False, BATCH, "apply_batch")
+            self.sync_trigger(True, BATCH, "bench_batch_floor")
+            try:
+                return self.pgbench_tps(script, clients, BATCH)
+            finally:
+                self.sync_trigger(False, BATCH, "bench_batch_floor")
+                self.sync_trigger(True, BATCH, "apply_batch")
+
+        return measure
+
     def copy_rows_per_second(self, target: str, trigger: bool):
         """rows/s of one COPY of copy_rows ledger rows (from a file the server
         reads) into target, with the ledger's sync trigger on or off."""
@@ -295,6 +342,7 @@ def setup_wallets(conn: psycopg.Connection, wallets: int) -> None:
     conn.execute("SELECT setval(pg_get_serial_sequence('economy.wallet', 'id'), %s)", [wallets])
     conn.execute("SELECT economy.set_hot(2)")
     conn.execute(FLOOR_TRIGGER)
+    conn.execute(BATCH_FLOOR_TRIGGER)
     conn.execute("VACUUM ANALYZE economy.wallet, economy.profile")
     conn.execute(ATTACHED_TABLES)
     conn.execute("INSERT INTO app_profile (id) SELECT g FROM generate_series(1, %s) g", [wallets])
@@ -375,6 +423,9 @@ def throughput(bench: Bench) -> list[Row]:
             "shared bare": bench.tps_with(INSERT_SHARED, 2, trigger=False),
             "shared trigger": bench.tps_with(INSERT_SHARED, 2, trigger=True),
             "shared batch": bench.batch_tps(INSERT_SHARED, 2),
+            "shared batch floor": bench.batch_floor_tps(INSERT_SHARED, 2),
+            "disjoint bare": bench.tps_with(INSERT_DISJOINT, 2, trigger=False),
+            "disjoint batch": bench.batch_tps(INSERT_DISJOINT, 2),
             "copy bare": bench.copy_rows_per_second(LEDGER, trigger=False),
             "copy batch": bench.copy_rows_per_second(BATCH, trigger=True),
             "attached bare": bench.attached_tps_with(ATTACHED_ONE, CLIENTS, trigger=False),
@@ -430,6 +481,24 @@ def throughput(bench: Bench) -> list[Row]:
                     "≥ 0.45" if name == "bulk" else "≥ 0.7",
                 ),
             )
+        ),
+        Row(
+            "1,000-row INSERT … SELECT over distinct wallets, each client in its own half of"
+            " the wallets, into `economy.transaction_batch`, 2 clients",
+            "bare",
+            "rows/s",
+            [t * 1000 for t in runs["disjoint bare"]],
+            [t * 1000 for t in runs["disjoint batch"]],
+            "≥ 0.45",
+        ),
+        Row(
+            "floor of a staged set-based path (rows moved, one UPDATE per wallet and per"
+            " profile, nothing else), 1,000-row INSERT … SELECT over 100 wallets, 2 clients",
+            "bare",
+            "rows/s",
+            [t * 1000 for t in runs["shared bare"]],
+            [t * 1000 for t in runs["shared batch floor"]],
+            "",
         ),
         Row(
             f"COPY of {bench.scale['copy_rows']:,} rows into `economy.transaction_batch`,"
