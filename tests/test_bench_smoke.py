@@ -39,7 +39,7 @@ def test_bench_harness_smoke_run(tmp_path):
     ):
         assert scenario in text
     assert "EXPLAIN" in text
-    assert "attached app tables" in text
+    assert "attached app tables: 1,000-row INSERT" in text
     # the throughput server runs with fsync on, as read back from it, beside the disk's figure
     assert "read back: fsync=on, synchronous_commit=on" in text
     assert "per fdatasync" in text

@@ -158,6 +158,15 @@ ATTACHED_ONE = (
     "\\set w random(1, {wallets})\n"
     "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (:w, 1, 'reward');\n"
 )
+
+
+def for_attachment(script: str) -> str:
+    """A script of INSERTs into {ledger}, with the attached app's columns."""
+    return script.replace("(wallet_id, amount, kind)", "(wallet_id, amount, reason)").replace(
+        "1.00, 'reward'", "1, 'reward'"
+    )
+
+
 ATTACHED_HOT = "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (1, 1, 'reward');\n"
 ATTACHED_HOT_MARKED = (  # the app's wallet 2 is marked hot (set_hot(…, attachment =>))
     "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (2, 1, 'reward');\n"
@@ -431,6 +440,13 @@ def throughput(bench: Bench) -> list[Row]:
             "attached bare": bench.attached_tps_with(ATTACHED_ONE, CLIENTS, trigger=False),
             "attached": bench.attached_tps_with(ATTACHED_ONE, CLIENTS, trigger=True),
             "attached hot": bench.attached_tps_with(ATTACHED_HOT, CLIENTS, trigger=True),
+            **{
+                f"attached {name}{path}": bench.attached_tps_with(
+                    for_attachment(script), 2, trigger=(path == "")
+                )
+                for name, script in (("bulk", INSERT_BULK), ("shared", INSERT_SHARED))
+                for path in ("", " bare")
+            },
         }
     )
     wallets = f"{bench.scale['wallets']:,} wallets"
@@ -516,6 +532,21 @@ def throughput(bench: Bench) -> list[Row]:
             runs["attached bare"],
             runs["attached"],
             "≥ 0.8",
+        ),
+        *(
+            Row(
+                f"attached app tables: 1,000-row INSERT … SELECT over {over}, row by row,"
+                " 2 clients",
+                "bare INSERT into the app's ledger (sync trigger off)",
+                "rows/s",
+                [t * 1000 for t in runs[f"attached {name} bare"]],
+                [t * 1000 for t in runs[f"attached {name}"]],
+                "≥ 0.2",
+            )
+            for name, over in (
+                ("bulk", "distinct wallets"),
+                ("shared", "100 wallets, 10 rows each"),
+            )
         ),
         Row(
             f"attached app tables: one normal wallet, {CLIENTS} clients",
