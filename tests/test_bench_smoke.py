@@ -33,6 +33,7 @@ def test_bench_harness_smoke_run(tmp_path):
         "reconcile --all",
         "MultiXacts created per row",
         "full audit",
+        "attached app tables: drift scan",
         "## Figures of the last run",
         "HOT updates of the cache rows",
         "at +1 ms per flush: one wallet marked hot",
