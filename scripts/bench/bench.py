@@ -158,6 +158,10 @@ ATTACHED_ONE = (
     "\\set w random(1, {wallets})\n"
     "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (:w, 1, 'reward');\n"
 )
+ATTACHED_HOT = "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (1, 1, 'reward');\n"
+ATTACHED_HOT_MARKED = (  # the app's wallet 2 is marked hot (set_hot(…, attachment =>))
+    "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (2, 1, 'reward');\n"
+)
 
 
 def for_attachment(script: str) -> str:
@@ -165,12 +169,6 @@ def for_attachment(script: str) -> str:
     return script.replace("(wallet_id, amount, kind)", "(wallet_id, amount, reason)").replace(
         "1.00, 'reward'", "1, 'reward'"
     )
-
-
-ATTACHED_HOT = "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (1, 1, 'reward');\n"
-ATTACHED_HOT_MARKED = (  # the app's wallet 2 is marked hot (set_hot(…, attachment =>))
-    "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (2, 1, 'reward');\n"
-)
 
 
 @dataclass
