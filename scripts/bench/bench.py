@@ -209,6 +209,10 @@ class Bench:
         action = "ENABLE" if enabled else "DISABLE"
         self.sql(f"ALTER TABLE {ledger} {action} TRIGGER {trigger}")  # our constants
 
+    def fold_parked(self) -> None:
+        """Each run starts with no hot credit parked (ours and the attachment's)."""
+        self.sql("SELECT economy.fold_hot_wallets(), economy.fold_hot_wallets('bench')")
+
     def pgbench_tps(self, script: str, clients: int, ledger: str = LEDGER) -> float:
         path = self.workdir / "script.sql"
         path.write_text(script.format(wallets=self.scale["wallets"], ledger=ledger))
@@ -253,8 +257,7 @@ class Bench:
         self, script: str, clients: int, trigger: bool, ledger=LEDGER, trigger_name=SYNC_TRIGGER
     ):
         def measure() -> float:
-            # each run starts with none parked
-            self.sql("SELECT economy.fold_hot_wallets(), economy.fold_hot_wallets('bench')")
+            self.fold_parked()
             self.sync_trigger(trigger, ledger, trigger_name)
             try:
                 return self.pgbench_tps(script, clients, ledger)
@@ -266,20 +269,6 @@ class Bench:
     def batch_tps(self, script: str, clients: int):
         """tps of a script that writes into economy.transaction_batch."""
         return lambda: self.pgbench_tps(script, clients, BATCH)
-
-    def batch_floor_tps(self, script: str, clients: int):
-        """batch_tps with the floor trigger in place of apply_batch."""
-
-        def measure() -> float:
-            self.sync_trigger(False, BATCH, "apply_batch")
-            self.sync_trigger(True, BATCH, "bench_batch_floor")
-            try:
-                return self.pgbench_tps(script, clients, BATCH)
-            finally:
-                self.sync_trigger(False, BATCH, "bench_batch_floor")
-                self.sync_trigger(True, BATCH, "apply_batch")
-
-        return measure
 
     def copy_rows_per_second(self, target: str, trigger: bool):
         """rows/s of one COPY of copy_rows ledger rows (from a file the server
@@ -307,15 +296,21 @@ class Bench:
     def attached_tps_with(self, script: str, clients: int, trigger: bool):
         return self.tps_with(script, clients, trigger, ATTACHED_LEDGER, ATTACHED_SYNC)
 
-    def floor_tps(self, script: str, clients: int):
-        """tps with the floor trigger in place of the sync trigger."""
+    def floor_tps(
+        self, script: str, clients: int, table=LEDGER, sync=SYNC_TRIGGER, floor="bench_floor_sync"
+    ):
+        """tps with a floor trigger in place of the sync trigger of table (the
+        ledger's, or the batch table's)."""
 
         def measure() -> float:
-            self.sync_trigger(True, trigger="bench_floor_sync")
+            self.fold_parked()
+            self.sync_trigger(False, table, sync)
+            self.sync_trigger(True, table, floor)
             try:
-                return self.tps_with(script, clients, trigger=False)()
+                return self.pgbench_tps(script, clients, table)
             finally:
-                self.sync_trigger(False, trigger="bench_floor_sync")
+                self.sync_trigger(False, table, floor)
+                self.sync_trigger(True, table, sync)
 
         return measure
 
@@ -430,7 +425,9 @@ def throughput(bench: Bench) -> list[Row]:
             "shared bare": bench.tps_with(INSERT_SHARED, 2, trigger=False),
             "shared trigger": bench.tps_with(INSERT_SHARED, 2, trigger=True),
             "shared batch": bench.batch_tps(INSERT_SHARED, 2),
-            "shared batch floor": bench.batch_floor_tps(INSERT_SHARED, 2),
+            "shared batch floor": bench.floor_tps(
+                INSERT_SHARED, 2, BATCH, "apply_batch", "bench_batch_floor"
+            ),
             "disjoint bare": bench.tps_with(INSERT_DISJOINT, 2, trigger=False),
             "disjoint batch": bench.batch_tps(INSERT_DISJOINT, 2),
             "copy bare": bench.copy_rows_per_second(LEDGER, trigger=False),
