@@ -6,6 +6,8 @@
 -- for attachment N, from the templates below (format() with %I and %L; the
 -- only other text placed in them is the checked `earning` expression):
 --   economy.attached_N_sync()       the ledger's INSERT/UPDATE/DELETE trigger
+--   economy.attached_N_sync_rows()  its statement trigger, for an INSERT made
+--                                   with SET LOCAL economy.sync = 'statement'
 --   economy.attached_N_keep_wallet() (and _keep_profile) guards of the caches
 --   economy.attached_N_move()       a wallet's figures follow a new owner
 --   economy.attached_N_drift()      balance_drift(attachment => N)
@@ -248,7 +250,10 @@ $$;
 -- new row's (UPDATE): one side per wallet, the wallets updated in ascending
 -- key order, then the owners' profiles; balance_after is history and is left
 -- as it was. A credit to a hot wallet is parked instead; any other entry on
--- a hot wallet folds its parked credits first.
+-- a hot wallet folds its parked credits first. The rows of an INSERT made
+-- with economy.sync = 'statement' are left to sync_rows (below); the setting
+-- is read when the row triggers fire, at the end of the statement, as that
+-- trigger's WHEN reads it, so each row is applied once by one of them.
 CREATE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -274,6 +279,7 @@ DECLARE
     sync_earnings numeric[];
     sync_owners bigint[];
 BEGIN
+    %20$s
     IF TG_OP <> 'DELETE' THEN
         %3$s
         sync_amount := NEW.%4$I;
@@ -376,7 +382,78 @@ $template$,
         'NEW.%I := NULL;  -- a parked credit has no place in the order'
         || E'\n                RETURN NEW;',
         a.balance_after_column
-    ) END
+    ) END,
+    CASE WHEN a.balance_after_column IS NULL THEN $statement$
+    IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
+        RETURN NULL;  -- the statement's rows are applied together (sync_rows)
+    END IF;$statement$ ELSE '' END
+);
+$render$;
+
+-- Template: the ledger's statement trigger, for an INSERT made with
+-- `SET LOCAL economy.sync = 'statement'` (a multi-row INSERT or a COPY):
+-- its wallets locked in ascending key order, each updated once with the sum
+-- of its rows, then each owner's profile once. A hot wallet's rows are added
+-- to its cached figures under that lock (its parked credits stay parked: the
+-- exact figures are still the cached ones plus them). Not made for an
+-- attachment that records balance_after_column: each row needs its own
+-- balance there, so its rows are synced one by one whatever the setting.
+CREATE FUNCTION economy.render_sync_rows(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    PERFORM FROM %2$s w
+    WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n)
+    ORDER BY w.%3$I
+    FOR NO KEY UPDATE;
+    WITH totals AS (
+        SELECT n.%4$I AS wallet_key, sum(n.%5$I) AS amount,
+            sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END) AS earnings
+        FROM sync_inserted n
+        GROUP BY n.%4$I
+    ),
+
+    updated AS (
+        UPDATE %2$s w SET %7$s
+        FROM totals t
+        WHERE w.%3$I = t.wallet_key
+        RETURNING (%8$s)::bigint AS owner_key, t.amount, t.earnings
+    )
+
+    SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM updated u;
+    %9$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync_rows'),
+    a.wallet,
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 't.amount', 't.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
 );
 $render$;
 
@@ -918,7 +995,8 @@ $$;
 -- functions and their grants: as for the package's own functions, the app
 -- reads drift and balances, the operator reconciles and manages hot wallets
 -- (through balance_drift, wallet_balance, reconcile_economy, set_hot and
--- fold_hot_wallets).
+-- fold_hot_wallets). Also the ledger's statement trigger, which the row
+-- triggers (made by attach) rely on being there.
 CREATE FUNCTION economy.create_attached_functions(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
@@ -929,6 +1007,16 @@ DECLARE
 BEGIN
     EXECUTE economy.render_fold(a);
     EXECUTE economy.render_sync(a);
+    IF a.balance_after_column IS NULL THEN
+        EXECUTE economy.render_sync_rows(a);
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s'
+            ' REFERENCING NEW TABLE AS sync_inserted FOR EACH STATEMENT'
+            ' WHEN (pg_catalog.current_setting(''economy.sync'', true) = ''statement'')'
+            ' EXECUTE FUNCTION economy.%I()',
+            'economy_' || a.name || '_sync_rows', a.ledger,
+            economy.attached_object(a.name, 'sync_rows'));
+    END IF;
     EXECUTE economy.render_drift(a);
     EXECUTE economy.render_reconcile(a);
     EXECUTE economy.render_set_hot(a);
@@ -1180,6 +1268,8 @@ BEGIN
         EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, trig.tbl);
     END LOOP;
     EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'sync'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'sync_rows'));
     EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'move'));
     EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
         economy.attached_object(a.name, 'keep_wallet'));

@@ -250,6 +250,42 @@ def test_attachments_made_before_0006_are_regenerated_up_and_down(empty_dsn):
         ]
 
 
+def test_attachments_made_before_0008_get_the_statement_sync_up_and_down(empty_dsn):
+    """Upgrading gives an existing attachment its statement trigger; downgrading
+    removes it, and an INSERT made with the setting is synced row by row again."""
+
+    def statement_insert(conn, wallet, amount):
+        with conn.transaction():
+            conn.execute("SET LOCAL economy.sync = 'statement'")
+            conn.execute(
+                "INSERT INTO app_transaction (wallet_id, amount, reason)"
+                " VALUES (%s, %s, 'prize'), (%s, %s, 'prize')",
+                [wallet, amount, wallet, amount],
+            )
+
+    def statement_triggers(conn):
+        return conn.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'economy_seed_sync_rows'"
+        ).fetchone()[0]
+
+    migrate.upgrade(empty_dsn, "0007_batch_start_balances")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(SEED_TABLES)
+        conn.execute(SEED_ATTACH)
+        conn.execute("INSERT INTO app_profile DEFAULT VALUES")
+        conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
+        migrate.upgrade(empty_dsn)
+        assert statement_triggers(conn) == 1
+        statement_insert(conn, 1, 10)
+        migrate.downgrade(empty_dsn, "0007_batch_start_balances")
+        assert statement_triggers(conn) == 0
+        statement_insert(conn, 1, 1)
+        migrate.upgrade(empty_dsn)
+        statement_insert(conn, 1, 100)
+        assert conn.execute("SELECT cached_balance FROM app_wallet").fetchone() == (222,)
+        assert attached_drift(conn, "seed") == []
+
+
 def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):
     """`economy-sync migrate` from an installed wheel, far from any checkout: the
     wheel carries sql/ and migrations/."""

@@ -1,0 +1,245 @@
+-- 0008_attached_statement_sync, downgrade: 0007's attachments, row triggers only.
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0007_batch_start_balances)';
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was. A credit to a hot wallet is parked instead; any other entry on
+-- a hot wallet folds its parked credits first.
+CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    %2$s
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_balance numeric;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        %3$s
+        sync_amount := NEW.%4$I;
+        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+            FOR KEY SHARE;
+            IF FOUND THEN
+                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+                VALUES (%17$L, NEW.%9$I, sync_amount, sync_earned);
+                %19$s
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+        ) THEN
+            PERFORM economy.%18$I(ARRAY[NEW.%9$I::bigint]);  -- the balance is exact after it
+        END IF;
+        UPDATE %6$s w SET %7$s
+        WHERE w.%8$I = NEW.%9$I
+        RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
+        %11$s
+        %16$s
+    END IF;
+
+    %12$s
+    sync_wallets := ARRAY[OLD.%9$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN coalesce((%5$s), false) THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.%9$I = OLD.%9$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%9$I > OLD.%9$I THEN
+            sync_wallets := sync_wallets || NEW.%9$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%9$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %6$s w SET %13$s
+            WHERE w.%8$I = sync_wallets[i]
+            RETURNING %10$s INTO sync_owner;
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %14$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    economy.render_row_variables(a.ledger, NULL, true),
+    economy.render_row_variables(a.ledger, 'NEW', false),
+    a.amount_column,
+    a.earning,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column
+    ) ELSE '' END,
+    economy.render_row_variables(a.ledger, 'OLD', false),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := NULL;  -- a parked credit has no place in the order'
+        || E'\n                RETURN NEW;',
+        a.balance_after_column
+    ) END
+);
+$render$;
+
+-- Creates (or, for an upgrade of the templates, replaces) an attachment's
+-- functions and their grants: as for the package's own functions, the app
+-- reads drift and balances, the operator reconciles and manages hot wallets
+-- (through balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets).
+CREATE OR REPLACE FUNCTION economy.create_attached_functions(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kept record;
+BEGIN
+    EXECUTE economy.render_fold(a);
+    EXECUTE economy.render_sync(a);
+    EXECUTE economy.render_drift(a);
+    EXECUTE economy.render_reconcile(a);
+    EXECUTE economy.render_set_hot(a);
+    EXECUTE economy.render_balance(a);
+    IF a.profile IS NOT NULL THEN
+        EXECUTE economy.render_move(a);
+    END IF;
+    FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
+        EXECUTE economy.render_keep(kept.guard, kept.cached);
+    END LOOP;
+
+    EXECUTE format(
+        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[]),'
+        ' economy.%3$I(bigint[]), economy.%4$I(bigint, boolean), economy.%5$I(bigint)'
+        ' FROM PUBLIC',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'),
+        economy.attached_object(a.name, 'fold'), economy.attached_object(a.name, 'set_hot'),
+        economy.attached_object(a.name, 'balance'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(bigint) TO economy_app',
+        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'balance'));
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION economy.%1$I(boolean, bigint[]), economy.%2$I(bigint[]),'
+        ' economy.%3$I(bigint, boolean) TO economy_operator',
+        economy.attached_object(a.name, 'reconcile'), economy.attached_object(a.name, 'fold'),
+        economy.attached_object(a.name, 'set_hot'));
+END;
+$$;
+
+-- Removes everything attach() created; the app's tables and data stay.
+CREATE OR REPLACE FUNCTION economy.detach(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(detach.name);
+    trig record;
+BEGIN
+    -- the caches are left exact: credits in flight are waited for (their
+    -- KEY SHARE on the hot wallets' rows), then every parked credit folded
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
+    EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
+    FOR trig IN
+        SELECT t.tgname, t.tgrelid::regclass AS tbl
+        FROM pg_catalog.pg_trigger t
+        WHERE t.tgrelid IN (a.ledger, a.wallet, a.profile)
+            AND t.tgname LIKE 'economy\_' || a.name || '\_%'
+            AND NOT t.tgisinternal
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, trig.tbl);
+    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'sync'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'move'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_wallet'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+        economy.attached_object(a.name, 'keep_profile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(boolean, bigint[])',
+        economy.attached_object(a.name, 'reconcile'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'drift'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
+        economy.attached_object(a.name, 'fold'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint, boolean)',
+        economy.attached_object(a.name, 'set_hot'));
+    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint)',
+        economy.attached_object(a.name, 'balance'));
+    DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;
+
+DO $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    FOR a IN SELECT * FROM economy.attachments ORDER BY name LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'economy_' || a.name || '_sync_rows', a.ledger);
+        EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+            economy.attached_object(a.name, 'sync_rows'));
+        PERFORM economy.create_attached_functions(a);
+    END LOOP;
+END;
+$$;
+
+DROP FUNCTION economy.render_sync_rows(economy.attachments);
