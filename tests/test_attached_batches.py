@@ -117,9 +117,8 @@ def test_the_setting_is_for_inserts_only(seed):
 
 
 def test_changing_the_setting_inside_a_statement_applies_each_row_once(seed):
-    """The setting is read once, when the triggers fire at the end of the
-    statement: switched on or off by the rows themselves, each row still counts
-    once."""
+    """The setting is read when the triggers fire, at the end of the statement:
+    switched on or off by the statement itself, each row still counts once."""
     for switch_to in ("statement", "row"):
         seed.execute(
             "INSERT INTO app_transaction (wallet_id, amount, reason)"
@@ -129,6 +128,15 @@ def test_changing_the_setting_inside_a_statement_applies_each_row_once(seed):
             [switch_to],
         )
     assert seed_figures(seed)[0][1] == (60, 60)
+    # switched after the rows are in, before the triggers fire (a writable CTE)
+    for switch_to in ("statement", "row"):
+        seed.execute(
+            "WITH x AS (INSERT INTO app_transaction (wallet_id, amount, reason)"
+            " VALUES (1, 10, 'prize'), (1, 10, 'prize') RETURNING amount)"
+            " SELECT set_config('economy.sync', %s, false) FROM (SELECT count(*) FROM x) c",
+            [switch_to],
+        )
+    assert seed_figures(seed)[0][1] == (100, 100)
     assert drift(seed, "seed") == []
 
 

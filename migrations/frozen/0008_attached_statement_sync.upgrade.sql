@@ -32,6 +32,9 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
+    IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
+        RETURN NULL;  -- the row triggers applied the rows
+    END IF;
     PERFORM FROM %2$s w
     WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n)
     ORDER BY w.%3$I
@@ -82,9 +85,11 @@ REVOKE ALL ON FUNCTION economy.render_sync_rows(economy.attachments) FROM PUBLIC
 -- key order, then the owners' profiles; balance_after is history and is left
 -- as it was. A credit to a hot wallet is parked instead; any other entry on
 -- a hot wallet folds its parked credits first. The rows of an INSERT made
--- with economy.sync = 'statement' are left to sync_rows (below); the setting
--- is read when the row triggers fire, at the end of the statement, as that
--- trigger's WHEN reads it, so each row is applied once by one of them.
+-- with economy.sync = 'statement' are left to sync_rows (below). Both read
+-- the setting when they fire, at the end of the statement, one right after
+-- the other: so each row is applied once, by one of them. (Not in a WHEN
+-- clause: an AFTER trigger's WHEN is read when the row or statement is
+-- queued, and the statement could change the setting in between.)
 CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -242,7 +247,6 @@ BEGIN
         EXECUTE format(
             'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s'
             ' REFERENCING NEW TABLE AS sync_inserted FOR EACH STATEMENT'
-            ' WHEN (pg_catalog.current_setting(''economy.sync'', true) = ''statement'')'
             ' EXECUTE FUNCTION economy.%I()',
             'economy_' || a.name || '_sync_rows', a.ledger,
             economy.attached_object(a.name, 'sync_rows'));

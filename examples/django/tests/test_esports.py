@@ -10,6 +10,8 @@ from django.db import connection
 from django.db.models import F
 from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
 
+from economy_sync.django.bulk import sync_by_statement
+
 pytestmark = pytest.mark.django_db
 
 
@@ -64,6 +66,22 @@ def test_bulk_create_update_and_delete(economy):
     DeltaCrownTransaction.objects.filter(wallet=bo).delete()
     assert figures(bo) == (0, 0, Decimal("0.00"), Decimal("0.00"))
     assert figures(treasury) == (5, 5)
+    assert drift() == []
+
+
+def test_bulk_create_synced_once_per_statement(economy):
+    ana, bo, treasury = economy
+    rows = [
+        DeltaCrownTransaction(wallet=wallet, amount=amount, reason="season_reward")
+        for wallet, amount in ((bo, 7), (ana, 10), (treasury, -2), (ana, 5), (bo, -1))
+    ]
+    with sync_by_statement():
+        DeltaCrownTransaction.objects.bulk_create(rows)
+    assert figures(ana) == (15, 15, Decimal("15.00"), Decimal("15.00"))
+    assert figures(bo) == (6, 7, Decimal("6.00"), Decimal("7.00"))
+    assert figures(treasury) == (-2, 0)
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=1, reason="reward")  # row by row again
+    assert figures(ana)[0] == 16
     assert drift() == []
 
 
