@@ -395,11 +395,12 @@ $render$;
 -- Template: the ledger's statement trigger, for an INSERT made with
 -- `SET LOCAL economy.sync = 'statement'` (a multi-row INSERT or a COPY):
 -- its wallets locked in ascending key order, each updated once with the sum
--- of its rows, then each owner's profile once. A hot wallet's rows are added
--- to its cached figures under that lock (its parked credits stay parked: the
--- exact figures are still the cached ones plus them). Not made for an
--- attachment that records balance_after_column: each row needs its own
--- balance there, so its rows are synced one by one whatever the setting.
+-- of its rows, then each owner's profile once. As row by row, a hot wallet
+-- that only gets credits has them parked (one parked row per wallet, no
+-- shared row written); one that also gets a debit is folded under its lock
+-- first. Not made for an attachment that records balance_after_column: each
+-- row needs its own balance there, so its rows are synced one by one
+-- whatever the setting.
 CREATE FUNCTION economy.render_sync_rows(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -415,6 +416,8 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+    sync_parked bigint[];
+    sync_folded bigint[];
     sync_owners bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
@@ -422,14 +425,44 @@ BEGIN
     IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
         RETURN NULL;  -- the row triggers applied the rows
     END IF;
+    -- the hot wallets of the statement: parked if it only credits them
+    -- (KEY SHARE, as a credit row by row), else folded below
+    SELECT coalesce(array_agg(h.wallet_id) FILTER (WHERE h.credits_only), '{}'),
+        coalesce(array_agg(h.wallet_id) FILTER (WHERE NOT h.credits_only), '{}')
+    INTO sync_parked, sync_folded
+    FROM (
+        SELECT h.wallet_id, i.credits_only
+        FROM economy.attached_hot_wallet h
+        JOIN (
+            SELECT n.%4$I AS wallet_key, bool_and(n.%5$I > 0) AS credits_only
+            FROM sync_inserted n
+            GROUP BY n.%4$I
+        ) i ON i.wallet_key = h.wallet_id
+        WHERE h.attachment = %10$L
+        ORDER BY h.wallet_id
+        FOR KEY SHARE OF h
+    ) h;
+    IF cardinality(sync_parked) > 0 THEN
+        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+        SELECT %10$L, n.%4$I, sum(n.%5$I),
+            sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END)
+        FROM sync_inserted n
+        WHERE n.%4$I = ANY (sync_parked)
+        GROUP BY n.%4$I;
+    END IF;
+
     PERFORM FROM %2$s w
-    WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n)
+    WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n WHERE n.%4$I <> ALL (sync_parked))
     ORDER BY w.%3$I
     FOR NO KEY UPDATE;
+    IF cardinality(sync_folded) > 0 THEN
+        PERFORM economy.%11$I(sync_folded);
+    END IF;
     WITH totals AS (
         SELECT n.%4$I AS wallet_key, sum(n.%5$I) AS amount,
             sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END) AS earnings
         FROM sync_inserted n
+        WHERE n.%4$I <> ALL (sync_parked)
         GROUP BY n.%4$I
     ),
 
@@ -458,7 +491,9 @@ $template$,
         'w', a.wallet_balance_column, a.wallet_earnings_column, 't.amount', 't.earnings'
     ),
     economy.render_column('w', a.wallet_owner_column),
-    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.name,
+    economy.attached_object(a.name, 'fold')
 );
 $render$;
 

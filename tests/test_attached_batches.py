@@ -8,7 +8,7 @@ import random
 import threading
 
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, pay, seed_figures
+from helpers import SEED_ATTACH, SEED_TABLES, pay, run, seed_figures
 from helpers import attached_drift as drift
 from psycopg import errors
 
@@ -140,12 +140,36 @@ def test_changing_the_setting_inside_a_statement_applies_each_row_once(seed):
     assert drift(seed, "seed") == []
 
 
-def test_a_hot_wallet_takes_the_statements_sum_and_keeps_its_parked_credits(seed):
+def parked(conn):
+    return conn.execute(
+        "SELECT wallet_id, count(*), sum(amount) FROM economy.attached_hot_credit GROUP BY 1"
+    ).fetchall()
+
+
+def test_a_hot_wallet_only_credited_is_parked_and_one_also_debited_is_folded(seed):
     set_hot(seed, 4, attachment="seed")
-    pay(seed, 4, 30)  # parked
-    statement_insert(seed, ROWS + "(4, 5, 'fee'), (4, -2, 'payout'), (1, 1, 'prize')")
-    assert seed_figures(seed)[0][4] == (3, 5)
-    assert wallet_balance(seed, 4, attachment="seed") == 33
+    pay(seed, 4, 30)  # parked, row by row
+    statement_insert(seed, ROWS + "(4, 5, 'fee'), (1, 1, 'prize'), (4, 6, 'fee')")
+    assert parked(seed) == [(4, 2, 41)]  # one parked row for the statement
+    assert seed_figures(seed)[0][4] == (0, 0)
+    statement_insert(seed, ROWS + "(4, 5, 'fee'), (4, -2, 'payout')")
+    assert parked(seed) == []
+    assert seed_figures(seed)[0][4] == (44, 46)
+    assert wallet_balance(seed, 4, attachment="seed") == 44
+    assert drift(seed, "seed") == []
+
+
+def test_statements_crediting_a_hot_wallet_do_not_wait_for_each_others_commit(seed, connect):
+    set_hot(seed, 4, attachment="seed")
+    first, second = connect(autocommit=False), connect(autocommit=False)
+    first.execute(STATEMENT)
+    first.execute(ROWS + "(4, 1, 'fee'), (4, 1, 'fee')")  # uncommitted
+    second.execute("SET lock_timeout = '1s'")
+    second.execute(STATEMENT)
+    second.execute(ROWS + "(4, 2, 'fee'), (4, 2, 'fee')")  # would time out if it queued
+    second.commit()
+    first.commit()
+    assert wallet_balance(seed, 4, attachment="seed") == 6
     assert drift(seed, "seed") == []
 
 
@@ -172,6 +196,15 @@ def test_the_app_role_writes_statements(seed, login):
     wallets = seed_figures(seed)[0]
     assert (wallets[1], wallets[2]) == ((8, 8), (9, 9))
     assert drift(seed, "seed") == []
+
+
+def test_doctor_finds_a_disabled_statement_trigger(seed, dsn):
+    seed.execute("ALTER TABLE app_transaction DISABLE TRIGGER economy_seed_sync_rows")
+    result = run("doctor", "--attachment", "seed", dsn=dsn)
+    assert result.returncode == 1
+    assert "PROBLEM trigger economy_seed_sync_rows is disabled" in result.stdout
+    seed.execute("ALTER TABLE app_transaction ENABLE TRIGGER economy_seed_sync_rows")
+    assert run("doctor", "--attachment", "seed", dsn=dsn).returncode == 0
 
 
 def test_detach_removes_the_statement_trigger(seed):

@@ -63,8 +63,9 @@ def expected_triggers(conn, attachment: str | None) -> dict[str, str]:
     attachment's tables."""
     if attachment is None:
         return dict.fromkeys(SYNC_TRIGGERS, LEDGER) | {"apply_batch": "economy.transaction_batch"}
-    ledger, wallet, profile = conn.execute(
-        "SELECT ledger::text, wallet::text, profile::text FROM economy.attachment(%s)",
+    ledger, wallet, profile, records_balance_after = conn.execute(
+        "SELECT ledger::text, wallet::text, profile::text, balance_after_column IS NOT NULL"
+        " FROM economy.attachment(%s)",
         [attachment],
     ).fetchone()
     prefix = f"economy_{attachment}_"
@@ -75,6 +76,8 @@ def expected_triggers(conn, attachment: str | None) -> dict[str, str]:
         prefix + "refuse_truncate": ledger,
         prefix + "keep_cached": wallet,
     }
+    if not records_balance_after:  # inserts made with economy.sync = 'statement'
+        expected[prefix + "sync_rows"] = ledger
     if profile is not None:
         expected[prefix + "move"] = wallet
     return expected
