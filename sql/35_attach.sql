@@ -442,15 +442,6 @@ BEGIN
         ORDER BY h.wallet_id
         FOR KEY SHARE OF h
     ) h;
-    IF cardinality(sync_parked) > 0 THEN
-        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-        SELECT %10$L, n.%4$I, sum(n.%5$I),
-            sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END)
-        FROM sync_inserted n
-        WHERE n.%4$I = ANY (sync_parked)
-        GROUP BY n.%4$I;
-    END IF;
-
     PERFORM FROM %2$s w
     WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n WHERE n.%4$I <> ALL (sync_parked))
     ORDER BY w.%3$I
@@ -458,18 +449,25 @@ BEGIN
     IF cardinality(sync_folded) > 0 THEN
         PERFORM economy.%11$I(sync_folded);
     END IF;
+    -- each wallet's sums, once: parked or added to its cached columns
     WITH totals AS (
         SELECT n.%4$I AS wallet_key, sum(n.%5$I) AS amount,
             sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END) AS earnings
         FROM sync_inserted n
-        WHERE n.%4$I <> ALL (sync_parked)
         GROUP BY n.%4$I
+    ),
+
+    parked AS (
+        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+        SELECT %10$L, t.wallet_key, t.amount, t.earnings
+        FROM totals t
+        WHERE t.wallet_key = ANY (sync_parked)
     ),
 
     updated AS (
         UPDATE %2$s w SET %7$s
         FROM totals t
-        WHERE w.%3$I = t.wallet_key
+        WHERE w.%3$I = t.wallet_key AND t.wallet_key <> ALL (sync_parked)
         RETURNING (%8$s)::bigint AS owner_key, t.amount, t.earnings
     )
 
