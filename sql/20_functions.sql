@@ -600,6 +600,81 @@ BEGIN
 END;
 $$;
 
+-- Locks the given wallet rows, then the given profile rows, each set in
+-- ascending key order, without ever waiting for a row while holding another
+-- of them: a try locks each set with NOWAIT, in a subtransaction; when a row
+-- is busy the try is undone (what it took is released), that row alone is
+-- waited for (and released), and the next try starts. So a transaction that
+-- held no row lock before cannot deadlock here, whatever order the app's own
+-- transactions lock wallets in (a user's wallet, then a lower-id treasury).
+-- Each wait obeys lock_timeout. Keys of missing rows are skipped.
+CREATE FUNCTION economy.lock_rows(
+    wallet regclass,
+    wallet_key name,
+    wallet_keys bigint[],
+    profile regclass DEFAULT NULL,
+    profile_key name DEFAULT NULL,
+    profile_keys bigint[] DEFAULT NULL,
+    strength text DEFAULT 'NO KEY UPDATE'
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lock_set CONSTANT text := 'SELECT FROM %s t WHERE t.%I = ANY ($1) ORDER BY t.%2$I FOR %s NOWAIT';
+    -- the smallest key of the set that exists and is locked by another
+    first_busy CONSTANT text := 'WITH free AS (SELECT t.%2$I FROM %1$s t WHERE t.%2$I = ANY ($1)'
+        ' FOR %3$s SKIP LOCKED) SELECT min(t.%2$I) FROM %1$s t'
+        ' WHERE t.%2$I = ANY ($1) AND t.%2$I NOT IN (SELECT f.%2$I FROM free f)';
+    busy_table regclass;
+    busy_column name;
+    busy_key bigint;
+BEGIN
+    IF strength NOT IN ('UPDATE', 'NO KEY UPDATE') THEN
+        RAISE EXCEPTION 'strength must be UPDATE or NO KEY UPDATE, got %', strength
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        BEGIN
+            EXECUTE format(lock_set, wallet, wallet_key, strength) USING wallet_keys;
+            IF profile IS NOT NULL THEN
+                EXECUTE format(lock_set, profile, profile_key, strength) USING profile_keys;
+            END IF;
+            RETURN;  -- every row taken: the subtransaction's locks stay
+        EXCEPTION
+            WHEN lock_not_available THEN NULL;  -- undone: nothing held
+        END;
+        -- which row is busy, looked for with SKIP LOCKED; the look is undone too
+        BEGIN
+            busy_table := wallet;
+            busy_column := wallet_key;
+            EXECUTE format(first_busy, wallet, wallet_key, strength) INTO busy_key USING wallet_keys;
+            IF busy_key IS NULL AND profile IS NOT NULL THEN
+                busy_table := profile;
+                busy_column := profile_key;
+                EXECUTE format(first_busy, profile, profile_key, strength) INTO busy_key
+                USING profile_keys;
+            END IF;
+            RAISE EXCEPTION 'undo' USING ERRCODE = 'ES001';
+        EXCEPTION
+            WHEN SQLSTATE 'ES001' THEN NULL;
+        END;
+        IF busy_key IS NOT NULL THEN
+            -- holding nothing, wait for that row alone, then let it go
+            BEGIN
+                EXECUTE format('SELECT FROM %s t WHERE t.%I = $1 FOR %s',
+                    busy_table, busy_column, strength)
+                USING busy_key;
+                RAISE EXCEPTION 'undo' USING ERRCODE = 'ES001';
+            EXCEPTION
+                WHEN SQLSTATE 'ES001' THEN NULL;
+            END;
+        END IF;
+    END LOOP;
+END;
+$$;
+
 -- Every user whose cached figures disagree with the ledger, one row each
 -- (with their wallet's, if any): the exact cached figures (a hot wallet's
 -- parked credits added), what the ledger and the holds say they must be, and
@@ -700,7 +775,7 @@ STABLE
 AS $$
 #variable_conflict use_column
 BEGIN
-    IF balance_drift.attachment IS NOT NULL THEN
+    IF NOT economy.own_tables(balance_drift.attachment) THEN
         RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
             (economy.attachment(balance_drift.attachment)).name, 'drift'))
         USING balance_drift.user_ids;
@@ -775,7 +850,7 @@ BEGIN
         RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    IF reconcile_economy.attachment IS NOT NULL THEN
+    IF NOT economy.own_tables(reconcile_economy.attachment) THEN
         IF max_wallets IS NOT NULL THEN
             RAISE EXCEPTION 'max_wallets is for the package''s own tables'
                 USING ERRCODE = 'feature_not_supported';
@@ -811,14 +886,11 @@ BEGIN
             AND (reconcile_economy.user_ids IS NULL OR w.user_id = ANY (reconcile_economy.user_ids))
     ) u;
 
-    PERFORM FROM economy.wallet w
-    WHERE w.user_id = ANY (drifted_users)
-    ORDER BY w.id
-    FOR NO KEY UPDATE;
-    PERFORM FROM economy.profile p
-    WHERE p.user_id = ANY (drifted_users)
-    ORDER BY p.user_id
-    FOR NO KEY UPDATE;
+    PERFORM economy.lock_rows(
+        'economy.wallet', 'id',
+        ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (drifted_users)),
+        'economy.profile', 'user_id', drifted_users
+    );
     PERFORM economy.fold_hot_credits(w.id)
     FROM economy.wallet w
     WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)

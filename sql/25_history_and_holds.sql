@@ -136,7 +136,9 @@ BEGIN
     IF locked.status <> 'held' THEN
         RAISE EXCEPTION 'hold % is %', hold_id, locked.status USING ERRCODE = 'check_violation';
     END IF;
-    IF for_capture AND locked.expires_at <= now() THEN
+    -- the clock, not the transaction's start: a capture in a transaction
+    -- begun before the hold expired is refused too
+    IF for_capture AND locked.expires_at <= clock_timestamp() THEN
         RAISE EXCEPTION 'hold % expired at %', hold_id, locked.expires_at
             USING ERRCODE = 'check_violation';
     END IF;

@@ -16,7 +16,7 @@ AS $$
 DECLARE
     exact numeric;
 BEGIN
-    IF attachment IS NOT NULL THEN
+    IF NOT economy.own_tables(attachment) THEN
         EXECUTE format('SELECT economy.%I($1)', economy.attached_object(
             (economy.attachment(wallet_balance.attachment)).name, 'balance'))
         INTO exact
@@ -49,18 +49,20 @@ BEGIN
     IF hot IS NULL THEN
         RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
     END IF;
-    IF attachment IS NOT NULL THEN
+    IF NOT economy.own_tables(attachment) THEN
         EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
             (economy.attachment(set_hot.attachment)).name, 'set_hot'))
         USING wallet_id, hot;
         RETURN;
     END IF;
-    IF hot THEN
-        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR NO KEY UPDATE;
-    ELSE
-        PERFORM FROM economy.wallet w WHERE w.id = set_hot.wallet_id FOR UPDATE;
-    END IF;
-    IF NOT FOUND THEN
+    -- the wallet, and its profile, which a fold writes
+    PERFORM economy.lock_rows(
+        'economy.wallet', 'id', ARRAY[wallet_id],
+        'economy.profile', 'user_id',
+        ARRAY(SELECT w.user_id FROM economy.wallet w WHERE w.id = set_hot.wallet_id),
+        CASE WHEN hot THEN 'NO KEY UPDATE' ELSE 'UPDATE' END
+    );
+    IF NOT EXISTS (SELECT FROM economy.wallet w WHERE w.id = set_hot.wallet_id) THEN
         RAISE EXCEPTION 'wallet % does not exist', wallet_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
@@ -85,20 +87,21 @@ DECLARE
     parked bigint[];
     folded integer;
 BEGIN
-    IF attachment IS NOT NULL THEN
+    IF NOT economy.own_tables(attachment) THEN
         EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(
             (economy.attachment(fold_hot_wallets.attachment)).name, 'fold'))
         INTO folded;
         RETURN folded;
     END IF;
-    WITH locked AS (
+    parked := ARRAY(
         SELECT w.id FROM economy.wallet w
         WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
         ORDER BY w.id
-        FOR NO KEY UPDATE
-    )
-
-    SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') INTO parked FROM locked l;
+    );
+    PERFORM economy.lock_rows(
+        'economy.wallet', 'id', parked, 'economy.profile', 'user_id',
+        ARRAY(SELECT w.user_id FROM economy.wallet w WHERE w.id = ANY (parked))
+    );
     PERFORM economy.fold_hot_credits(p.wallet_id) FROM unnest(parked) AS p (wallet_id);
     RETURN cardinality(parked);
 END;

@@ -41,8 +41,35 @@ CREATE TABLE economy.attachments (
     profile_earnings_column name,
     earning text NOT NULL,
     balance_after_column name,
-    attached_at timestamptz NOT NULL DEFAULT now()
+    attached_at timestamptz NOT NULL DEFAULT now(),
+    -- each mapped column's number in its table (attnum), by argument name:
+    -- economy.reattach follows a renamed column through it
+    column_numbers jsonb
 );
+
+-- The package's own tables are the first attachment: every function takes
+-- attachment => 'economy' (as NULL) for them. Their sync is the static code
+-- of 20_functions.sql and 30_triggers.sql, not generated; this row describes
+-- them (its earning text is the rule economy.earned applies).
+INSERT INTO economy.attachments (
+    name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
+    wallet_balance_column, wallet_owner_column, profile_key_column, profile_balance_column,
+    profile_earnings_column, earning, balance_after_column
+)
+VALUES (
+    'economy', 'economy.transaction', 'economy.wallet', 'economy.profile', 'wallet_id',
+    'amount', 'id', 'balance', 'user_id', 'user_id', 'balance', 'lifetime_earnings',
+    'kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)', 'balance_after'
+);
+
+-- Whether an attachment argument names the package's own tables.
+CREATE FUNCTION economy.own_tables(attachment text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT attachment IS NULL OR attachment = 'economy';
+$$;
 
 -- Hot wallets of attachments (economy.set_hot(…, attachment => N)): the app's
 -- wallet table has no column of ours, so they are listed here. A credit to a
@@ -94,6 +121,17 @@ BEGIN
 END;
 $$;
 
+-- A column's type; NULL when the table has no such column.
+CREATE FUNCTION economy.column_type(tbl regclass, col name)
+RETURNS regtype
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT a.atttypid::regtype
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+$$;
+
 -- Refuses a column that is missing or whose type is not one of `types`.
 CREATE FUNCTION economy.check_column(tbl regclass, col name, purpose text, types regtype[])
 RETURNS regtype
@@ -101,12 +139,9 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    found_type regtype;
+    found_type regtype := economy.column_type(tbl, col);
 BEGIN
-    SELECT a.atttypid::regtype INTO found_type
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
-    IF NOT FOUND THEN
+    IF found_type IS NULL THEN
         RAISE EXCEPTION '%: table % has no column %', purpose, tbl, col
             USING ERRCODE = 'undefined_column';
     END IF;
@@ -224,23 +259,98 @@ SELECT CASE WHEN a.profile IS NOT NULL THEN format(
 ) ELSE '' END;
 $render$;
 
--- Template part: the ledger row's columns as variables of the trigger, so
--- that the `earning` expression reads them by name, as plain PL/pgSQL (no
--- query per row). `declare` gives the declarations, else the assignments
--- from `source` (OLD or NEW).
-CREATE FUNCTION economy.render_row_variables(ledger regclass, source text, declare boolean)
+-- The app tables whose columns an attachment caches, wallet then profile:
+-- each with those columns and the name of the guard function that keeps them.
+CREATE FUNCTION economy.cached_tables(a economy.attachments)
+RETURNS TABLE (tbl regclass, cached name[], guard name)
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT a.wallet,
+        array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL),
+        economy.attached_object(a.name, 'keep_wallet')
+    UNION ALL
+    SELECT a.profile,
+        array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL),
+        economy.attached_object(a.name, 'keep_profile')
+    WHERE a.profile IS NOT NULL;
+$$;
+
+-- Template part: whether the ledger row `source` (NEW or OLD) is an earning,
+-- read through the row itself: the `earning` expression sees the row's
+-- columns and nothing of the trigger's scope, so a column may have any name
+-- (tg_op, sync_amount, …).
+CREATE FUNCTION economy.render_earning(a economy.attachments, source text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT format('(SELECT coalesce((%s), false) FROM (SELECT %s.*) AS ledger_row)',
+        a.earning, source);
+$$;
+
+-- Template part: a boolean expression, true when the amount `amount` cannot
+-- be cached exactly: NULL, or (a numeric ledger) NaN, an infinity, or more
+-- decimals than a cached column of a numeric type with a scale holds. Such
+-- an entry is refused, nothing written: never rounded. (A sum too large
+-- for its column fails when it is written.)
+CREATE FUNCTION economy.render_inexact(a economy.attachments, amount text)
 RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT string_agg(
-        CASE WHEN declare
-            THEN format('%I %s;', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
-            ELSE format('%1$I := %2$s.%1$I;', a.attname, source)
-        END,
-        E'\n    ' ORDER BY a.attnum)
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = ledger AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT concat_ws(' OR ', format('%s IS NULL', amount),
+        CASE WHEN economy.column_type(a.ledger, a.amount_column) = 'numeric'::regtype
+            THEN format('%s IN (''NaN'', ''Infinity'', ''-Infinity'')', amount) END,
+        (SELECT format('min_scale(%s) > %s', amount, min((att.atttypmod - 4) & 65535))
+            FROM (
+                SELECT t.tbl, unnest(t.cached) AS col FROM economy.cached_tables(a) t
+                UNION ALL
+                SELECT a.ledger, a.balance_after_column WHERE a.balance_after_column IS NOT NULL
+            ) c
+            JOIN pg_catalog.pg_attribute att ON att.attrelid = c.tbl AND att.attname = c.col
+            WHERE att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0
+            HAVING count(*) > 0));
+$$;
+
+-- Template part: refuses (numeric_value_out_of_range, nothing written) a
+-- parked credit after which the wallet's exact figures, or its owner's,
+-- would no longer fit a cached column of a bounded type (an integer, or a
+-- numeric with a precision): a fold could never write them. Parked credits
+-- still in flight elsewhere are not seen.
+CREATE FUNCTION economy.render_parked_fit(a economy.attachments, wallet_keys text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN count(*) > 0 THEN format(
+        $template$PERFORM %1$s
+    FROM %2$s w
+    JOIN (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %3$L AND c.wallet_id = ANY (%4$s)
+        GROUP BY c.wallet_id
+    ) pk ON pk.wallet_id = w.%5$I%6$s;$template$,
+        string_agg(format('(%s.%I + pk.%s)::%s', f.alias, f.col, f.part,
+            pg_catalog.format_type(att.atttypid, att.atttypmod)), ', '),
+        a.wallet,
+        a.name,
+        wallet_keys,
+        a.wallet_key_column,
+        CASE WHEN a.profile IS NOT NULL THEN format(E'\n    LEFT JOIN %s p ON p.%I = w.%I',
+            a.profile, a.profile_key_column, a.wallet_owner_column) ELSE '' END
+    ) ELSE '' END
+    FROM (
+        VALUES
+        ('w', a.wallet, a.wallet_balance_column, 'amount'),
+        ('w', a.wallet, a.wallet_earnings_column, 'earnings'),
+        ('p', a.profile, a.profile_balance_column, 'amount'),
+        ('p', a.profile, a.profile_earnings_column, 'earnings')
+    ) AS f (alias, tbl, col, part)
+    JOIN pg_catalog.pg_attribute att ON att.attrelid = f.tbl AND att.attname = f.col
+    WHERE att.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+        OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0);
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
@@ -271,7 +381,6 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    %2$s
     sync_amount numeric;
     sync_earned numeric;
     sync_owner bigint;
@@ -283,9 +392,12 @@ DECLARE
 BEGIN
     %20$s
     IF TG_OP <> 'DELETE' THEN
-        %3$s
         sync_amount := NEW.%4$I;
-        sync_earned := CASE WHEN coalesce((%5$s), false) THEN sync_amount ELSE 0 END;
+        IF %2$s THEN
+            RAISE EXCEPTION '%%: amount %% cannot be cached exactly', TG_TABLE_NAME, sync_amount
+                USING ERRCODE = 'check_violation';
+        END IF;
+        sync_earned := CASE WHEN %3$s THEN sync_amount ELSE 0 END;
     END IF;
     IF TG_OP = 'INSERT' THEN
         IF sync_amount > 0 THEN
@@ -296,6 +408,7 @@ BEGIN
             IF FOUND THEN
                 INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
                 VALUES (%17$L, NEW.%9$I, sync_amount, sync_earned);
+                %21$s
                 %19$s
             END IF;
         ELSIF EXISTS (
@@ -311,10 +424,9 @@ BEGIN
         %16$s
     END IF;
 
-    %12$s
     sync_wallets := ARRAY[OLD.%9$I];
     sync_amounts := ARRAY[-OLD.%4$I];
-    sync_earnings := ARRAY[CASE WHEN coalesce((%5$s), false) THEN -OLD.%4$I ELSE 0 END];
+    sync_earnings := ARRAY[CASE WHEN %12$s THEN -OLD.%4$I ELSE 0 END];
     IF TG_OP = 'UPDATE' THEN
         IF NEW.%9$I = OLD.%9$I THEN
             sync_amounts[1] := sync_amounts[1] + sync_amount;
@@ -344,8 +456,8 @@ END;
 $fn$
 $template$,
     economy.attached_object(a.name, 'sync'),
-    economy.render_row_variables(a.ledger, NULL, true),
-    economy.render_row_variables(a.ledger, 'NEW', false),
+    economy.render_inexact(a, 'sync_amount'),
+    economy.render_earning(a, 'NEW'),
     a.amount_column,
     a.earning,
     a.wallet,
@@ -366,7 +478,7 @@ $template$,
         ),
         a.profile_key_column
     ) ELSE '' END,
-    economy.render_row_variables(a.ledger, 'OLD', false),
+    economy.render_earning(a, 'OLD'),
     economy.render_additions(
         'w', a.wallet_balance_column, a.wallet_earnings_column,
         'sync_amounts[i]', 'sync_earnings[i]'
@@ -388,7 +500,8 @@ $template$,
     CASE WHEN a.balance_after_column IS NULL THEN $statement$
     IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
         RETURN NULL;  -- the statement's rows are applied together (sync_rows)
-    END IF;$statement$ ELSE '' END
+    END IF;$statement$ ELSE '' END,
+    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column))
 );
 $render$;
 
@@ -424,6 +537,10 @@ DECLARE
 BEGIN
     IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
         RETURN NULL;  -- the row triggers applied the rows
+    END IF;
+    IF EXISTS (SELECT FROM sync_inserted n WHERE %12$s) THEN
+        RAISE EXCEPTION '%%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation';
     END IF;
     -- the hot wallets of the statement: parked if it only credits them
     -- (KEY SHARE, as a credit row by row), else folded below
@@ -474,6 +591,7 @@ BEGIN
     SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
     INTO sync_owners, sync_amounts, sync_earnings
     FROM updated u;
+    %13$s
     %9$s
     RETURN NULL;
 END;
@@ -491,7 +609,9 @@ $template$,
     economy.render_column('w', a.wallet_owner_column),
     economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
     a.name,
-    economy.attached_object(a.name, 'fold')
+    economy.attached_object(a.name, 'fold'),
+    economy.render_inexact(a, format('n.%I', a.amount_column)),
+    economy.render_parked_fit(a, 'sync_parked')
 );
 $render$;
 
@@ -737,6 +857,7 @@ DECLARE
     drifted_owners bigint[];
     drifted_wallets bigint[];
     locked_wallets bigint[];
+    repaired jsonb;
 BEGIN
     IF dry_run THEN
         RETURN QUERY SELECT d.*, false FROM economy.%2$I(user_ids) d;
@@ -764,20 +885,16 @@ BEGIN
     WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
         OR (h.owner_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL);
 
-    SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked_wallets
-    FROM (
-        SELECT w.%5$I::bigint AS wallet_id FROM %3$s w
+    locked_wallets := ARRAY(
+        SELECT w.%5$I::bigint FROM %3$s w
         WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
-        ORDER BY w.%5$I
-        FOR NO KEY UPDATE
-    ) l;
-    %6$s
+    );
+    PERFORM economy.lock_rows(%11$s, %5$L, locked_wallets, %6$s, drifted_owners);
     PERFORM economy.%10$I(locked_wallets);
 
     -- lets the repairs past the guards of the cached columns
     PERFORM set_config('economy.repairing', 'on', true);
     -- A new statement, so a new snapshot: taken after the locks.
-    RETURN QUERY
     WITH drift AS (
         SELECT d.*
         FROM economy.%2$I(
@@ -806,9 +923,29 @@ BEGIN
 
     profile_fix AS (%8$s)
 
-    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') INTO repaired
     FROM drift d;
     PERFORM set_config('economy.repairing', '', true);
+
+    -- fixed: equal to the ledger now (a value its column cannot hold is not)
+    RETURN QUERY
+    WITH still AS (
+        SELECT d.*
+        FROM economy.%2$I(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+    )
+
+    SELECT r.user_id, r.wallet_id, r.field, r.cached_value, r.ledger_value,
+        NOT EXISTS (
+            SELECT FROM still s
+            WHERE s.field = r.field AND s.user_id IS NOT DISTINCT FROM r.user_id
+                AND s.wallet_id IS NOT DISTINCT FROM r.wallet_id
+        )
+    FROM jsonb_to_recordset(repaired) AS r (
+        user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+    );
 END;
 $fn$
 $template$,
@@ -817,11 +954,8 @@ $template$,
     a.wallet,
     economy.render_column('w', a.wallet_owner_column),
     a.wallet_key_column,
-    CASE WHEN a.profile IS NOT NULL THEN format(
-        'PERFORM FROM %1$s p WHERE p.%2$I = ANY (drifted_owners) ORDER BY p.%2$I'
-        ' FOR NO KEY UPDATE;',
-        a.profile, a.profile_key_column
-    ) ELSE '' END,
+    CASE WHEN a.profile IS NULL THEN 'NULL, NULL' ELSE format(
+        '%s::regclass, %L', a.profile::oid, a.profile_key_column) END,
     concat_ws(', ',
         economy.render_set(
             '%1$I = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.%1$I)',
@@ -858,7 +992,8 @@ $template$,
         a.wallet_key_column
     ) END,
     a.name,
-    economy.attached_object(a.name, 'fold')
+    economy.attached_object(a.name, 'fold'),
+    format('%s::regclass', a.wallet::oid)
 );
 $render$;
 
@@ -889,16 +1024,14 @@ BEGIN
     -- its own updates of the cached columns pass their guards (a function's
     -- SET clause may not name a custom setting unless a superuser made it)
     PERFORM set_config('economy.repairing', 'on', true);
-    SELECT coalesce(array_agg(l.wallet_id), '{}') INTO locked
-    FROM (
-        SELECT w.%2$I::bigint AS wallet_id FROM %3$s w
+    locked := ARRAY(
+        SELECT w.%2$I::bigint FROM %3$s w
         WHERE w.%2$I IN (
             SELECT c.wallet_id FROM economy.attached_hot_credit c
             WHERE c.attachment = %4$L AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
         )
-        ORDER BY w.%2$I
-        FOR NO KEY UPDATE
-    ) l;
+    );
+    PERFORM economy.lock_rows(%8$s, %2$L, locked, %9$s);
     WITH taken AS (
         DELETE FROM economy.attached_hot_credit c
         WHERE c.attachment = %4$L AND c.wallet_id = ANY (locked)
@@ -935,7 +1068,12 @@ $template$,
         'w', a.wallet_balance_column, a.wallet_earnings_column, 'pw.amount', 'pw.earnings'
     ),
     economy.render_column('w', a.wallet_owner_column),
-    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)')
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    format('%s::regclass', a.wallet::oid),
+    CASE WHEN a.profile IS NULL THEN 'NULL, NULL, NULL' ELSE format(
+        '%s::regclass, %L, ARRAY(SELECT %s::bigint FROM %s w WHERE w.%I = ANY (locked))',
+        a.profile::oid, a.profile_key_column, economy.render_column('w', a.wallet_owner_column),
+        a.wallet, a.wallet_key_column) END
 );
 $render$;
 
@@ -1012,47 +1150,108 @@ $template$,
 );
 $render$;
 
--- The app tables whose columns an attachment caches, wallet then profile:
--- each with those columns and the name of the guard function that keeps them.
-CREATE FUNCTION economy.cached_tables(a economy.attachments)
-RETURNS TABLE (tbl regclass, cached name[], guard name)
+-- The functions generated for an attachment, the one list of them (read by
+-- create_attached_functions, detach, attachment_sql and doctor): each with
+-- its signature, whether it runs per row (at a write of the app's tables),
+-- and the package role that may call it (NULL: only the triggers).
+CREATE FUNCTION economy.attached_functions(attachment text)
+RETURNS TABLE (function_name name, signature text, per_row boolean, granted_to name)
 LANGUAGE sql
 IMMUTABLE
 AS $$
-    SELECT a.wallet,
-        array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL),
-        economy.attached_object(a.name, 'keep_wallet')
+    SELECT economy.attached_object(attachment, f.suffix),
+        format('economy.%I(%s)', economy.attached_object(attachment, f.suffix), f.arguments),
+        f.per_row, f.granted_to
+    FROM (
+        VALUES
+        ('sync', '', true, NULL),
+        ('sync_rows', '', true, NULL),
+        ('keep_wallet', '', true, NULL),
+        ('keep_profile', '', true, NULL),
+        ('move', '', true, NULL),
+        ('fold', 'bigint[]', false, 'economy_operator'),
+        ('drift', 'bigint[]', false, 'economy_app'),
+        ('reconcile', 'boolean, bigint[]', false, 'economy_operator'),
+        ('set_hot', 'bigint, boolean', false, 'economy_operator'),
+        ('balance', 'bigint', false, 'economy_app')
+    ) AS f (suffix, arguments, per_row, granted_to);
+$$;
+
+-- The triggers an attachment puts on the app's tables, the one list of them
+-- (read by create_attached_functions, detach, attachment_sql and doctor):
+-- name, table and definition.
+CREATE FUNCTION economy.attached_triggers(a economy.attachments)
+RETURNS TABLE (trigger_name name, tbl regclass, definition text)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT t.trigger_name, t.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I %s ON %s %s EXECUTE FUNCTION economy.%s',
+        t.trigger_name, t.event, t.tbl, t.rest, t.call)
+    FROM (
+        VALUES
+        -- BEFORE when it records balance_after: the row is written with it
+        ('economy_' || a.name || '_sync', a.ledger,
+            CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
+            'FOR EACH ROW', quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        ('economy_' || a.name || '_sync_delete', a.ledger, 'AFTER DELETE', 'FOR EACH ROW',
+            quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        ('economy_' || a.name || '_sync_update', a.ledger, 'AFTER UPDATE',
+            'FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)',
+            quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        -- AFTER: it sees whether the same statement emptied the wallet table
+        ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
+            'FOR EACH STATEMENT', format('refuse_attached_truncate(%L)', a.name))
+    ) AS t (trigger_name, tbl, event, rest, call)
     UNION ALL
-    SELECT a.profile,
-        array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL),
-        economy.attached_object(a.name, 'keep_profile')
+    -- inserts made with economy.sync = 'statement'; each row needs its own
+    -- balance_after, so not where that is recorded
+    SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_rows', a.ledger,
+        economy.attached_object(a.name, 'sync_rows'))
+    WHERE a.balance_after_column IS NULL
+    UNION ALL
+    -- guards of the cached columns
+    SELECT 'economy_' || a.name || '_keep_cached', k.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+        ' WHEN (pg_catalog.pg_trigger_depth() < 1'
+        ' AND pg_catalog.current_setting(''economy.repairing'', true)'
+        ' IS DISTINCT FROM ''on'' AND (%s))'
+        ' EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_keep_cached', k.tbl,
+        (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+            FROM unnest(k.cached) c),
+        k.guard)
+    FROM economy.cached_tables(a) k
+    UNION ALL
+    SELECT 'economy_' || a.name || '_move', a.wallet, format(
+        'CREATE OR REPLACE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
+        ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
+        'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
+        economy.attached_object(a.name, 'move'))
     WHERE a.profile IS NOT NULL;
 $$;
 
--- Creates (or, for an upgrade of the templates, replaces) an attachment's
--- functions and their grants: as for the package's own functions, the app
--- reads drift and balances, the operator reconciles and manages hot wallets
--- (through balance_drift, wallet_balance, reconcile_economy, set_hot and
--- fold_hot_wallets). Also the ledger's statement trigger, which the row
--- triggers (made by attach) rely on being there.
+-- Creates (or, after an upgrade of the templates or a change of the app's
+-- tables, replaces) an attachment's functions, their grants and its
+-- triggers: as for the package's own functions, the app reads drift and
+-- balances, the operator reconciles and manages hot wallets (through
+-- balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets).
 CREATE FUNCTION economy.create_attached_functions(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    kept record;
+    generated record;
 BEGIN
     EXECUTE economy.render_fold(a);
     EXECUTE economy.render_sync(a);
     IF a.balance_after_column IS NULL THEN
         EXECUTE economy.render_sync_rows(a);
-        EXECUTE format(
-            'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s'
-            ' REFERENCING NEW TABLE AS sync_inserted FOR EACH STATEMENT'
-            ' EXECUTE FUNCTION economy.%I()',
-            'economy_' || a.name || '_sync_rows', a.ledger,
-            economy.attached_object(a.name, 'sync_rows'));
     END IF;
     EXECUTE economy.render_drift(a);
     EXECUTE economy.render_reconcile(a);
@@ -1061,37 +1260,173 @@ BEGIN
     IF a.profile IS NOT NULL THEN
         EXECUTE economy.render_move(a);
     END IF;
-    FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
-        EXECUTE economy.render_keep(kept.guard, kept.cached);
+    FOR generated IN SELECT * FROM economy.cached_tables(a) LOOP
+        EXECUTE economy.render_keep(generated.guard, generated.cached);
     END LOOP;
-
-    EXECUTE format(
-        'REVOKE ALL ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(boolean, bigint[]),'
-        ' economy.%3$I(bigint[]), economy.%4$I(bigint, boolean), economy.%5$I(bigint)'
-        ' FROM PUBLIC',
-        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'reconcile'),
-        economy.attached_object(a.name, 'fold'), economy.attached_object(a.name, 'set_hot'),
-        economy.attached_object(a.name, 'balance'));
-    EXECUTE format(
-        'GRANT EXECUTE ON FUNCTION economy.%1$I(bigint[]), economy.%2$I(bigint) TO economy_app',
-        economy.attached_object(a.name, 'drift'), economy.attached_object(a.name, 'balance'));
-    EXECUTE format(
-        'GRANT EXECUTE ON FUNCTION economy.%1$I(boolean, bigint[]), economy.%2$I(bigint[]),'
-        ' economy.%3$I(bigint, boolean) TO economy_operator',
-        economy.attached_object(a.name, 'reconcile'), economy.attached_object(a.name, 'fold'),
-        economy.attached_object(a.name, 'set_hot'));
+    FOR generated IN
+        SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
+        WHERE f.granted_to IS NOT NULL
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', generated.signature);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+            generated.signature, generated.granted_to);
+    END LOOP;
+    FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
+        EXECUTE generated.definition;
+    END LOOP;
 END;
 $$;
 
--- Trigger function: an attached ledger is never emptied behind the caches.
+-- Trigger function, AFTER TRUNCATE of an attached ledger (TG_ARGV[0]: the
+-- attachment): allowed only when the same statement emptied the wallet
+-- table too (what Django's flush does); the parked credits go with them and
+-- a profile table left as it was is set to the empty ledger's figures.
 CREATE FUNCTION economy.refuse_attached_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    a economy.attachments := economy.attachment(TG_ARGV[0]);
+    wallets_left boolean;
 BEGIN
-    RAISE EXCEPTION 'TRUNCATE of %.% refused: economy-sync keeps caches of it; DELETE instead',
-        TG_TABLE_SCHEMA, TG_TABLE_NAME
-        USING ERRCODE = 'restrict_violation';
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', a.wallet) INTO wallets_left;
+    IF wallets_left THEN
+        RAISE EXCEPTION 'TRUNCATE of % refused: economy-sync keeps caches of it in %;'
+            ' DELETE instead, or truncate both in one statement', a.ledger, a.wallet
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = a.name;
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
+    IF a.profile IS NOT NULL THEN
+        EXECUTE format('UPDATE %s p SET %s', a.profile, concat_ws(', ',
+            economy.render_set('%1$I = 0', a.profile_balance_column),
+            economy.render_set('%1$I = 0', a.profile_earnings_column)));
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- The columns an attachment maps, by the argument of attach that names
+-- them, each with its table.
+CREATE FUNCTION economy.mapped_columns(a economy.attachments)
+RETURNS TABLE (argument text, tbl regclass, col name)
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT m.argument, m.tbl, m.col
+    FROM (
+        VALUES
+        ('ledger_wallet_column', a.ledger, a.ledger_wallet_column),
+        ('amount_column', a.ledger, a.amount_column),
+        ('balance_after_column', a.ledger, a.balance_after_column),
+        ('wallet_key_column', a.wallet, a.wallet_key_column),
+        ('wallet_balance_column', a.wallet, a.wallet_balance_column),
+        ('wallet_earnings_column', a.wallet, a.wallet_earnings_column),
+        ('wallet_owner_column', a.wallet, a.wallet_owner_column),
+        ('profile_key_column', a.profile, a.profile_key_column),
+        ('profile_balance_column', a.profile, a.profile_balance_column),
+        ('profile_earnings_column', a.profile, a.profile_earnings_column)
+    ) AS m (argument, tbl, col)
+    WHERE m.col IS NOT NULL;
+$$;
+
+-- Checks an attachment's tables, columns, types and earning expression
+-- against the catalogs, and returns it with what they say filled in (the
+-- wallet's key, each column's number). Nothing is created.
+CREATE FUNCTION economy.check_attachment(a economy.attachments)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key_types regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    money_types regtype[] := ARRAY['smallint', 'integer', 'bigint', 'numeric']::regtype[];
+    wallet_keys name[];
+    tbl regclass;
+BEGIN
+    FOREACH tbl IN ARRAY array_remove(ARRAY[a.ledger, a.wallet, a.profile], NULL) LOOP
+        IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+        END IF;
+    END LOOP;
+    IF a.ledger IN (a.wallet, a.profile) OR a.wallet = a.profile THEN
+        RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- the wallet's primary key: one integer column
+    SELECT array_agg(att.attname) INTO wallet_keys
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = i.indrelid AND att.attnum = ANY (i.indkey)
+    WHERE i.indrelid = a.wallet AND i.indisprimary;
+    IF cardinality(wallet_keys) IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'wallet table % needs a primary key of one column', a.wallet
+            USING ERRCODE = 'invalid_table_definition';
+    END IF;
+    a.wallet_key_column := wallet_keys[1];
+    PERFORM economy.check_column(a.wallet, a.wallet_key_column, 'wallet key', key_types);
+    PERFORM economy.check_column(
+        a.ledger, a.ledger_wallet_column, 'ledger_wallet_column', key_types
+    );
+    -- caches of an integer type need integer amounts: nothing is ever rounded
+    IF economy.check_column(a.ledger, a.amount_column, 'amount_column', money_types)
+        = 'numeric'::regtype THEN
+        money_types := ARRAY['numeric']::regtype[];
+    END IF;
+    PERFORM economy.check_column(
+        a.wallet, a.wallet_balance_column, 'wallet_balance_column', money_types
+    );
+    IF a.wallet_earnings_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            a.wallet, a.wallet_earnings_column, 'wallet_earnings_column', money_types
+        );
+    END IF;
+    IF a.wallet_owner_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            a.wallet, a.wallet_owner_column, 'wallet_owner_column', key_types
+        );
+    END IF;
+    IF a.profile IS NOT NULL THEN
+        IF a.wallet_owner_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs wallet_owner_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF a.profile_balance_column IS NULL AND a.profile_earnings_column IS NULL THEN
+            RAISE EXCEPTION 'a profile table needs profile_balance_column or profile_earnings_column'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM economy.check_column(
+            a.profile, a.profile_key_column, 'profile_key_column', key_types
+        );
+        IF a.profile_balance_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                a.profile, a.profile_balance_column, 'profile_balance_column', money_types
+            );
+        END IF;
+        IF a.profile_earnings_column IS NOT NULL THEN
+            PERFORM economy.check_column(
+                a.profile, a.profile_earnings_column, 'profile_earnings_column', money_types
+            );
+        END IF;
+    ELSIF a.profile_balance_column IS NOT NULL OR a.profile_earnings_column IS NOT NULL THEN
+        RAISE EXCEPTION 'profile_balance_column and profile_earnings_column need a profile table'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSE
+        a.profile_key_column := NULL;
+    END IF;
+    IF a.balance_after_column IS NOT NULL THEN
+        PERFORM economy.check_column(
+            a.ledger, a.balance_after_column, 'balance_after_column', money_types
+        );
+    END IF;
+    PERFORM economy.check_earning(a.ledger, a.earning);
+    SELECT jsonb_object_agg(m.argument, att.attnum) INTO a.column_numbers
+    FROM economy.mapped_columns(a) m
+    JOIN pg_catalog.pg_attribute att ON att.attrelid = m.tbl AND att.attname = m.col;
+    RETURN a;
 END;
 $$;
 
@@ -1120,12 +1455,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     a economy.attachments;
-    key_types regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
-    money_types regtype[] := ARRAY['smallint', 'integer', 'bigint', 'numeric']::regtype[];
-    amount_type regtype;
-    wallet_keys name[];
-    tbl regclass;
-    kept record;
 BEGIN
     IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
@@ -1136,147 +1465,69 @@ BEGIN
         RAISE EXCEPTION 'an attachment named % exists already', attach.name
             USING ERRCODE = 'duplicate_object';
     END IF;
-    FOREACH tbl IN ARRAY array_remove(ARRAY[attach.ledger, attach.wallet, attach.profile], NULL)
-    LOOP
-        IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
-            RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
-        END IF;
-    END LOOP;
-    IF attach.ledger IN (attach.wallet, attach.profile) OR attach.wallet = attach.profile THEN
-        RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF EXISTS (SELECT FROM economy.attachments x WHERE x.ledger = attach.ledger) THEN
         RAISE EXCEPTION 'ledger % is attached already', attach.ledger
             USING ERRCODE = 'duplicate_object';
     END IF;
+    a.name := attach.name;
+    a.ledger := attach.ledger;
+    a.wallet := attach.wallet;
+    a.profile := attach.profile;
+    a.ledger_wallet_column := attach.ledger_wallet_column;
+    a.amount_column := attach.amount_column;
+    a.wallet_balance_column := attach.wallet_balance_column;
+    a.wallet_earnings_column := attach.wallet_earnings_column;
+    a.wallet_owner_column := attach.wallet_owner_column;
+    a.profile_key_column := attach.profile_key_column;
+    a.profile_balance_column := attach.profile_balance_column;
+    a.profile_earnings_column := attach.profile_earnings_column;
+    a.earning := attach.earning;
+    a.balance_after_column := attach.balance_after_column;
+    a.attached_at := now();
+    a := economy.check_attachment(a);
+    INSERT INTO economy.attachments VALUES (a.*);
+    PERFORM economy.create_attached_functions(a);
+    RETURN a;
+END;
+$$;
 
-    -- the wallet's primary key: one integer column
-    SELECT array_agg(att.attname) INTO wallet_keys
-    FROM pg_catalog.pg_index i
-    JOIN pg_catalog.pg_attribute att
-        ON att.attrelid = i.indrelid AND att.attnum = ANY (i.indkey)
-    WHERE i.indrelid = attach.wallet AND i.indisprimary;
-    IF cardinality(wallet_keys) IS DISTINCT FROM 1 THEN
-        RAISE EXCEPTION 'wallet table % needs a primary key of one column', attach.wallet
-            USING ERRCODE = 'invalid_table_definition';
-    END IF;
-    PERFORM economy.check_column(attach.wallet, wallet_keys[1], 'wallet key', key_types);
-    PERFORM economy.check_column(
-        attach.ledger, attach.ledger_wallet_column, 'ledger_wallet_column', key_types
-    );
-    amount_type := economy.check_column(
-        attach.ledger, attach.amount_column, 'amount_column', money_types
-    );
-    -- caches of an integer type need integer amounts: nothing is ever rounded
-    IF amount_type = 'numeric'::regtype THEN
-        money_types := ARRAY['numeric']::regtype[];
-    END IF;
-    PERFORM economy.check_column(
-        attach.wallet, attach.wallet_balance_column, 'wallet_balance_column', money_types
-    );
-    IF attach.wallet_earnings_column IS NOT NULL THEN
-        PERFORM economy.check_column(
-            attach.wallet, attach.wallet_earnings_column, 'wallet_earnings_column', money_types
-        );
-    END IF;
-    IF attach.wallet_owner_column IS NOT NULL THEN
-        PERFORM economy.check_column(
-            attach.wallet, attach.wallet_owner_column, 'wallet_owner_column', key_types
-        );
-    END IF;
-    IF attach.profile IS NOT NULL THEN
-        IF attach.wallet_owner_column IS NULL THEN
-            RAISE EXCEPTION 'a profile table needs wallet_owner_column'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF attach.profile_balance_column IS NULL AND attach.profile_earnings_column IS NULL THEN
-            RAISE EXCEPTION 'a profile table needs profile_balance_column or profile_earnings_column'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        PERFORM economy.check_column(
-            attach.profile, attach.profile_key_column, 'profile_key_column', key_types
-        );
-        IF attach.profile_balance_column IS NOT NULL THEN
-            PERFORM economy.check_column(
-                attach.profile, attach.profile_balance_column, 'profile_balance_column', money_types
-            );
-        END IF;
-        IF attach.profile_earnings_column IS NOT NULL THEN
-            PERFORM economy.check_column(
-                attach.profile, attach.profile_earnings_column, 'profile_earnings_column', money_types
-            );
-        END IF;
-    ELSIF attach.profile_balance_column IS NOT NULL OR attach.profile_earnings_column IS NOT NULL
-    THEN
-        RAISE EXCEPTION 'profile_balance_column and profile_earnings_column need a profile table'
+-- Regenerates an attachment after the app changed its tables (a column
+-- renamed, added, dropped or of a new type): its settings, hot wallets and
+-- parked credits are kept, a renamed mapped column is followed (by its
+-- number), and everything is checked again as attach does. `earning`, when
+-- given, replaces the earning expression (one that named a renamed column).
+CREATE FUNCTION economy.reattach(name text, earning text DEFAULT NULL)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(reattach.name);
+    renamed jsonb;
+BEGIN
+    IF economy.own_tables(a.name) THEN
+        RAISE EXCEPTION 'the package''s own tables are no generated attachment: nothing to regenerate'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF attach.balance_after_column IS NOT NULL THEN
-        PERFORM economy.check_column(
-            attach.ledger, attach.balance_after_column, 'balance_after_column', money_types
-        );
-    END IF;
-    PERFORM economy.check_earning(attach.ledger, attach.earning);
-
-    INSERT INTO economy.attachments AS x (
-        name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
-        wallet_balance_column, wallet_earnings_column, wallet_owner_column, profile_key_column,
-        profile_balance_column, profile_earnings_column, earning, balance_after_column
-    )
-    VALUES (
-        attach.name, attach.ledger, attach.wallet, attach.profile, attach.ledger_wallet_column,
-        attach.amount_column, wallet_keys[1], attach.wallet_balance_column,
-        attach.wallet_earnings_column, attach.wallet_owner_column,
-        CASE WHEN attach.profile IS NOT NULL THEN attach.profile_key_column END,
-        attach.profile_balance_column, attach.profile_earnings_column, attach.earning,
-        attach.balance_after_column
-    )
-    RETURNING x.* INTO a;
-
+    SELECT jsonb_object_agg(m.argument, att.attname) INTO renamed
+    FROM economy.mapped_columns(a) m
+    JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = m.tbl AND att.attnum = (a.column_numbers ->> m.argument)::smallint
+    WHERE NOT att.attisdropped AND att.attname <> m.col
+        AND economy.column_type(m.tbl, m.col) IS NULL;
+    a := jsonb_populate_record(a, to_jsonb(a) || coalesce(renamed, '{}'));
+    a.earning := coalesce(reattach.earning, a.earning);
+    a := economy.check_attachment(a);
+    UPDATE economy.attachments x SET column_numbers = a.column_numbers,
+        ledger_wallet_column = a.ledger_wallet_column, amount_column = a.amount_column,
+        balance_after_column = a.balance_after_column, wallet_key_column = a.wallet_key_column,
+        wallet_balance_column = a.wallet_balance_column,
+        wallet_earnings_column = a.wallet_earnings_column,
+        wallet_owner_column = a.wallet_owner_column, profile_key_column = a.profile_key_column,
+        profile_balance_column = a.profile_balance_column,
+        profile_earnings_column = a.profile_earnings_column, earning = a.earning
+    WHERE x.name = a.name;
     PERFORM economy.create_attached_functions(a);
-    EXECUTE format(
-        -- BEFORE when it records balance_after: the row is written with it
-        'CREATE TRIGGER %I %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
-        'economy_' || a.name || '_sync',
-        CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END,
-        a.ledger, economy.attached_object(a.name, 'sync'));
-    EXECUTE format(
-        'CREATE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION economy.%I()',
-        'economy_' || a.name || '_sync_delete', a.ledger,
-        economy.attached_object(a.name, 'sync'));
-    EXECUTE format(
-        'CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW'
-        ' WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.%I()',
-        'economy_' || a.name || '_sync_update', a.ledger,
-        economy.attached_object(a.name, 'sync'));
-    EXECUTE format(
-        'CREATE TRIGGER %I BEFORE TRUNCATE ON %s'
-        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
-        'economy_' || a.name || '_refuse_truncate', a.ledger);
-
-    -- guards of the cached columns
-    FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
-        EXECUTE format(
-            'CREATE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
-            ' WHEN (pg_catalog.pg_trigger_depth() < 1'
-            ' AND pg_catalog.current_setting(''economy.repairing'', true)'
-            ' IS DISTINCT FROM ''on'' AND (%s))'
-            ' EXECUTE FUNCTION economy.%I()',
-            'economy_' || a.name || '_keep_cached', kept.tbl,
-            (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
-                FROM unnest(kept.cached) c),
-            kept.guard);
-    END LOOP;
-
-    IF a.profile IS NOT NULL THEN
-        EXECUTE format(
-            'CREATE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
-            ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
-            'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
-            economy.attached_object(a.name, 'move'));
-    END IF;
-
     RETURN a;
 END;
 $$;
@@ -1289,40 +1540,57 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     a economy.attachments := economy.attachment(detach.name);
-    trig record;
+    generated record;
 BEGIN
+    IF economy.own_tables(a.name) THEN
+        RAISE EXCEPTION 'the package''s own tables cannot be detached: alembic downgrade base'
+            ' removes the package'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- the caches are left exact: credits in flight are waited for (their
     -- KEY SHARE on the hot wallets' rows), then every parked credit folded
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
     EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
-    FOR trig IN
-        SELECT t.tgname, t.tgrelid::regclass AS tbl
-        FROM pg_catalog.pg_trigger t
-        WHERE t.tgrelid IN (a.ledger, a.wallet, a.profile)
-            AND t.tgname LIKE 'economy\_' || a.name || '\_%'
-            AND NOT t.tgisinternal
-    LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, trig.tbl);
+    FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', generated.trigger_name, generated.tbl);
     END LOOP;
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'sync'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
-        economy.attached_object(a.name, 'sync_rows'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()', economy.attached_object(a.name, 'move'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
-        economy.attached_object(a.name, 'keep_wallet'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
-        economy.attached_object(a.name, 'keep_profile'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(boolean, bigint[])',
-        economy.attached_object(a.name, 'reconcile'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
-        economy.attached_object(a.name, 'drift'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint[])',
-        economy.attached_object(a.name, 'fold'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint, boolean)',
-        economy.attached_object(a.name, 'set_hot'));
-    EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(bigint)',
-        economy.attached_object(a.name, 'balance'));
+    FOR generated IN SELECT * FROM economy.attached_functions(a.name) LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
+    END LOOP;
     DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;
+
+-- The SQL an attachment runs when the app writes its tables: the triggers on
+-- them and the functions they call, as the database has them (for the
+-- package's own tables, their triggers and trigger functions).
+CREATE FUNCTION economy.attachment_sql(name text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(attachment_sql.name);
+    rendered text;
+BEGIN
+    WITH triggers AS (
+        SELECT t.oid, t.tgname, t.tgfoid
+        FROM pg_catalog.pg_trigger t
+        JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+        WHERE t.tgrelid IN (a.ledger, a.wallet, a.profile) AND NOT t.tgisinternal
+            AND f.pronamespace = 'economy'::regnamespace
+    )
+
+    SELECT string_agg(d.definition, E'\n\n' ORDER BY d.position, d.title) INTO rendered
+    FROM (
+        SELECT 1 AS position, t.tgname::text AS title,
+            pg_catalog.pg_get_triggerdef(t.oid, true) || ';' AS definition
+        FROM triggers t
+        UNION ALL
+        SELECT DISTINCT 2, t.tgfoid::regprocedure::text, pg_catalog.pg_get_functiondef(t.tgfoid)
+        FROM triggers t
+    ) d;
+    RETURN rendered;
 END;
 $$;
 
@@ -1338,7 +1606,7 @@ DECLARE
     owner_key bigint;
     found_rows bigint;
 BEGIN
-    IF attachment IS NULL THEN
+    IF economy.own_tables(attachment) THEN
         SELECT w.user_id INTO owner_key FROM economy.wallet w WHERE w.id = wallet_owner.wallet_id;
     ELSE
         a := economy.attachment(attachment);
@@ -1370,7 +1638,7 @@ AS $$
 DECLARE
     a economy.attachments;
 BEGIN
-    IF attachment IS NULL THEN
+    IF economy.own_tables(attachment) THEN
         RETURN QUERY
         SELECT p.user_id FROM economy.profile p
         WHERE after IS NULL OR p.user_id > after
@@ -1401,7 +1669,7 @@ DECLARE
     a economy.attachments;
 BEGIN
     PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
-    IF attachment IS NULL THEN
+    IF economy.own_tables(attachment) THEN
         RETURN QUERY
         SELECT coalesce(sum(lt.balance), 0.00), coalesce(sum(lt.lifetime_earnings), 0.00)
         FROM economy.wallet_totals(ARRAY[wallet_ledger_totals.wallet_id]) lt;
@@ -1414,5 +1682,28 @@ BEGIN
         ' FROM %3$s AS r WHERE r.%4$I = $1',
         a.amount_column, a.earning, a.ledger, a.ledger_wallet_column)
     USING wallet_ledger_totals.wallet_id;
+END;
+$$;
+
+-- Every attachment's drift, counted: one row per attachment and drifted
+-- field, none when all are in sync (for a scheduler, doctor and metrics).
+CREATE FUNCTION economy.drift_summary()
+RETURNS TABLE (attachment text, field text, drifted bigint)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    attachment_name text;
+BEGIN
+    FOR attachment_name IN
+        SELECT a.name FROM economy.attachments a ORDER BY a.name <> 'economy', a.name
+    LOOP
+        RETURN QUERY
+        SELECT attachment_name, d.field, count(*)
+        FROM economy.balance_drift(attachment => attachment_name) d
+        GROUP BY d.field
+        ORDER BY d.field;
+    END LOOP;
 END;
 $$;

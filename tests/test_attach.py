@@ -196,7 +196,7 @@ def generated_objects(conn):
     return conn.execute(
         "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'economy\\_%%'),"
         " (SELECT count(*) FROM pg_proc WHERE proname LIKE 'attached\\_%%\\_%%'),"
-        " (SELECT count(*) FROM economy.attachments)"
+        " (SELECT count(*) FROM economy.attachments WHERE name <> 'economy')"
     ).fetchone()
 
 
