@@ -269,12 +269,12 @@ def test_racing_purchases_payouts_folds_toggles_and_reconciles_conserve_money(se
 def test_cli_hot_fold_and_the_parked_credits_metric(seed, dsn):
     pay(seed, TREASURY, 5, "fee")
     pay(seed, TREASURY, 6, "fee")
-    assert b"economy_hot_parked_credits 2.0" in collect(seed, "seed")
-    assert b"economy_hot_parked_credits 0.0" in collect(seed)  # the package's own wallets
+    assert b'economy_hot_parked_credits{attachment="seed"} 2.0' in collect(seed, "seed")
+    assert b'economy_hot_parked_credits{attachment="economy"} 0.0' in collect(seed)
     with redirect_stdout(io.StringIO()) as out:
         assert cli(["--dsn", dsn, "hot", "fold", "--attachment", "seed"]) == 0
     assert "Hot wallets folded: 1" in out.getvalue()
-    assert b"economy_hot_parked_credits 0.0" in collect(seed, "seed")
+    assert b'economy_hot_parked_credits{attachment="seed"} 0.0' in collect(seed, "seed")
 
 
 def test_tables_of_another_owner_attach_when_the_installer_is_their_member(empty_dsn):

@@ -72,6 +72,7 @@ def test_drift_json(dsn, drifted):
         "count": 1,
         "drift": [
             {
+                "attachment": "economy",
                 "user_id": 2,
                 "wallet_id": drifted[1],
                 "field": "wallet.balance",
@@ -98,6 +99,7 @@ def test_reconcile_json_shape(dsn, drifted):
         "checkpoint_skipped", "batches", "rows", "rows_omitted",
     }  # fmt: skip
     assert document["rows"][0] == {
+        "attachment": "economy",
         "user_id": 2,
         "wallet_id": drifted[1],
         "field": "wallet.balance",
@@ -207,9 +209,10 @@ def test_metrics_in_prometheus_text_format(dsn, conn, drifted):
         if line and not line.startswith("#")
     }
     assert all(name.startswith("economy_") for name in samples)
-    assert samples['economy_drift_fields{field="wallet.balance"}'] == 1
-    assert samples["economy_holds_past_expiry"] == 0
-    assert "economy_checkpoint_lag_entries" in samples
+    assert samples['economy_drift_fields{attachment="economy",field="wallet.balance"}'] == 1
+    assert samples['economy_holds_past_expiry{attachment="economy"}'] == 0
+    assert 'economy_checkpoint_lag_entries{attachment="economy"}' in samples
+    assert samples["economy_metrics_last_success_timestamp_seconds"] > 0
 
 
 def test_a_permission_error_names_the_role_needed(dsn, conn, drifted):

@@ -273,8 +273,8 @@ def test_racing_credits_debits_folds_and_toggles_conserve_money(connect, conn, t
 def test_cli_hot_fold_and_the_parked_credits_metric(conn, dsn, treasury):
     post(conn, treasury, "5")
     post(conn, treasury, "6")
-    assert b"economy_hot_parked_credits 2.0" in collect(conn)
+    assert b'economy_hot_parked_credits{attachment="economy"} 2.0' in collect(conn)
     with redirect_stdout(io.StringIO()) as out:
         assert cli(["--dsn", dsn, "hot", "fold"]) == 0
     assert "Hot wallets folded: 1" in out.getvalue()
-    assert b"economy_hot_parked_credits 0.0" in collect(conn)
+    assert b'economy_hot_parked_credits{attachment="economy"} 0.0' in collect(conn)

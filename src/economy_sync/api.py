@@ -20,6 +20,8 @@ from psycopg import errors
 from psycopg.rows import class_row
 
 EARNINGS_FIELD = "lifetime_earnings"  # wallet.… and profile.…
+# The attachment name of the package's own tables (as attachment=None).
+OWN_TABLES = "economy"
 # Errors after which a reconcile batch is skipped (and counted) rather than the
 # whole run stopped: re-running later is safe.
 RETRYABLE_ERRORS = (errors.DeadlockDetected, errors.LockNotAvailable, errors.QueryCanceled)
@@ -46,6 +48,15 @@ class ReconcileRow(DriftRow):
     """A drift row of `economy.reconcile_economy`; fixed is False in a dry run."""
 
     fixed: bool
+
+
+@dataclass(frozen=True)
+class DriftCount:
+    """How many fields of an attachment drifted (`economy.drift_summary`)."""
+
+    attachment: str
+    field: str
+    drifted: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,28 @@ def _reconcile_users(
         ).fetchall()
 
 
+def own_tables(attachment: str | None) -> bool:
+    """Whether attachment names the package's own tables."""
+    return attachment in (None, OWN_TABLES)
+
+
+def attachments(conn: psycopg.Connection) -> list[str]:
+    """Every attachment's name, the package's own tables (economy) first."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT a.name FROM economy.attachments a ORDER BY a.name <> 'economy', a.name"
+        )
+    ]
+
+
+def drift_summary(conn: psycopg.Connection) -> list[DriftCount]:
+    """How many cached fields drifted, per attachment and field, over every
+    attachment (`economy.drift_summary`); [] when all are in sync."""
+    with conn.cursor(row_factory=class_row(DriftCount)) as cur:
+        return cur.execute("SELECT * FROM economy.drift_summary()").fetchall()
+
+
 def _of_wallet(rows: list, wallet_id: int, owner: int | None) -> list:
     """An ownerless wallet is named by a NULL owner, which names them all."""
     return rows if owner is not None else [row for row in rows if row.wallet_id == wallet_id]
@@ -242,7 +275,7 @@ def _user_batches(
             break
         yield batch
         after = batch[-1]
-    if attachment is not None:
+    if not own_tables(attachment):
         yield [None]
 
 
@@ -281,7 +314,7 @@ def count_users(conn: psycopg.Connection, attachment: str | None = None) -> int:
     owners = conn.execute(
         "SELECT count(*) FROM economy.owner_keys(%(attachment)s::text)", {"attachment": attachment}
     ).fetchone()[0]
-    return owners + (attachment is not None)
+    return owners + (not own_tables(attachment))
 
 
 def reconcile(
@@ -313,7 +346,7 @@ def reconcile(
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
     summary = into or ReconcileSummary(dry_run=dry_run)
     # The checkpoint speeds up scans of everyone; a dry run writes nothing.
-    if not dry_run and user_ids is None and attachment is None:
+    if not dry_run and user_ids is None and own_tables(attachment):
         summary.checkpoint_skipped = advance_checkpoint(conn) is None
     for batch in _user_batches(conn, user_ids, batch_size, attachment):
         if limit is not None:

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="machine-readable output")
     attached = argparse.ArgumentParser(add_help=False)
     attached.add_argument(
-        "--attachment", metavar="NAME", help="an attached app's tables (economy.attachments)"
+        "--attachment",
+        metavar="NAME",
+        help="only this attachment (economy.attachments; economy: the package's own tables);"
+        " default: every one",
     )
 
     parser = argparse.ArgumentParser(
@@ -178,42 +181,61 @@ def cmd_migrate(args, out: Console) -> int:
     return EXIT_OK
 
 
+def in_scope(conn: psycopg.Connection, args) -> list[str]:
+    """The attachments a command covers: --attachment, else every one."""
+    return [args.attachment] if args.attachment else api.attachments(conn)
+
+
 def cmd_drift(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
-        rows = api.balance_drift(conn, args.user_ids, args.attachment)
+        found = {
+            name: api.balance_drift(conn, args.user_ids, name) for name in in_scope(conn, args)
+        }
+    count = sum(len(rows) for rows in found.values())
     if args.json:
-        print(json.dumps({"count": len(rows), "drift": [row_json(row) for row in rows]}))
-    elif rows:
-        fields = "cached field disagrees" if len(rows) == 1 else "cached fields disagree"
-        out.print(drift_table(rows, f"{len(rows)} {fields} with the ledger"))
-    else:
+        drift = [
+            {"attachment": name} | row_json(row) for name, rows in found.items() for row in rows
+        ]
+        print(json.dumps({"count": count, "drift": drift}))
+        return EXIT_DRIFT if count else EXIT_OK
+    for name, rows in found.items():
+        if rows:
+            fields = "cached field disagrees" if len(rows) == 1 else "cached fields disagree"
+            out.print(drift_table(rows, f"{name}: {len(rows)} {fields} with the ledger"))
+    if not count:
         out.print("No drift: every cached balance equals the ledger.")
-    return EXIT_DRIFT if rows else EXIT_OK
+    return EXIT_DRIFT if count else EXIT_OK
 
 
 def cmd_reconcile(args, out: Console) -> int:
     if args.apply and not (args.all or args.user_ids):
         raise CliError("--apply needs a scope: --all or --user-id N")
     summary = api.ReconcileSummary(dry_run=not args.apply)
+    row_attachments = []  # the attachment of each row of summary.rows
     try:
         with connected(required_dsn(args)) as conn:
-            run_reconcile(
-                conn,
-                dry_run=not args.apply,
-                user_ids=args.user_ids,
-                batch_size=args.batch_size,
-                limit=args.limit,
-                show_progress=not args.json,
-                attachment=args.attachment,
-                into=summary,
-            )
+            for name in in_scope(conn, args):  # one run: one run_id for them all
+                run_reconcile(
+                    conn,
+                    dry_run=not args.apply,
+                    user_ids=args.user_ids,
+                    batch_size=args.batch_size,
+                    limit=args.limit,
+                    show_progress=not args.json,
+                    attachment=name,
+                    into=summary,
+                )
+                row_attachments += [name] * (len(summary.rows) - len(row_attachments))
     except KeyboardInterrupt:
         # every batch is its own transaction: say what the finished ones did
         print_counts(summary, Console(stderr=True))
         raise
     if args.json:
         document = asdict(summary)
-        document["rows"] = [row_json(row) for row in summary.rows]
+        document["rows"] = [
+            {"attachment": name} | row_json(row)
+            for name, row in zip(row_attachments, summary.rows, strict=True)
+        ]
         print(json.dumps(document))
     else:
         print_rows(summary, out)
@@ -253,7 +275,7 @@ def cmd_prune_log(args, out: Console) -> int:
 
 def cmd_hot(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
-        folded = api.fold_hot_wallets(conn, args.attachment)
+        folded = sum(api.fold_hot_wallets(conn, name) for name in in_scope(conn, args))
     out.print(f"Hot wallets folded: {folded}")
     return EXIT_OK
 

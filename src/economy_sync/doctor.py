@@ -4,6 +4,7 @@ the catalogs and calls economy.balance_drift()."""
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -61,26 +62,16 @@ def check_schema(conn) -> Iterator[Finding]:
 def expected_triggers(conn, attachment: str | None) -> dict[str, str]:
     """The sync's triggers (name -> table) on the package's ledger or on an
     attachment's tables."""
-    if attachment is None:
+    if api.own_tables(attachment):
         return dict.fromkeys(SYNC_TRIGGERS, LEDGER) | {"apply_batch": "economy.transaction_batch"}
-    ledger, wallet, profile, records_balance_after = conn.execute(
-        "SELECT ledger::text, wallet::text, profile::text, balance_after_column IS NOT NULL"
-        " FROM economy.attachment(%s)",
-        [attachment],
-    ).fetchone()
-    prefix = f"economy_{attachment}_"
-    expected = {
-        prefix + "sync": ledger,
-        prefix + "sync_update": ledger,
-        prefix + "sync_delete": ledger,
-        prefix + "refuse_truncate": ledger,
-        prefix + "keep_cached": wallet,
-    }
-    if not records_balance_after:  # inserts made with economy.sync = 'statement'
-        expected[prefix + "sync_rows"] = ledger
-    if profile is not None:
-        expected[prefix + "move"] = wallet
-    return expected
+    # the one list of an attachment's triggers (sql/35_attach.sql)
+    return dict(
+        conn.execute(
+            "SELECT t.trigger_name, t.tbl::text"
+            " FROM economy.attached_triggers(economy.attachment(%s)) t",
+            [attachment],
+        ).fetchall()
+    )
 
 
 def check_triggers(conn, attachment: str | None) -> Iterator[Finding]:
@@ -96,7 +87,7 @@ def check_triggers(conn, attachment: str | None) -> Iterator[Finding]:
             [sorted(set(expected.values()))],
         ).fetchall()
     )
-    repair = "--attachment " + attachment + " " if attachment else ""
+    repair = "" if api.own_tables(attachment) else f"--attachment {attachment} "
     for name, table in expected.items():
         state = states.get(name)
         if state is None:
@@ -182,23 +173,26 @@ def check_roles(conn) -> Iterator[Finding]:
         yield Finding(True, "roles economy_app and economy_operator granted as designed")
 
 
-def check_drift(conn, attachment: str | None) -> Iterator[Finding]:
+def check_drift(conn, names: list[str]) -> Iterator[Finding]:
+    drifted = Counter()
     try:
         with conn.transaction():
-            drifted = len(api.balance_drift(conn, attachment=attachment))
+            for name in names:
+                drifted[name] = len(api.balance_drift(conn, attachment=name))
     except psycopg.errors.InsufficientPrivilege:
         yield Finding(False, "cannot read drift: run doctor as a member of economy_app")
         return
     except psycopg.errors.UndefinedObject:
         return  # said by check_triggers
-    if drifted:
-        yield Finding(
-            False,
-            f"{drifted} cached {'field disagrees' if drifted == 1 else 'fields disagree'}"
-            " with the ledger:"
-            " `economy-sync reconcile --dry-run` to see them, `--apply --all` to repair",
-        )
-    else:
+    for name, count in drifted.items():
+        if count:
+            yield Finding(
+                False,
+                f"{name}: {count} cached {'field disagrees' if count == 1 else 'fields disagree'}"
+                " with the ledger: `economy-sync reconcile --dry-run` to see them,"
+                f" `--apply --all` to repair",
+            )
+    if not sum(drifted.values()):
         yield Finding(True, "no drift: every cached balance equals the ledger")
 
 
@@ -225,11 +219,13 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
         if not one(conn, "SELECT to_regnamespace('economy') IS NOT NULL"):
             return list(check_schema(conn))
         results.extend(check_schema(conn))
-        results.extend(check_triggers(conn, attachment))
+        names = [attachment] if attachment else api.attachments(conn)
+        for name in names:
+            results.extend(check_triggers(conn, name))
         results.extend(check_replication_role(conn))
         results.extend(check_roles(conn))
-        results.extend(check_drift(conn, attachment))
-        if attachment is None:
+        results.extend(check_drift(conn, names))
+        if any(api.own_tables(name) for name in names):
             results.extend(check_holds(conn))
     return results
 
