@@ -1,22 +1,19 @@
 -- economy-sync: the same sync, drift and reconcile, attached to an
 -- application's own ledger, wallet and (optionally) profile tables.
 --
--- economy.attach() resolves every name through the catalogs and checks the
--- `earning` expression by preparing it against the ledger; then it creates,
--- for attachment N, from the templates below (format() with %I and %L; the
--- only other text placed in them is the checked `earning` expression):
---   economy.attached_N_sync()       the ledger's INSERT/UPDATE/DELETE trigger
---   economy.attached_N_sync_rows()  its statement trigger, for an INSERT made
---                                   with SET LOCAL economy.sync = 'statement'
---   economy.attached_N_keep_wallet() (and _keep_profile) guards of the caches
---   economy.attached_N_move()       a wallet's figures follow a new owner
---   economy.attached_N_drift()      balance_drift(attachment => N)
---   economy.attached_N_reconcile()  reconcile_economy(attachment => N)
---   economy.attached_N_fold()       folds the parked credits of hot wallets
---   economy.attached_N_set_hot()    set_hot(…, attachment => N)
---   economy.attached_N_balance()    wallet_balance(…, attachment => N)
--- and the triggers that call them; economy.detach(N) drops them all. No SQL
--- is built per row: every function is static once generated.
+-- economy.attachments is the catalogue: the package's own tables are its
+-- row named `economy` (synced by the static code of 20_functions.sql), every
+-- app attachment another row. economy.attach() resolves every name through
+-- the catalogs and checks the `earning` expression by preparing it against
+-- the ledger; then it creates, for attachment N, from the templates below
+-- (format() with %I and %L; the only other text placed in them is the
+-- checked `earning` expression) the functions economy.attached_functions(N)
+-- lists and the triggers economy.attached_triggers(N) lists: the ledger's
+-- row and statement sync, the guards of the cached columns, the move of a
+-- wallet to a new owner, and drift, reconcile, fold, set_hot and balance.
+-- economy.reattach(N) regenerates them after the app's own migrations,
+-- economy.detach(N) drops them, economy.attachment_sql(N) prints what runs
+-- per row. No SQL is built per row: every function is static once generated.
 --
 -- The generated functions belong to the role that attached, which owns the
 -- app's tables. Cached columns belong to the sync: the guards let through only
