@@ -46,7 +46,9 @@ $$;
 -- waited for (and released), and the next try starts. So a transaction that
 -- held no row lock before cannot deadlock here, whatever order the app's own
 -- transactions lock wallets in (a user's wallet, then a lower-id treasury).
--- Each wait obeys lock_timeout. Keys of missing rows are skipped.
+-- Each wait obeys lock_timeout. Keys of missing rows are skipped. `strength`
+-- is the wallets' (FOR UPDATE waits for the KEY SHARE of credits in flight);
+-- profiles are locked FOR NO KEY UPDATE, as the sync's own UPDATE does.
 CREATE FUNCTION economy.lock_rows(
     wallet regclass,
     wallet_key name,
@@ -78,7 +80,7 @@ BEGIN
         BEGIN
             EXECUTE format(lock_set, wallet, wallet_key, strength) USING wallet_keys;
             IF profile IS NOT NULL THEN
-                EXECUTE format(lock_set, profile, profile_key, strength) USING profile_keys;
+                EXECUTE format(lock_set, profile, profile_key, 'NO KEY UPDATE') USING profile_keys;
             END IF;
             RETURN;  -- every row taken: the subtransaction's locks stay
         EXCEPTION
@@ -92,7 +94,7 @@ BEGIN
             IF busy_key IS NULL AND profile IS NOT NULL THEN
                 busy_table := profile;
                 busy_column := profile_key;
-                EXECUTE format(first_busy, profile, profile_key, strength) INTO busy_key
+                EXECUTE format(first_busy, profile, profile_key, 'NO KEY UPDATE') INTO busy_key
                 USING profile_keys;
             END IF;
             RAISE EXCEPTION 'undo' USING ERRCODE = 'ES001';
@@ -102,8 +104,8 @@ BEGIN
         IF busy_key IS NOT NULL THEN
             -- holding nothing, wait for that row alone, then let it go
             BEGIN
-                EXECUTE format('SELECT FROM %s t WHERE t.%I = $1 FOR %s',
-                    busy_table, busy_column, strength)
+                EXECUTE format('SELECT FROM %s t WHERE t.%I = $1 FOR %s', busy_table, busy_column,
+                    CASE WHEN busy_table = wallet THEN strength ELSE 'NO KEY UPDATE' END)
                 USING busy_key;
                 RAISE EXCEPTION 'undo' USING ERRCODE = 'ES001';
             EXCEPTION
