@@ -22,6 +22,13 @@ $$;
 
 GRANT economy_app TO economy_operator;
 
+-- the parked credits of every attachment (row level security: a sync role
+-- sees only its own, 35_attach.sql)
+CREATE POLICY package_roles_read ON economy.attached_hot_wallet FOR SELECT TO economy_app
+USING (true);
+CREATE POLICY package_roles_read ON economy.attached_hot_credit FOR SELECT TO economy_app
+USING (true);
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA economy TO economy_app;

@@ -147,9 +147,10 @@ def test_updates_deletes_and_owner_moves_of_hot_wallets_stay_exact(seed):
 
 def test_a_real_reconcile_folds_and_repairs_to_the_exact_figure(seed):
     pay(seed, TREASURY, 5, "fee")
-    seed.execute("SET economy.repairing = 'on'")  # a bad write past the guards
-    seed.execute("UPDATE app_wallet SET cached_balance = 1 WHERE id = %s", [TREASURY])
-    seed.execute("RESET economy.repairing")
+    with seed.transaction():  # a bad write past the guards, which only the table's owner can make
+        seed.execute("ALTER TABLE app_wallet DISABLE TRIGGER USER")
+        seed.execute("UPDATE app_wallet SET cached_balance = 1 WHERE id = %s", [TREASURY])
+        seed.execute("ALTER TABLE app_wallet ENABLE TRIGGER USER")
     assert drift(seed, "seed") == [(None, TREASURY, "wallet.balance", 6, 105)]
     fixes = reconcile(seed, dry_run=False, attachment="seed").rows
     assert [(f.wallet_id, f.field, f.cached_value, f.ledger_value) for f in fixes] == [

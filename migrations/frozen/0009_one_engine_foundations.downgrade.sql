@@ -6,6 +6,41 @@ COMMENT ON SCHEMA economy IS
 
 DELETE FROM economy.attachments WHERE name = 'economy';
 
+-- the generated functions back to the role that downgrades, the sync roles
+-- dropped, the functions 0008 does not have dropped
+DO $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    FOR a IN SELECT * FROM economy.attachments x ORDER BY x.name LOOP
+        EXECUTE format('REASSIGN OWNED BY %I TO CURRENT_USER', a.sync_role);
+        EXECUTE format('DROP OWNED BY %I', a.sync_role);
+        EXECUTE format('DROP ROLE %I', a.sync_role);
+    END LOOP;
+END;
+$$;
+
+DROP POLICY own_attachment ON economy.attached_hot_wallet;
+DROP POLICY own_attachment ON economy.attached_hot_credit;
+DROP POLICY package_roles_read ON economy.attached_hot_wallet;
+DROP POLICY package_roles_read ON economy.attached_hot_credit;
+ALTER TABLE economy.attached_hot_wallet DISABLE ROW LEVEL SECURITY;
+ALTER TABLE economy.attached_hot_credit DISABLE ROW LEVEL SECURITY;
+
+-- Trigger function: an attached ledger is never emptied behind the caches.
+CREATE FUNCTION economy.refuse_attached_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'TRUNCATE of %.% refused: economy-sync keeps caches of it; DELETE instead',
+        TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END;
+$$;
+
+REVOKE ALL ON FUNCTION economy.refuse_attached_truncate() FROM PUBLIC;
+
 -- Template part: the ledger row's columns as variables of the trigger, so
 -- that the `earning` expression reads them by name, as plain PL/pgSQL (no
 -- query per row). `declare` gives the declarations, else the assignments
@@ -591,17 +626,37 @@ BEGIN
 END;
 $$;
 
--- Trigger function: an attached ledger is never emptied behind the caches.
-CREATE OR REPLACE FUNCTION economy.refuse_attached_truncate()
-RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    RAISE EXCEPTION 'TRUNCATE of %.% refused: economy-sync keeps caches of it; DELETE instead',
-        TG_TABLE_SCHEMA, TG_TABLE_NAME
-        USING ERRCODE = 'restrict_violation';
-END;
-$$;
+-- Template: wallet_balance(…, attachment => N): the cached balance plus the
+-- parked credits, in one snapshot.
+CREATE OR REPLACE FUNCTION economy.render_balance(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint)
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT w.%2$I::numeric + (
+        SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+        WHERE c.attachment = %3$L AND c.wallet_id = $1
+    )
+    FROM %4$s w
+    WHERE w.%5$I = $1;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'balance'),
+    a.wallet_balance_column,
+    a.name,
+    a.wallet,
+    a.wallet_key_column
+);
+$render$;
 
 -- Template: folds the parked credits of the given hot wallets (all when
 -- NULL) into the cached columns; returns how many wallets it folded. Their
@@ -1210,17 +1265,24 @@ DROP FUNCTION economy.drift_summary();
 DROP FUNCTION economy.attachment_sql(text);
 DROP FUNCTION economy.reattach(text, text);
 DROP FUNCTION economy.check_attachment(economy.attachments);
+DROP FUNCTION economy.create_sync_role(economy.attachments);
 DROP FUNCTION economy.mapped_columns(economy.attachments);
 DROP FUNCTION economy.attached_triggers(economy.attachments);
 DROP FUNCTION economy.attached_functions(text);
+DROP FUNCTION economy.run_only_as(text, name);
+DROP FUNCTION economy.render_owners(economy.attachments);
+DROP FUNCTION economy.render_wallet(economy.attachments);
+DROP FUNCTION economy.render_truncate(economy.attachments);
 DROP FUNCTION economy.render_parked_fit(economy.attachments, text);
 DROP FUNCTION economy.render_inexact(economy.attachments, text);
 DROP FUNCTION economy.render_earning(economy.attachments, text);
+DROP FUNCTION economy.sync_role_name(text);
 DROP FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text);
 DROP FUNCTION economy.column_type(regclass, name);
 DROP FUNCTION economy.own_tables(text);
 
 ALTER TABLE economy.attachments DROP COLUMN column_numbers;
+ALTER TABLE economy.attachments DROP COLUMN sync_role;
 REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM economy_app;
 
 -- every attachment regenerated from 0008's templates; its truncate trigger
@@ -1228,12 +1290,29 @@ REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM economy_a
 DO $$
 DECLARE
     a economy.attachments;
+    kept record;
 BEGIN
     FOR a IN SELECT * FROM economy.attachments x ORDER BY x.name LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', 'economy_' || a.name || '_refuse_truncate', a.ledger);
         EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s'
             ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
             'economy_' || a.name || '_refuse_truncate', a.ledger);
+        -- the guards as 0008 made them
+        FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
+            EXECUTE format(
+                'CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+                ' WHEN (pg_catalog.pg_trigger_depth() < 1'
+                ' AND pg_catalog.current_setting(''economy.repairing'', true)'
+                ' IS DISTINCT FROM ''on'' AND (%s))'
+                ' EXECUTE FUNCTION economy.%I()',
+                'economy_' || a.name || '_keep_cached', kept.tbl,
+                (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+                    FROM unnest(kept.cached) c),
+                kept.guard);
+        END LOOP;
+        EXECUTE format('DROP FUNCTION economy.%I(), economy.%I(bigint), economy.%I(bigint, integer)',
+            economy.attached_object(a.name, 'truncate'), economy.attached_object(a.name, 'wallet'),
+            economy.attached_object(a.name, 'owners'));
         PERFORM economy.create_attached_functions(a);
     END LOOP;
 END;

@@ -7,6 +7,21 @@ COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0009_one_engine_foundations)';
 
 ALTER TABLE economy.attachments ADD COLUMN column_numbers jsonb;
+ALTER TABLE economy.attachments ADD COLUMN sync_role name UNIQUE;
+
+ALTER TABLE economy.attached_hot_wallet ENABLE ROW LEVEL SECURITY;
+ALTER TABLE economy.attached_hot_credit ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY own_attachment ON economy.attached_hot_wallet
+USING (attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user));
+
+CREATE POLICY own_attachment ON economy.attached_hot_credit
+USING (attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user));
+
+CREATE POLICY package_roles_read ON economy.attached_hot_wallet FOR SELECT TO economy_app
+USING (true);
+CREATE POLICY package_roles_read ON economy.attached_hot_credit FOR SELECT TO economy_app
+USING (true);
 
 INSERT INTO economy.attachments (
     name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
@@ -116,6 +131,18 @@ BEGIN
 END;
 $$;
 
+-- The name of an attachment's sync role. Roles belong to the whole cluster:
+-- the name is unique to this database (and to the attachment's name).
+CREATE FUNCTION economy.sync_role_name(attachment text)
+RETURNS name
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT ('economy_sync_' || left(md5(
+        (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())::text
+        || '/' || attachment), 16))::name;
+$$;
+
 -- Template part: whether the ledger row `source` (NEW or OLD) is an earning,
 -- read through the row itself: the `earning` expression sees the row's
 -- columns and nothing of the trigger's scope, so a column may have any name
@@ -193,6 +220,141 @@ AS $$
         OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0);
 $$;
 
+-- Template: the ledger's AFTER TRUNCATE trigger: allowed only when the same
+-- statement emptied the wallet table too (what Django's flush does); the
+-- parked credits go with the wallets, and a profile table left as it was is
+-- set to the empty ledger's figures.
+CREATE FUNCTION economy.render_truncate(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF EXISTS (SELECT FROM %2$s) THEN
+        RAISE EXCEPTION 'TRUNCATE of %% refused: economy-sync keeps caches of it in %%;'
+            ' DELETE instead, or truncate both in one statement', %3$L, %4$L
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = %5$L;
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = %5$L;
+    %6$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'truncate'),
+    a.wallet,
+    a.ledger::text,
+    a.wallet::text,
+    a.name,
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        'UPDATE %s p SET %s WHERE %s;',
+        a.profile,
+        concat_ws(', ', economy.render_set('%1$I = 0', a.profile_balance_column),
+            economy.render_set('%1$I = 0', a.profile_earnings_column)),
+        concat_ws(' OR ', economy.render_set('p.%1$I <> 0', a.profile_balance_column),
+            economy.render_set('p.%1$I <> 0', a.profile_earnings_column))
+    ) ELSE '' END
+);
+$render$;
+
+-- Template: one wallet's owner and ledger totals (for wallet_owner and
+-- wallet_ledger_totals); no row for an unknown wallet.
+CREATE FUNCTION economy.render_wallet(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint)
+RETURNS TABLE (owner_key bigint, balance numeric, earnings numeric)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT %2$s::bigint,
+        (SELECT coalesce(sum(r.%3$I), 0)::numeric FROM %4$s AS r WHERE r.%5$I = $1),
+        (SELECT coalesce(sum(r.%3$I) FILTER (WHERE %6$s), 0)::numeric
+            FROM %4$s AS r WHERE r.%5$I = $1)
+    FROM %7$s w
+    WHERE w.%8$I = $1;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'wallet'),
+    economy.render_column('w', a.wallet_owner_column),
+    a.amount_column,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.earning,
+    a.wallet,
+    a.wallet_key_column
+);
+$render$;
+
+-- Template: the owners a reconcile walks, in key order after `after`, at
+-- most `batch_size` (all when NULL): the profiles' keys, or the wallets'
+-- distinct owners when there is no profile table (none without owners).
+CREATE FUNCTION economy.render_owners(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(after bigint, batch_size integer)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    %2$s
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'owners'),
+    CASE WHEN a.wallet_owner_column IS NULL THEN 'RETURN;  -- no owners' ELSE format(
+        $query$RETURN QUERY
+    SELECT DISTINCT t.%1$I::bigint FROM %2$s t
+    WHERE t.%1$I IS NOT NULL AND ($1 IS NULL OR t.%1$I > $1)
+    ORDER BY 1
+    LIMIT $2;$query$,
+        coalesce(a.profile_key_column, a.wallet_owner_column),
+        coalesce(a.profile, a.wallet)
+    ) END
+);
+$render$;
+
+-- A generated function's text with its first check: it runs only as the
+-- attachment's sync role, its owner. (Its owner is the only role that could
+-- make it SECURITY INVOKER; then it refuses to run, rather than run as a
+-- caller such as the installer.)
+CREATE FUNCTION economy.run_only_as(function_text text, sync_role name)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT regexp_replace(function_text, E'\nBEGIN\n', format(
+        E'\nBEGIN\n    IF CURRENT_USER <> %1$L THEN\n        RAISE EXCEPTION %2$L\n'
+        '            USING ERRCODE = ''insufficient_privilege'';\n    END IF;\n',
+        sync_role, 'economy-sync: this function runs only as its owner, ' || sync_role));
+$$;
+
 -- The functions generated for an attachment, the one list of them (read by
 -- create_attached_functions, detach, attachment_sql and doctor): each with
 -- its signature, whether it runs per row (at a write of the app's tables),
@@ -212,11 +374,14 @@ AS $$
         ('keep_wallet', '', true, NULL),
         ('keep_profile', '', true, NULL),
         ('move', '', true, NULL),
+        ('truncate', '', true, NULL),
         ('fold', 'bigint[]', false, 'economy_operator'),
         ('drift', 'bigint[]', false, 'economy_app'),
         ('reconcile', 'boolean, bigint[]', false, 'economy_operator'),
         ('set_hot', 'bigint, boolean', false, 'economy_operator'),
-        ('balance', 'bigint', false, 'economy_app')
+        ('balance', 'bigint', false, 'economy_app'),
+        ('wallet', 'bigint', false, 'economy_app'),
+        ('owners', 'bigint, integer', false, 'economy_app')
     ) AS f (suffix, arguments, per_row, granted_to);
 $$;
 
@@ -244,7 +409,7 @@ AS $$
             quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
         -- AFTER: it sees whether the same statement emptied the wallet table
         ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
-            'FOR EACH STATEMENT', format('refuse_attached_truncate(%L)', a.name))
+            'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
     ) AS t (trigger_name, tbl, event, rest, call)
     UNION ALL
     -- inserts made with economy.sync = 'statement'; each row needs its own
@@ -256,14 +421,13 @@ AS $$
         economy.attached_object(a.name, 'sync_rows'))
     WHERE a.balance_after_column IS NULL
     UNION ALL
-    -- guards of the cached columns
+    -- guards of the cached columns: only the sync role writes them (no
+    -- setting, no trigger depth: nothing another role can arrange opens them)
     SELECT 'economy_' || a.name || '_keep_cached', k.tbl, format(
         'CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
-        ' WHEN (pg_catalog.pg_trigger_depth() < 1'
-        ' AND pg_catalog.current_setting(''economy.repairing'', true)'
-        ' IS DISTINCT FROM ''on'' AND (%s))'
+        ' WHEN (CURRENT_USER <> %L AND (%s))'
         ' EXECUTE FUNCTION economy.%I()',
-        'economy_' || a.name || '_keep_cached', k.tbl,
+        'economy_' || a.name || '_keep_cached', k.tbl, a.sync_role,
         (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
             FROM unnest(k.cached) c),
         k.guard)
@@ -299,6 +463,55 @@ AS $$
         ('profile_earnings_column', a.profile, a.profile_earnings_column)
     ) AS m (argument, tbl, col)
     WHERE m.col IS NOT NULL;
+$$;
+
+-- Creates an attachment's sync role, the owner of its generated functions:
+-- NOLOGIN, a member of no role, and granted exactly what those functions
+-- need: to read the app's three tables and write their cached columns, to
+-- keep its own rows of the parked credits (row level security), and
+-- lock_rows. Whatever runs in those functions (the `earning` expression and
+-- what it calls, the app owner's own triggers on its tables) runs with these
+-- rights, never the installer's. The installer becomes its only member, to
+-- give it the functions and to replace or drop them later. A role of that
+-- name left behind by this database (NOLOGIN, no other member, no
+-- membership) is taken over; any other is refused.
+CREATE FUNCTION economy.create_sync_role(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing pg_catalog.pg_roles;
+    cached record;
+BEGIN
+    SELECT * INTO existing FROM pg_catalog.pg_roles r WHERE r.rolname = a.sync_role;
+    IF NOT FOUND THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', a.sync_role);
+    ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole
+        OR existing.rolcreatedb OR existing.rolbypassrls OR existing.rolreplication
+        OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member = existing.oid)
+        OR EXISTS (
+            SELECT FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
+        ) THEN
+        RAISE EXCEPTION 'role % exists already and is not a bare sync role: drop it first',
+            a.sync_role
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA economy TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT ON economy.attachments TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet,'
+        ' economy.attached_hot_credit TO %I', a.sync_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
+        ' regclass, name, bigint[], text) TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
+    FOR cached IN SELECT * FROM economy.cached_tables(a) LOOP
+        EXECUTE format('GRANT SELECT, UPDATE (%s) ON %s TO %I',
+            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cached.cached) c),
+            cached.tbl, a.sync_role);
+    END LOOP;
+END;
 $$;
 
 -- Checks an attachment's tables, columns, types and earning expression
@@ -550,6 +763,7 @@ BEGIN
     a.earning := attach.earning;
     a.balance_after_column := attach.balance_after_column;
     a.attached_at := now();
+    a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);
     INSERT INTO economy.attachments VALUES (a.*);
     PERFORM economy.create_attached_functions(a);
@@ -614,11 +828,12 @@ END;
 $$;
 
 -- Creates (or, after an upgrade of the templates or a change of the app's
--- tables, replaces) an attachment's functions, their grants and its
--- triggers: as for the package's own functions, the app reads drift and
+-- tables, replaces) an attachment's sync role, functions, their grants and
+-- its triggers: as for the package's own functions, the app reads drift and
 -- balances, the operator reconciles and manages hot wallets (through
 -- balance_drift, wallet_balance, reconcile_economy, set_hot and
--- fold_hot_wallets).
+-- fold_hot_wallets). Every function is given to the sync role, which may
+-- create in schema economy only for that moment (a new owner must).
 CREATE OR REPLACE FUNCTION economy.create_attached_functions(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
@@ -626,19 +841,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     generated record;
+    definition text;
 BEGIN
-    EXECUTE economy.render_fold(a);
-    EXECUTE economy.render_sync(a);
-    IF a.balance_after_column IS NULL THEN
-        EXECUTE economy.render_sync_rows(a);
-    END IF;
-    EXECUTE economy.render_drift(a);
-    EXECUTE economy.render_reconcile(a);
-    EXECUTE economy.render_set_hot(a);
-    EXECUTE economy.render_balance(a);
-    IF a.profile IS NOT NULL THEN
-        EXECUTE economy.render_move(a);
-    END IF;
+    PERFORM economy.create_sync_role(a);
+    FOREACH definition IN ARRAY ARRAY[
+        economy.render_fold(a), economy.render_sync(a), economy.render_drift(a),
+        economy.render_reconcile(a), economy.render_set_hot(a), economy.render_balance(a),
+        economy.render_truncate(a), economy.render_wallet(a), economy.render_owners(a),
+        CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
+        CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END
+    ] LOOP
+        IF definition IS NOT NULL THEN
+            EXECUTE economy.run_only_as(definition, a.sync_role);
+        END IF;
+    END LOOP;
     FOR generated IN SELECT * FROM economy.cached_tables(a) LOOP
         EXECUTE economy.render_keep(generated.guard, generated.cached);
     END LOOP;
@@ -650,6 +866,14 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
             generated.signature, generated.granted_to);
     END LOOP;
+    EXECUTE format('GRANT CREATE ON SCHEMA economy TO %I', a.sync_role);
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', generated.signature, a.sync_role);
+    END LOOP;
+    EXECUTE format('REVOKE CREATE ON SCHEMA economy FROM %I', a.sync_role);
     FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
         EXECUTE generated.definition;
     END LOOP;
@@ -681,6 +905,9 @@ BEGIN
     FOR generated IN SELECT * FROM economy.attached_functions(a.name) LOOP
         EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
     END LOOP;
+    -- its grants here, then the role
+    EXECUTE format('DROP OWNED BY %I', a.sync_role);
+    EXECUTE format('DROP ROLE %I', a.sync_role);
     DELETE FROM economy.attachments x WHERE x.name = a.name;
 END;
 $$;
@@ -774,10 +1001,8 @@ BEGIN
     IF a.wallet_owner_column IS NULL THEN
         RETURN;
     END IF;
-    RETURN QUERY EXECUTE format(
-        'SELECT DISTINCT t.%1$I::bigint FROM %2$s t'
-        ' WHERE t.%1$I IS NOT NULL AND ($1 IS NULL OR t.%1$I > $1) ORDER BY 1 LIMIT $2',
-        coalesce(a.profile_key_column, a.wallet_owner_column), coalesce(a.profile, a.wallet))
+    RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1, $2)',
+        economy.attached_object(a.name, 'owners'))
     USING after, batch_size;
 END;
 $$;
@@ -905,36 +1130,41 @@ BEGIN
 END;
 $$;
 
--- Trigger function, AFTER TRUNCATE of an attached ledger (TG_ARGV[0]: the
--- attachment): allowed only when the same statement emptied the wallet
--- table too (what Django's flush does); the parked credits go with them and
--- a profile table left as it was is set to the empty ledger's figures.
-CREATE OR REPLACE FUNCTION economy.refuse_attached_truncate()
-RETURNS trigger
+-- Template: wallet_balance(…, attachment => N): the cached balance plus the
+-- parked credits, in one snapshot.
+CREATE OR REPLACE FUNCTION economy.render_balance(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint)
+RETURNS numeric
 LANGUAGE plpgsql
+STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    a economy.attachments := economy.attachment(TG_ARGV[0]);
-    wallets_left boolean;
+AS $fn$
 BEGIN
-    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', a.wallet) INTO wallets_left;
-    IF wallets_left THEN
-        RAISE EXCEPTION 'TRUNCATE of % refused: economy-sync keeps caches of it in %;'
-            ' DELETE instead, or truncate both in one statement', a.ledger, a.wallet
-            USING ERRCODE = 'restrict_violation';
-    END IF;
-    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = a.name;
-    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
-    IF a.profile IS NOT NULL THEN
-        EXECUTE format('UPDATE %s p SET %s', a.profile, concat_ws(', ',
-            economy.render_set('%1$I = 0', a.profile_balance_column),
-            economy.render_set('%1$I = 0', a.profile_earnings_column)));
-    END IF;
-    RETURN NULL;
+    RETURN (
+        SELECT w.%2$I::numeric + (
+            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %3$L AND c.wallet_id = $1
+        )
+        FROM %4$s w
+        WHERE w.%5$I = $1
+    );
 END;
-$$;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'balance'),
+    a.wallet_balance_column,
+    a.name,
+    a.wallet,
+    a.wallet_key_column
+);
+$render$;
 
 -- Template: folds the parked credits of the given hot wallets (all when
 -- NULL) into the cached columns; returns how many wallets it folded. Their
@@ -954,15 +1184,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    repairing text := current_setting('economy.repairing', true);
     locked bigint[];
     sync_owners bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    -- its own updates of the cached columns pass their guards (a function's
-    -- SET clause may not name a custom setting unless a superuser made it)
-    PERFORM set_config('economy.repairing', 'on', true);
     locked := ARRAY(
         SELECT w.%2$I::bigint FROM %3$s w
         WHERE w.%2$I IN (
@@ -994,7 +1220,6 @@ BEGIN
     INTO sync_owners, sync_amounts, sync_earnings
     FROM folded f;
     %7$s
-    PERFORM set_config('economy.repairing', coalesce(repairing, ''), true);
     RETURN cardinality(locked);
 END;
 $fn$
@@ -1077,8 +1302,6 @@ BEGIN
     PERFORM economy.lock_rows(%11$s, %5$L, locked_wallets, %6$s, drifted_owners);
     PERFORM economy.%10$I(locked_wallets);
 
-    -- lets the repairs past the guards of the cached columns
-    PERFORM set_config('economy.repairing', 'on', true);
     -- A new statement, so a new snapshot: taken after the locks.
     WITH drift AS (
         SELECT d.*
@@ -1110,7 +1333,6 @@ BEGIN
 
     SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') INTO repaired
     FROM drift d;
-    PERFORM set_config('economy.repairing', '', true);
 
     -- fixed: equal to the ledger now (a value its column cannot hold is not)
     RETURN QUERY
@@ -1519,8 +1741,6 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 #variable_conflict use_column
-DECLARE
-    a economy.attachments;
 BEGIN
     PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
     IF economy.own_tables(attachment) THEN
@@ -1529,12 +1749,8 @@ BEGIN
         FROM economy.wallet_totals(ARRAY[wallet_ledger_totals.wallet_id]) lt;
         RETURN;
     END IF;
-    a := economy.attachment(attachment);
-    RETURN QUERY EXECUTE format(
-        'SELECT coalesce(sum(r.%1$I), 0)::numeric,'
-        ' coalesce(sum(r.%1$I) FILTER (WHERE %2$s), 0)::numeric'
-        ' FROM %3$s AS r WHERE r.%4$I = $1',
-        a.amount_column, a.earning, a.ledger, a.ledger_wallet_column)
+    RETURN QUERY EXECUTE format('SELECT w.balance, w.earnings FROM economy.%I($1) w',
+        economy.attached_object((economy.attachment(attachment)).name, 'wallet'))
     USING wallet_ledger_totals.wallet_id;
 END;
 $$;
@@ -1547,16 +1763,14 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    a economy.attachments;
     owner_key bigint;
     found_rows bigint;
 BEGIN
     IF economy.own_tables(attachment) THEN
         SELECT w.user_id INTO owner_key FROM economy.wallet w WHERE w.id = wallet_owner.wallet_id;
     ELSE
-        a := economy.attachment(attachment);
-        EXECUTE format('SELECT %s FROM %s w WHERE w.%I = $1',
-            economy.render_column('w', a.wallet_owner_column), a.wallet, a.wallet_key_column)
+        EXECUTE format('SELECT w.owner_key FROM economy.%I($1) w',
+            economy.attached_object((economy.attachment(attachment)).name, 'wallet'))
         INTO owner_key
         USING wallet_owner.wallet_id;
     END IF;
@@ -1569,17 +1783,21 @@ BEGIN
 END;
 $$;
 
-DROP FUNCTION economy.render_row_variables(regclass, text, boolean);
-
 REVOKE ALL ON FUNCTION economy.own_tables(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.column_type(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.sync_role_name(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_earning(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_inexact(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_parked_fit(economy.attachments, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_truncate(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_wallet(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_owners(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.run_only_as(text, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attached_functions(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attached_triggers(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.mapped_columns(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.create_sync_role(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.check_attachment(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.reattach(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attachment_sql(text) FROM PUBLIC;
@@ -1600,9 +1818,15 @@ DECLARE
 BEGIN
     FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', 'economy_' || a.name || '_refuse_truncate', a.ledger);
+        a.sync_role := economy.sync_role_name(a.name);
         a := economy.check_attachment(a);
-        UPDATE economy.attachments x SET column_numbers = a.column_numbers WHERE x.name = a.name;
+        UPDATE economy.attachments x
+        SET column_numbers = a.column_numbers, sync_role = a.sync_role
+        WHERE x.name = a.name;
         PERFORM economy.create_attached_functions(a);
     END LOOP;
 END;
 $$;
+
+DROP FUNCTION economy.refuse_attached_truncate();
+DROP FUNCTION economy.render_row_variables(regclass, text, boolean);
