@@ -103,6 +103,29 @@ def check_triggers(conn, attachment: str | None) -> Iterator[Finding]:
             )
 
 
+def check_generated_functions(conn, attachment: str) -> Iterator[Finding]:
+    """An attachment's functions still run as its sync role: the code they run
+    (the app owner's, too) may alter them, never escalate; here it shows."""
+    altered = conn.execute(
+        "SELECT f.signature FROM economy.attached_functions(%(a)s) f"
+        " JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)"
+        " WHERE f.function_name NOT IN (economy.attached_object(%(a)s, 'keep_wallet'),"
+        "  economy.attached_object(%(a)s, 'keep_profile'))"
+        " AND (NOT p.prosecdef OR p.proowner <> (SELECT a.sync_role FROM economy.attachments a"
+        "  WHERE a.name = %(a)s)::regrole"
+        "  OR NOT 'search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}')))",
+        {"a": attachment},
+    ).fetchall()
+    for (signature,) in altered:
+        yield Finding(
+            False,
+            f"{signature} is altered (no longer the sync role's SECURITY DEFINER function):"
+            f" SELECT economy.reattach('{attachment}')",
+        )
+    if not altered:
+        yield Finding(True, f"{attachment}: generated functions run as its sync role")
+
+
 def check_replication_role(conn) -> Iterator[Finding]:
     if one(conn, "SELECT current_setting('session_replication_role')") != "origin":
         yield Finding(False, "this session's session_replication_role skips the sync triggers")
@@ -222,6 +245,8 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
         names = [attachment] if attachment else api.attachments(conn)
         for name in names:
             results.extend(check_triggers(conn, name))
+            if not api.own_tables(name):
+                results.extend(check_generated_functions(conn, name))
         results.extend(check_replication_role(conn))
         results.extend(check_roles(conn))
         results.extend(check_drift(conn, names))
