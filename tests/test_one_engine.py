@@ -389,3 +389,71 @@ def test_the_tools_report_an_attached_apps_drift_by_default(seed, dsn):
     assert [row["attachment"] for row in json.loads(repaired.stdout)["rows"]] == ["seed"]
     assert summary(seed) == []
     assert run("doctor", dsn=dsn).returncode == 0
+
+
+# guard => 'keep' | 'refuse'
+
+GUARDED_TABLES = """
+CREATE TABLE gp (id bigint PRIMARY KEY, bal numeric(12, 2) NOT NULL DEFAULT 0, nick text);
+CREATE TABLE gw (id integer PRIMARY KEY, owner bigint REFERENCES gp DEFERRABLE INITIALLY DEFERRED,
+    bal integer NOT NULL DEFAULT 0, label text);
+CREATE TABLE gl (id bigserial PRIMARY KEY,
+    wallet_id integer NOT NULL REFERENCES gw DEFERRABLE INITIALLY DEFERRED,
+    amount integer NOT NULL);
+"""
+
+
+def guarded(conn, guard):
+    conn.execute(GUARDED_TABLES)
+    conn.execute(
+        "SELECT economy.attach('g', 'gl', 'gw', wallet_owner_column => 'owner', profile => 'gp',"
+        " wallet_balance_column => 'bal', profile_balance_column => 'bal', guard => %s)",
+        [guard],
+    )
+    return conn
+
+
+def guarded_figures(conn):
+    return (
+        conn.execute("SELECT id, bal FROM gw ORDER BY id").fetchall(),
+        conn.execute("SELECT id, bal FROM gp ORDER BY id").fetchall(),
+    )
+
+
+def test_keep_gives_a_new_row_its_ledgers_figures(conn):
+    guarded(conn, "keep")
+    with conn.transaction():  # Django's order: deferred keys, the profile last
+        conn.execute("INSERT INTO gw (id, owner, bal) VALUES (1, 1, 7)")
+        conn.execute("INSERT INTO gl (wallet_id, amount) VALUES (1, 5)")
+        conn.execute("INSERT INTO gp (id, bal) VALUES (1, 100)")
+    conn.execute("UPDATE gw SET bal = 99, label = 'saved' WHERE id = 1")  # a stale full-row save
+    assert guarded_figures(conn) == ([(1, 5)], [(1, Decimal("5.00"))])
+    assert conn.execute("SELECT label FROM gw").fetchone() == ("saved",)
+    assert summary(conn) == []
+
+
+def test_refuse_refuses_a_write_of_a_cached_column_and_writes_nothing(conn):
+    guarded(conn, "refuse")
+    conn.execute("INSERT INTO gp (id) VALUES (1)")
+    conn.execute("INSERT INTO gw (id, owner) VALUES (1, 1)")
+    conn.execute("INSERT INTO gl (wallet_id, amount) VALUES (1, 5)")
+    with pytest.raises(errors.CheckViolation):
+        conn.execute("UPDATE gw SET bal = 99, label = 'x' WHERE id = 1")
+    with pytest.raises(errors.CheckViolation):
+        conn.execute("UPDATE gp SET bal = 99")
+    with pytest.raises(errors.CheckViolation):
+        conn.execute("INSERT INTO gw (id, owner, bal) VALUES (2, 1, 3)")
+    conn.execute("UPDATE gw SET label = 'ok', bal = 5 WHERE id = 1")  # its own value: no change
+    assert guarded_figures(conn) == ([(1, 5)], [(1, Decimal("5.00"))])
+    assert conn.execute("SELECT label FROM gw").fetchone() == ("ok",)
+    conn.execute("SELECT * FROM economy.reconcile_economy(false, attachment => 'g')")
+    assert summary(conn) == []
+
+
+def test_attach_refuses_an_unknown_guard(conn):
+    conn.execute(GUARDED_TABLES)
+    with pytest.raises(errors.InvalidParameterValue):
+        conn.execute(
+            "SELECT economy.attach('g', 'gl', 'gw', wallet_balance_column => 'bal',"
+            " guard => 'ignore')"
+        )

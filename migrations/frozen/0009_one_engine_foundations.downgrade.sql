@@ -41,6 +41,32 @@ $$;
 
 REVOKE ALL ON FUNCTION economy.refuse_attached_truncate() FROM PUBLIC;
 
+-- Template: a guard that keeps a table's cached columns as they are on an
+-- ordinary UPDATE (the rest of the row is saved).
+CREATE FUNCTION economy.render_keep(function_name name, cached name[])
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    %2$s
+    RETURN NEW;
+END;
+$fn$
+$template$,
+    function_name,
+    (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n    ') FROM unnest(cached) c)
+);
+$render$;
+
+REVOKE ALL ON FUNCTION economy.render_keep(name, name[]) FROM PUBLIC;
+
 -- Template part: the ledger row's columns as variables of the trigger, so
 -- that the `earning` expression reads them by name, as plain PL/pgSQL (no
 -- query per row). `declare` gives the declarations, else the assignments
@@ -62,10 +88,13 @@ $$;
 
 REVOKE ALL ON FUNCTION economy.render_row_variables(regclass, text, boolean) FROM PUBLIC;
 
+DROP FUNCTION economy.cached_tables(economy.attachments);
+DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text);
+
 -- Attaches the sync, drift and reconcile to an application's tables (see
 -- the top of this file). Changes no cache: existing drift shows in drift
 -- checks. All or nothing: a bad argument creates nothing.
-CREATE OR REPLACE FUNCTION economy.attach(
+CREATE FUNCTION economy.attach(
     name text,
     ledger regclass,
     wallet regclass,
@@ -248,6 +277,8 @@ BEGIN
 END;
 $$;
 
+REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name) FROM PUBLIC;
+
 -- One row per cached field that disagrees with the ledger (see
 -- drifted_figures), in user order. With an attachment: that attachment's
 -- generated drift function (35_attach.sql).
@@ -282,6 +313,25 @@ BEGIN
     ORDER BY d.user_id, f.position;
 END;
 $$;
+
+-- The app tables whose columns an attachment caches, wallet then profile:
+-- each with those columns and the name of the guard function that keeps them.
+CREATE FUNCTION economy.cached_tables(a economy.attachments)
+RETURNS TABLE (tbl regclass, cached name[], guard name)
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT a.wallet,
+        array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL),
+        economy.attached_object(a.name, 'keep_wallet')
+    UNION ALL
+    SELECT a.profile,
+        array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL),
+        economy.attached_object(a.name, 'keep_profile')
+    WHERE a.profile IS NOT NULL;
+$$;
+
+REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM PUBLIC;
 
 -- Refuses a column that is missing or whose type is not one of `types`.
 CREATE OR REPLACE FUNCTION economy.check_column(tbl regclass, col name, purpose text, types regtype[])
@@ -1276,6 +1326,9 @@ DROP FUNCTION economy.render_truncate(economy.attachments);
 DROP FUNCTION economy.render_parked_fit(economy.attachments, text);
 DROP FUNCTION economy.render_inexact(economy.attachments, text);
 DROP FUNCTION economy.render_earning(economy.attachments, text);
+DROP FUNCTION economy.render_guard(economy.attachments, regclass);
+DROP FUNCTION economy.render_earning_function(economy.attachments);
+DROP FUNCTION economy.earning_columns(economy.attachments);
 DROP FUNCTION economy.sync_role_name(text);
 DROP FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text);
 DROP FUNCTION economy.column_type(regclass, name);
@@ -1283,6 +1336,7 @@ DROP FUNCTION economy.own_tables(text);
 
 ALTER TABLE economy.attachments DROP COLUMN column_numbers;
 ALTER TABLE economy.attachments DROP COLUMN sync_role;
+ALTER TABLE economy.attachments DROP COLUMN guard;
 REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM economy_app;
 
 -- every attachment regenerated from 0008's templates; its truncate trigger
@@ -1294,6 +1348,10 @@ DECLARE
 BEGIN
     FOR a IN SELECT * FROM economy.attachments x ORDER BY x.name LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', 'economy_' || a.name || '_refuse_truncate', a.ledger);
+        FOR kept IN SELECT * FROM economy.cached_tables(a) LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', 'economy_' || a.name || '_new_cached', kept.tbl);
+        END LOOP;
+        PERFORM economy.create_attached_functions(a);
         EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s'
             ' FOR EACH STATEMENT EXECUTE FUNCTION economy.refuse_attached_truncate()',
             'economy_' || a.name || '_refuse_truncate', a.ledger);
@@ -1310,10 +1368,17 @@ BEGIN
                     FROM unnest(kept.cached) c),
                 kept.guard);
         END LOOP;
-        EXECUTE format('DROP FUNCTION economy.%I(), economy.%I(bigint), economy.%I(bigint, integer)',
-            economy.attached_object(a.name, 'truncate'), economy.attached_object(a.name, 'wallet'),
-            economy.attached_object(a.name, 'owners'));
-        PERFORM economy.create_attached_functions(a);
+        -- the functions 0008 does not make
+        FOR kept IN
+            SELECT p.oid::regprocedure AS signature FROM pg_catalog.pg_proc p
+            WHERE p.pronamespace = 'economy'::regnamespace AND p.proname IN (
+                economy.attached_object(a.name, 'truncate'), economy.attached_object(a.name, 'wallet'),
+                economy.attached_object(a.name, 'owners'), economy.attached_object(a.name, 'earns'),
+                economy.attached_object(a.name, 'guard_wallet'),
+                economy.attached_object(a.name, 'guard_profile'))
+        LOOP
+            EXECUTE format('DROP FUNCTION %s', kept.signature);
+        END LOOP;
     END LOOP;
 END;
 $$;

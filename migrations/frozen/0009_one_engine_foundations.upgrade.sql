@@ -8,6 +8,8 @@ COMMENT ON SCHEMA economy IS
 
 ALTER TABLE economy.attachments ADD COLUMN column_numbers jsonb;
 ALTER TABLE economy.attachments ADD COLUMN sync_role name UNIQUE;
+ALTER TABLE economy.attachments ADD COLUMN guard text NOT NULL DEFAULT 'keep'
+CONSTRAINT attachments_guard CHECK (guard IN ('keep', 'refuse'));
 
 ALTER TABLE economy.attached_hot_wallet ENABLE ROW LEVEL SECURITY;
 ALTER TABLE economy.attached_hot_credit ENABLE ROW LEVEL SECURITY;
@@ -33,6 +35,98 @@ VALUES (
     'amount', 'id', 'balance', 'user_id', 'user_id', 'balance', 'lifetime_earnings',
     'kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)', 'balance_after'
 );
+
+DROP FUNCTION economy.cached_tables(economy.attachments);
+-- The app tables whose columns an attachment caches, wallet then profile:
+-- each with those columns (all, then the balance's and the earnings') and
+-- the name of the guard function that keeps them.
+CREATE FUNCTION economy.cached_tables(a economy.attachments)
+RETURNS TABLE (
+    tbl regclass, cached name[], guard name, balance_column name, earnings_column name
+)
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT a.wallet,
+        array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL),
+        economy.attached_object(a.name, 'guard_wallet'),
+        a.wallet_balance_column, a.wallet_earnings_column
+    UNION ALL
+    SELECT a.profile,
+        array_remove(ARRAY[a.profile_balance_column, a.profile_earnings_column], NULL),
+        economy.attached_object(a.name, 'guard_profile'),
+        a.profile_balance_column, a.profile_earnings_column
+    WHERE a.profile IS NOT NULL;
+$$;
+
+REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM PUBLIC;
+
+DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name);
+-- Attaches the sync, drift and reconcile to an application's tables (see
+-- the top of this file). Changes no cache: existing drift shows in drift
+-- checks. All or nothing: a bad argument creates nothing.
+CREATE FUNCTION economy.attach(
+    name text,
+    ledger regclass,
+    wallet regclass,
+    ledger_wallet_column name DEFAULT 'wallet_id',
+    amount_column name DEFAULT 'amount',
+    wallet_balance_column name DEFAULT 'balance',
+    wallet_earnings_column name DEFAULT NULL,
+    wallet_owner_column name DEFAULT NULL,
+    profile regclass DEFAULT NULL,
+    profile_key_column name DEFAULT 'id',
+    profile_balance_column name DEFAULT NULL,
+    profile_earnings_column name DEFAULT NULL,
+    earning text DEFAULT 'amount > 0',
+    balance_after_column name DEFAULT NULL,
+    guard text DEFAULT 'keep'
+)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
+            attach.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.name = attach.name) THEN
+        RAISE EXCEPTION 'an attachment named % exists already', attach.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT FROM economy.attachments x WHERE x.ledger = attach.ledger) THEN
+        RAISE EXCEPTION 'ledger % is attached already', attach.ledger
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    a.name := attach.name;
+    a.ledger := attach.ledger;
+    a.wallet := attach.wallet;
+    a.profile := attach.profile;
+    a.ledger_wallet_column := attach.ledger_wallet_column;
+    a.amount_column := attach.amount_column;
+    a.wallet_balance_column := attach.wallet_balance_column;
+    a.wallet_earnings_column := attach.wallet_earnings_column;
+    a.wallet_owner_column := attach.wallet_owner_column;
+    a.profile_key_column := attach.profile_key_column;
+    a.profile_balance_column := attach.profile_balance_column;
+    a.profile_earnings_column := attach.profile_earnings_column;
+    a.earning := attach.earning;
+    a.balance_after_column := attach.balance_after_column;
+    a.guard := attach.guard;
+    a.attached_at := now();
+    a.sync_role := economy.sync_role_name(a.name);
+    a := economy.check_attachment(a);
+    INSERT INTO economy.attachments VALUES (a.*);
+    PERFORM economy.create_attached_functions(a);
+    RETURN a;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text) FROM PUBLIC;
 
 -- Whether an attachment argument names the package's own tables.
 CREATE FUNCTION economy.own_tables(attachment text)
@@ -143,17 +237,138 @@ AS $$
         || '/' || attachment), 16))::name;
 $$;
 
--- Template part: whether the ledger row `source` (NEW or OLD) is an earning,
--- read through the row itself: the `earning` expression sees the row's
--- columns and nothing of the trigger's scope, so a column may have any name
--- (tg_op, sync_amount, …).
+-- The ledger columns the `earning` expression reads, in column order: found
+-- through the dependencies of a temporary view of it (nothing is run).
+CREATE FUNCTION economy.earning_columns(a economy.attachments)
+RETURNS name[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    found_columns name[];
+BEGIN
+    EXECUTE format('CREATE TEMPORARY VIEW economy_earning_columns AS SELECT (%s) FROM %s',
+        a.earning, a.ledger);
+    SELECT coalesce(array_agg(att.attname ORDER BY att.attnum), '{}') INTO found_columns
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid AND d.classid = 'pg_rewrite'::regclass
+    JOIN pg_catalog.pg_attribute att ON att.attrelid = d.refobjid AND att.attnum = d.refobjsubid
+    WHERE rw.ev_class = 'pg_temp.economy_earning_columns'::regclass
+        AND d.refobjid = a.ledger AND d.refobjsubid > 0;
+    DROP VIEW pg_temp.economy_earning_columns;
+    RETURN found_columns;
+END;
+$$;
+
+-- Template: the earning rule of one ledger row, as a function of the columns
+-- it reads (economy.earning_columns), each a parameter of its name: the
+-- `earning` expression sees them and nothing of the trigger's scope, so a
+-- column may have any name (tg_op, sync_amount, …). A plain SQL function,
+-- so that the planner can inline it into the row trigger's expression.
+CREATE FUNCTION economy.render_earning_function(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(%2$s)
+RETURNS boolean
+LANGUAGE sql
+AS $fn$
+    SELECT coalesce((%3$s), false);
+$fn$
+$template$,
+    economy.attached_object(a.name, 'earns'),
+    (SELECT string_agg(format('%I %s', att.attname,
+            pg_catalog.format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY att.attnum)
+        FROM pg_catalog.pg_attribute att
+        WHERE att.attrelid = a.ledger AND att.attname = ANY (economy.earning_columns(a))),
+    a.earning
+);
+$render$;
+
+-- Template: the guard of a table's cached columns (the wallet's or the
+-- profile's), run for every write that is not the sync role's. An UPDATE
+-- that would change a cached column keeps it as it is, the rest of the row
+-- saved (guard 'keep': a stale full-row save of an ORM), or is refused
+-- (guard 'refuse'). An INSERT gets the figures its ledger gives the new row
+-- (zero for a wallet without entries) or, under 'refuse', is refused when it
+-- names others.
+CREATE FUNCTION economy.render_guard(a economy.attachments, tbl regclass)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_balance numeric;
+    sync_earnings numeric;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        %2$s
+        RETURN NEW;
+    END IF;
+    -- the ledger's figures for the new row
+    SELECT coalesce(sum(r.%3$I), 0), coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)
+    INTO sync_balance, sync_earnings
+    FROM %5$s AS r
+    WHERE %6$s;
+    %7$s
+    RETURN NEW;
+END;
+$fn$
+$template$,
+    k.guard,
+    CASE WHEN a.guard = 'keep'
+        THEN (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n        ')
+            FROM unnest(k.cached) c)
+        ELSE format('RAISE EXCEPTION ''%%: %s belong to economy-sync: write them through the'
+            ' ledger'' , TG_TABLE_NAME USING ERRCODE = ''check_violation'';',
+            array_to_string(k.cached, ', '))
+    END,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    CASE WHEN tbl = a.wallet
+        THEN format('r.%I = NEW.%I', a.ledger_wallet_column, a.wallet_key_column)
+        ELSE format('r.%I IN (SELECT w.%I FROM %s w WHERE w.%I = NEW.%I)',
+            a.ledger_wallet_column, a.wallet_key_column, a.wallet, a.wallet_owner_column,
+            a.profile_key_column)
+    END,
+    CASE WHEN a.guard = 'keep'
+        THEN concat_ws(E'\n    ',
+            economy.render_set('NEW.%1$I := sync_balance;', k.balance_column),
+            economy.render_set('NEW.%1$I := sync_earnings;', k.earnings_column))
+        ELSE format(
+            'IF %s THEN' || E'\n        '
+            || 'RAISE EXCEPTION ''%%: a new row''''s %s must be its ledger''''s figures'','
+            ' TG_TABLE_NAME USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
+            concat_ws(' OR ',
+                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_balance', k.balance_column),
+                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_earnings', k.earnings_column)),
+            array_to_string(k.cached, ', '))
+    END
+)
+FROM economy.cached_tables(a) k
+WHERE k.tbl = render_guard.tbl;
+$render$;
+
+-- Template part: whether the ledger row `source` (NEW or OLD) is an earning:
+-- a call of the attachment's earning function with the row's columns.
 CREATE FUNCTION economy.render_earning(a economy.attachments, source text)
 RETURNS text
 LANGUAGE sql
-IMMUTABLE
 AS $$
-    SELECT format('(SELECT coalesce((%s), false) FROM (SELECT %s.*) AS ledger_row)',
-        a.earning, source);
+    SELECT format('economy.%I(%s)', economy.attached_object(a.name, 'earns'),
+        (SELECT string_agg(format('%s.%I', source, c), ', ')
+            FROM unnest(economy.earning_columns(a)) c));
 $$;
 
 -- Template part: a boolean expression, true when the amount `amount` cannot
@@ -357,24 +572,32 @@ $$;
 
 -- The functions generated for an attachment, the one list of them (read by
 -- create_attached_functions, detach, attachment_sql and doctor): each with
--- its signature, whether it runs per row (at a write of the app's tables),
--- and the package role that may call it (NULL: only the triggers).
+-- its signature (NULL for one not there), whether it runs per row (at a
+-- write of the app's tables), and the package role that may call it (NULL:
+-- only the triggers).
 CREATE FUNCTION economy.attached_functions(attachment text)
 RETURNS TABLE (function_name name, signature text, per_row boolean, granted_to name)
 LANGUAGE sql
-IMMUTABLE
+STABLE
 AS $$
     SELECT economy.attached_object(attachment, f.suffix),
-        format('economy.%I(%s)', economy.attached_object(attachment, f.suffix), f.arguments),
+        CASE WHEN f.arguments IS NOT NULL
+            THEN format('economy.%I(%s)', economy.attached_object(attachment, f.suffix), f.arguments)
+            -- the earning function's arguments are the columns `earning` reads
+            ELSE (SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                WHERE p.proname = economy.attached_object(attachment, f.suffix)
+                    AND p.pronamespace = 'economy'::regnamespace)
+        END,
         f.per_row, f.granted_to
     FROM (
         VALUES
         ('sync', '', true, NULL),
         ('sync_rows', '', true, NULL),
-        ('keep_wallet', '', true, NULL),
-        ('keep_profile', '', true, NULL),
+        ('guard_wallet', '', true, NULL),
+        ('guard_profile', '', true, NULL),
         ('move', '', true, NULL),
         ('truncate', '', true, NULL),
+        ('earns', NULL, true, NULL),
         ('fold', 'bigint[]', false, 'economy_operator'),
         ('drift', 'bigint[]', false, 'economy_app'),
         ('reconcile', 'boolean, bigint[]', false, 'economy_operator'),
@@ -431,6 +654,13 @@ AS $$
         (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
             FROM unnest(k.cached) c),
         k.guard)
+    FROM economy.cached_tables(a) k
+    UNION ALL
+    -- a new row's cached figures are the ledger's
+    SELECT 'economy_' || a.name || '_new_cached', k.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE INSERT ON %s FOR EACH ROW'
+        ' WHEN (CURRENT_USER <> %L) EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_new_cached', k.tbl, a.sync_role, k.guard)
     FROM economy.cached_tables(a) k
     UNION ALL
     SELECT 'economy_' || a.name || '_move', a.wallet, format(
@@ -605,6 +835,10 @@ BEGIN
         );
     END IF;
     PERFORM economy.check_earning(a.ledger, a.earning);
+    IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
+        RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT jsonb_object_agg(m.argument, att.attnum) INTO a.column_numbers
     FROM economy.mapped_columns(a) m
     JOIN pg_catalog.pg_attribute att ON att.attrelid = m.tbl AND att.attname = m.col;
@@ -709,68 +943,6 @@ BEGIN
 END;
 $$;
 
--- Attaches the sync, drift and reconcile to an application's tables (see
--- the top of this file). Changes no cache: existing drift shows in drift
--- checks. All or nothing: a bad argument creates nothing.
-CREATE OR REPLACE FUNCTION economy.attach(
-    name text,
-    ledger regclass,
-    wallet regclass,
-    ledger_wallet_column name DEFAULT 'wallet_id',
-    amount_column name DEFAULT 'amount',
-    wallet_balance_column name DEFAULT 'balance',
-    wallet_earnings_column name DEFAULT NULL,
-    wallet_owner_column name DEFAULT NULL,
-    profile regclass DEFAULT NULL,
-    profile_key_column name DEFAULT 'id',
-    profile_balance_column name DEFAULT NULL,
-    profile_earnings_column name DEFAULT NULL,
-    earning text DEFAULT 'amount > 0',
-    balance_after_column name DEFAULT NULL
-)
-RETURNS economy.attachments
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    a economy.attachments;
-BEGIN
-    IF attach.name IS NULL OR attach.name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'attachment name must match [a-z][a-z0-9_]* (at most 40 characters): %',
-            attach.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT FROM economy.attachments x WHERE x.name = attach.name) THEN
-        RAISE EXCEPTION 'an attachment named % exists already', attach.name
-            USING ERRCODE = 'duplicate_object';
-    END IF;
-    IF EXISTS (SELECT FROM economy.attachments x WHERE x.ledger = attach.ledger) THEN
-        RAISE EXCEPTION 'ledger % is attached already', attach.ledger
-            USING ERRCODE = 'duplicate_object';
-    END IF;
-    a.name := attach.name;
-    a.ledger := attach.ledger;
-    a.wallet := attach.wallet;
-    a.profile := attach.profile;
-    a.ledger_wallet_column := attach.ledger_wallet_column;
-    a.amount_column := attach.amount_column;
-    a.wallet_balance_column := attach.wallet_balance_column;
-    a.wallet_earnings_column := attach.wallet_earnings_column;
-    a.wallet_owner_column := attach.wallet_owner_column;
-    a.profile_key_column := attach.profile_key_column;
-    a.profile_balance_column := attach.profile_balance_column;
-    a.profile_earnings_column := attach.profile_earnings_column;
-    a.earning := attach.earning;
-    a.balance_after_column := attach.balance_after_column;
-    a.attached_at := now();
-    a.sync_role := economy.sync_role_name(a.name);
-    a := economy.check_attachment(a);
-    INSERT INTO economy.attachments VALUES (a.*);
-    PERFORM economy.create_attached_functions(a);
-    RETURN a;
-END;
-$$;
-
 -- One row per cached field that disagrees with the ledger (see
 -- drifted_figures), in user order. With an attachment: that attachment's
 -- generated drift function (35_attach.sql).
@@ -844,6 +1016,14 @@ DECLARE
     definition text;
 BEGIN
     PERFORM economy.create_sync_role(a);
+    -- its arguments may change (a reattach)
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE f.function_name = economy.attached_object(a.name, 'earns') AND f.signature IS NOT NULL
+    LOOP
+        EXECUTE format('DROP FUNCTION %s', generated.signature);
+    END LOOP;
+    EXECUTE economy.render_earning_function(a);
     FOREACH definition IN ARRAY ARRAY[
         economy.render_fold(a), economy.render_sync(a), economy.render_drift(a),
         economy.render_reconcile(a), economy.render_set_hot(a), economy.render_balance(a),
@@ -856,7 +1036,7 @@ BEGIN
         END IF;
     END LOOP;
     FOR generated IN SELECT * FROM economy.cached_tables(a) LOOP
-        EXECUTE economy.render_keep(generated.guard, generated.cached);
+        EXECUTE economy.run_only_as(economy.render_guard(a, generated.tbl), a.sync_role);
     END LOOP;
     FOR generated IN
         SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
@@ -902,7 +1082,9 @@ BEGIN
     FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', generated.trigger_name, generated.tbl);
     END LOOP;
-    FOR generated IN SELECT * FROM economy.attached_functions(a.name) LOOP
+    FOR generated IN
+        SELECT * FROM economy.attached_functions(a.name) f WHERE f.signature IS NOT NULL
+    LOOP
         EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
     END LOOP;
     -- its grants here, then the role
@@ -1420,7 +1602,6 @@ $render$;
 CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
-STABLE
 AS $render$
 SELECT format(
     $template$
@@ -1787,6 +1968,9 @@ REVOKE ALL ON FUNCTION economy.own_tables(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.column_type(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.sync_role_name(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.earning_columns(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_earning_function(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_guard(economy.attachments, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_earning(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_inexact(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_parked_fit(economy.attachments, text) FROM PUBLIC;
@@ -1824,9 +2008,14 @@ BEGIN
         SET column_numbers = a.column_numbers, sync_role = a.sync_role
         WHERE x.name = a.name;
         PERFORM economy.create_attached_functions(a);
+        -- the guards' functions of 0008, replaced by guard_wallet and guard_profile
+        EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(), economy.%I()',
+            economy.attached_object(a.name, 'keep_wallet'),
+            economy.attached_object(a.name, 'keep_profile'));
     END LOOP;
 END;
 $$;
 
 DROP FUNCTION economy.refuse_attached_truncate();
+DROP FUNCTION economy.render_keep(name, name[]);
 DROP FUNCTION economy.render_row_variables(regclass, text, boolean);

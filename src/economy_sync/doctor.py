@@ -109,8 +109,8 @@ def check_generated_functions(conn, attachment: str) -> Iterator[Finding]:
     altered = conn.execute(
         "SELECT f.signature FROM economy.attached_functions(%(a)s) f"
         " JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)"
-        " WHERE f.function_name NOT IN (economy.attached_object(%(a)s, 'keep_wallet'),"
-        "  economy.attached_object(%(a)s, 'keep_profile'))"
+        # the earning function is plain SQL, inlined into the sync, which runs as the sync role
+        " WHERE f.function_name <> economy.attached_object(%(a)s, 'earns')"
         " AND (NOT p.prosecdef OR p.proowner <> (SELECT a.sync_role FROM economy.attachments a"
         "  WHERE a.name = %(a)s)::regrole"
         "  OR NOT 'search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}')))",
