@@ -170,8 +170,11 @@ BEGIN
     EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
     EXECUTE format('GRANT USAGE ON SCHEMA economy TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON economy.attachments TO %I', a.sync_role);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet,'
-        ' economy.attached_hot_credit TO %I', a.sync_role);
+    -- UPDATE: a credit holds its hot wallet's row FOR KEY SHARE
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON economy.attached_hot_credit TO %I',
+        a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -234,11 +237,13 @@ END;
 $$;
 
 -- Refuses an `earning` text that is not one boolean expression over the
--- ledger's columns. Outside its string literals and quoted names it may hold
--- no statement separator, comment, dollar quote or backslash, and its
--- parentheses must balance: wrapped in parentheses it is then one expression
--- and nothing more. Preparing a SELECT filtered by it checks its names and
--- type; nothing is run.
+-- ledger's columns. It may hold no backslash and no dollar sign anywhere (so
+-- no escape string can hide a quote from the scan below, and no dollar
+-- quote can end the templates' own), and outside its string literals and
+-- quoted names no statement separator or comment, and its parentheses must
+-- balance: wrapped in parentheses it is then one expression and nothing
+-- more. Only then is it prepared, in a SELECT filtered by it, which checks
+-- its names and type; nothing is run.
 CREATE FUNCTION economy.check_earning(ledger regclass, earning text)
 RETURNS void
 LANGUAGE plpgsql
@@ -248,8 +253,8 @@ DECLARE
     depth integer := 0;
     ch text;
 BEGIN
-    IF earning IS NULL OR btrim(earning) = ''
-        OR bare ~ '[;$\\]' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
+    IF earning IS NULL OR btrim(earning) = '' OR earning ~ '[$\\]'
+        OR bare ~ ';' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
         RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
             earning
             USING ERRCODE = 'invalid_parameter_value';
@@ -1447,19 +1452,26 @@ $template$,
 );
 $render$;
 
--- A generated function's text with its first check: it runs only as the
--- attachment's sync role, its owner. (Its owner is the only role that could
+-- A generated function's text with its first checks: it runs only as the
+-- attachment's sync role, its owner (its owner is the only role that could
 -- make it SECURITY INVOKER; then it refuses to run, rather than run as a
--- caller such as the installer.)
-CREATE FUNCTION economy.run_only_as(function_text text, sync_role name)
+-- caller such as the installer), and, for a trigger function, only as a
+-- trigger of `trigger_table` (not of a table of someone else's choosing).
+CREATE FUNCTION economy.run_only_as(
+    function_text text, sync_role name, trigger_table regclass DEFAULT NULL
+)
 RETURNS text
 LANGUAGE sql
-IMMUTABLE
+STABLE
 AS $$
     SELECT regexp_replace(function_text, E'\nBEGIN\n', format(
-        E'\nBEGIN\n    IF CURRENT_USER <> %1$L THEN\n        RAISE EXCEPTION %2$L\n'
+        E'\nBEGIN\n    IF CURRENT_USER <> %1$L%3$s THEN\n        RAISE EXCEPTION %2$L\n'
         '            USING ERRCODE = ''insufficient_privilege'';\n    END IF;\n',
-        sync_role, 'economy-sync: this function runs only as its owner, ' || sync_role));
+        sync_role,
+        'economy-sync: this function runs only as its owner, ' || sync_role
+        || coalesce(', for a trigger on ' || trigger_table::text, ''),
+        CASE WHEN trigger_table IS NOT NULL
+            THEN format(' OR TG_RELID <> %s::regclass', trigger_table::oid) ELSE '' END));
 $$;
 
 -- The functions generated for an attachment, the one list of them (read by
@@ -1577,7 +1589,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     generated record;
-    definition text;
 BEGIN
     PERFORM economy.create_sync_role(a);
     -- its arguments may change (a reattach)
@@ -1588,27 +1599,50 @@ BEGIN
         EXECUTE format('DROP FUNCTION %s', generated.signature);
     END LOOP;
     EXECUTE economy.render_earning_function(a);
-    FOREACH definition IN ARRAY ARRAY[
-        economy.render_fold(a), economy.render_sync(a), economy.render_drift(a),
-        economy.render_reconcile(a), economy.render_set_hot(a), economy.render_balance(a),
-        economy.render_truncate(a), economy.render_wallet(a), economy.render_owners(a),
-        CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
-        CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END
-    ] LOOP
-        IF definition IS NOT NULL THEN
-            EXECUTE economy.run_only_as(definition, a.sync_role);
-        END IF;
+    -- each with the table it may be a trigger of (NULL: no trigger function)
+    FOR generated IN
+        SELECT d.definition, d.tbl
+        FROM (
+            VALUES
+            (economy.render_fold(a), NULL::regclass),
+            (economy.render_drift(a), NULL),
+            (economy.render_reconcile(a), NULL),
+            (economy.render_set_hot(a), NULL),
+            (economy.render_balance(a), NULL),
+            (economy.render_wallet(a), NULL),
+            (economy.render_owners(a), NULL),
+            (economy.render_sync(a), a.ledger),
+            (economy.render_truncate(a), a.ledger),
+            (CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
+                a.ledger),
+            (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
+            (economy.render_guard(a, a.wallet), a.wallet),
+            (economy.render_guard(a, a.profile), a.profile)
+        ) AS d (definition, tbl)
+        WHERE d.definition IS NOT NULL
+    LOOP
+        EXECUTE economy.run_only_as(generated.definition, a.sync_role, generated.tbl);
     END LOOP;
-    FOR generated IN SELECT * FROM economy.cached_tables(a) LOOP
-        EXECUTE economy.run_only_as(economy.render_guard(a, generated.tbl), a.sync_role);
+    -- no one else may call them, or make them a trigger of another table
+    -- (grants made since by their owner are taken back too)
+    FOR generated IN
+        SELECT f.signature, f.granted_to, x.grantee::regrole::text AS other
+        FROM economy.attached_functions(a.name) f
+        JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)
+        CROSS JOIN LATERAL aclexplode(p.proacl) x
+        WHERE x.grantee NOT IN (0, p.proowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', generated.signature, generated.other);
     END LOOP;
     FOR generated IN
         SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
-        WHERE f.granted_to IS NOT NULL
+        WHERE to_regprocedure(f.signature) IS NOT NULL
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', generated.signature);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
-            generated.signature, generated.granted_to);
+        IF generated.granted_to IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                generated.signature, generated.granted_to);
+        END IF;
     END LOOP;
     EXECUTE format('GRANT CREATE ON SCHEMA economy TO %I', a.sync_role);
     FOR generated IN

@@ -357,6 +357,50 @@ BEGIN
 END;
 $$;
 
+-- Refuses an `earning` text that is not one boolean expression over the
+-- ledger's columns. Outside its string literals and quoted names it may hold
+-- no statement separator, comment, dollar quote or backslash, and its
+-- parentheses must balance: wrapped in parentheses it is then one expression
+-- and nothing more. Preparing a SELECT filtered by it checks its names and
+-- type; nothing is run.
+CREATE OR REPLACE FUNCTION economy.check_earning(ledger regclass, earning text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
+    depth integer := 0;
+    ch text;
+BEGIN
+    IF earning IS NULL OR btrim(earning) = ''
+        OR bare ~ '[;$\\]' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
+        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
+            earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
+        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
+        EXIT WHEN depth < 0;
+    END LOOP;
+    IF depth <> 0 THEN
+        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        -- WHERE takes a boolean only (not merely one castable to it)
+        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
+            ledger, earning);
+        DEALLOCATE economy_check_earning;
+    EXCEPTION
+        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
+            OR ambiguous_column OR undefined_table THEN
+            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
+                ledger, earning, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value';
+    END;
+END;
+$$;
+
 -- Creates (or, for an upgrade of the templates, replaces) an attachment's
 -- functions and their grants: as for the package's own functions, the app
 -- reads drift and balances, the operator reconciles and manages hot wallets
@@ -1319,7 +1363,7 @@ DROP FUNCTION economy.create_sync_role(economy.attachments);
 DROP FUNCTION economy.mapped_columns(economy.attachments);
 DROP FUNCTION economy.attached_triggers(economy.attachments);
 DROP FUNCTION economy.attached_functions(text);
-DROP FUNCTION economy.run_only_as(text, name);
+DROP FUNCTION economy.run_only_as(text, name, regclass);
 DROP FUNCTION economy.render_owners(economy.attachments);
 DROP FUNCTION economy.render_wallet(economy.attachments);
 DROP FUNCTION economy.render_truncate(economy.attachments);

@@ -555,19 +555,26 @@ $template$,
 );
 $render$;
 
--- A generated function's text with its first check: it runs only as the
--- attachment's sync role, its owner. (Its owner is the only role that could
+-- A generated function's text with its first checks: it runs only as the
+-- attachment's sync role, its owner (its owner is the only role that could
 -- make it SECURITY INVOKER; then it refuses to run, rather than run as a
--- caller such as the installer.)
-CREATE FUNCTION economy.run_only_as(function_text text, sync_role name)
+-- caller such as the installer), and, for a trigger function, only as a
+-- trigger of `trigger_table` (not of a table of someone else's choosing).
+CREATE FUNCTION economy.run_only_as(
+    function_text text, sync_role name, trigger_table regclass DEFAULT NULL
+)
 RETURNS text
 LANGUAGE sql
-IMMUTABLE
+STABLE
 AS $$
     SELECT regexp_replace(function_text, E'\nBEGIN\n', format(
-        E'\nBEGIN\n    IF CURRENT_USER <> %1$L THEN\n        RAISE EXCEPTION %2$L\n'
+        E'\nBEGIN\n    IF CURRENT_USER <> %1$L%3$s THEN\n        RAISE EXCEPTION %2$L\n'
         '            USING ERRCODE = ''insufficient_privilege'';\n    END IF;\n',
-        sync_role, 'economy-sync: this function runs only as its owner, ' || sync_role));
+        sync_role,
+        'economy-sync: this function runs only as its owner, ' || sync_role
+        || coalesce(', for a trigger on ' || trigger_table::text, ''),
+        CASE WHEN trigger_table IS NOT NULL
+            THEN format(' OR TG_RELID <> %s::regclass', trigger_table::oid) ELSE '' END));
 $$;
 
 -- The functions generated for an attachment, the one list of them (read by
@@ -731,8 +738,11 @@ BEGIN
     EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
     EXECUTE format('GRANT USAGE ON SCHEMA economy TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON economy.attachments TO %I', a.sync_role);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet,'
-        ' economy.attached_hot_credit TO %I', a.sync_role);
+    -- UPDATE: a credit holds its hot wallet's row FOR KEY SHARE
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON economy.attached_hot_credit TO %I',
+        a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -999,6 +1009,52 @@ BEGIN
 END;
 $$;
 
+-- Refuses an `earning` text that is not one boolean expression over the
+-- ledger's columns. It may hold no backslash and no dollar sign anywhere (so
+-- no escape string can hide a quote from the scan below, and no dollar
+-- quote can end the templates' own), and outside its string literals and
+-- quoted names no statement separator or comment, and its parentheses must
+-- balance: wrapped in parentheses it is then one expression and nothing
+-- more. Only then is it prepared, in a SELECT filtered by it, which checks
+-- its names and type; nothing is run.
+CREATE OR REPLACE FUNCTION economy.check_earning(ledger regclass, earning text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
+    depth integer := 0;
+    ch text;
+BEGIN
+    IF earning IS NULL OR btrim(earning) = '' OR earning ~ '[$\\]'
+        OR bare ~ ';' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
+        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
+            earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
+        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
+        EXIT WHEN depth < 0;
+    END LOOP;
+    IF depth <> 0 THEN
+        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        -- WHERE takes a boolean only (not merely one castable to it)
+        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
+            ledger, earning);
+        DEALLOCATE economy_check_earning;
+    EXCEPTION
+        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
+            OR ambiguous_column OR undefined_table THEN
+            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
+                ledger, earning, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value';
+    END;
+END;
+$$;
+
 -- Creates (or, after an upgrade of the templates or a change of the app's
 -- tables, replaces) an attachment's sync role, functions, their grants and
 -- its triggers: as for the package's own functions, the app reads drift and
@@ -1013,7 +1069,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     generated record;
-    definition text;
 BEGIN
     PERFORM economy.create_sync_role(a);
     -- its arguments may change (a reattach)
@@ -1024,27 +1079,50 @@ BEGIN
         EXECUTE format('DROP FUNCTION %s', generated.signature);
     END LOOP;
     EXECUTE economy.render_earning_function(a);
-    FOREACH definition IN ARRAY ARRAY[
-        economy.render_fold(a), economy.render_sync(a), economy.render_drift(a),
-        economy.render_reconcile(a), economy.render_set_hot(a), economy.render_balance(a),
-        economy.render_truncate(a), economy.render_wallet(a), economy.render_owners(a),
-        CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
-        CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END
-    ] LOOP
-        IF definition IS NOT NULL THEN
-            EXECUTE economy.run_only_as(definition, a.sync_role);
-        END IF;
+    -- each with the table it may be a trigger of (NULL: no trigger function)
+    FOR generated IN
+        SELECT d.definition, d.tbl
+        FROM (
+            VALUES
+            (economy.render_fold(a), NULL::regclass),
+            (economy.render_drift(a), NULL),
+            (economy.render_reconcile(a), NULL),
+            (economy.render_set_hot(a), NULL),
+            (economy.render_balance(a), NULL),
+            (economy.render_wallet(a), NULL),
+            (economy.render_owners(a), NULL),
+            (economy.render_sync(a), a.ledger),
+            (economy.render_truncate(a), a.ledger),
+            (CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
+                a.ledger),
+            (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
+            (economy.render_guard(a, a.wallet), a.wallet),
+            (economy.render_guard(a, a.profile), a.profile)
+        ) AS d (definition, tbl)
+        WHERE d.definition IS NOT NULL
+    LOOP
+        EXECUTE economy.run_only_as(generated.definition, a.sync_role, generated.tbl);
     END LOOP;
-    FOR generated IN SELECT * FROM economy.cached_tables(a) LOOP
-        EXECUTE economy.run_only_as(economy.render_guard(a, generated.tbl), a.sync_role);
+    -- no one else may call them, or make them a trigger of another table
+    -- (grants made since by their owner are taken back too)
+    FOR generated IN
+        SELECT f.signature, f.granted_to, x.grantee::regrole::text AS other
+        FROM economy.attached_functions(a.name) f
+        JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)
+        CROSS JOIN LATERAL aclexplode(p.proacl) x
+        WHERE x.grantee NOT IN (0, p.proowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', generated.signature, generated.other);
     END LOOP;
     FOR generated IN
         SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
-        WHERE f.granted_to IS NOT NULL
+        WHERE to_regprocedure(f.signature) IS NOT NULL
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', generated.signature);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
-            generated.signature, generated.granted_to);
+        IF generated.granted_to IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                generated.signature, generated.granted_to);
+        END IF;
     END LOOP;
     EXECUTE format('GRANT CREATE ON SCHEMA economy TO %I', a.sync_role);
     FOR generated IN
@@ -1977,7 +2055,7 @@ REVOKE ALL ON FUNCTION economy.render_parked_fit(economy.attachments, text) FROM
 REVOKE ALL ON FUNCTION economy.render_truncate(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_wallet(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_owners(economy.attachments) FROM PUBLIC;
-REVOKE ALL ON FUNCTION economy.run_only_as(text, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.run_only_as(text, name, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attached_functions(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attached_triggers(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.mapped_columns(economy.attachments) FROM PUBLIC;

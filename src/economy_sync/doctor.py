@@ -104,26 +104,40 @@ def check_triggers(conn, attachment: str | None) -> Iterator[Finding]:
 
 
 def check_generated_functions(conn, attachment: str) -> Iterator[Finding]:
-    """An attachment's functions still run as its sync role: the code they run
-    (the app owner's, too) may alter them, never escalate; here it shows."""
+    """An attachment's triggers run its own functions, in schema economy, as its
+    sync role, callable by no one but the package roles they are granted to.
+    The code they run (the app owner's, too) may alter them, never escalate;
+    here it shows."""
     altered = conn.execute(
-        "SELECT f.signature FROM economy.attached_functions(%(a)s) f"
+        "SELECT f.signature || ' is altered (no longer the sync role''s'"
+        "  || ' SECURITY DEFINER function)'"
+        " FROM economy.attached_functions(%(a)s) f"
         " JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)"
         # the earning function is plain SQL, inlined into the sync, which runs as the sync role
         " WHERE f.function_name <> economy.attached_object(%(a)s, 'earns')"
-        " AND (NOT p.prosecdef OR p.proowner <> (SELECT a.sync_role FROM economy.attachments a"
-        "  WHERE a.name = %(a)s)::regrole"
-        "  OR NOT 'search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}')))",
+        " AND (NOT p.prosecdef"
+        "  OR NOT 'search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}')))"
+        " UNION ALL"
+        " SELECT 'trigger ' || t.trigger_name || ' runs ' || p.oid::regprocedure::text"
+        " FROM economy.attached_triggers(economy.attachment(%(a)s)) t"
+        " JOIN pg_trigger g ON g.tgrelid = t.tbl AND g.tgname = t.trigger_name"
+        " JOIN pg_proc p ON p.oid = g.tgfoid"
+        " WHERE p.pronamespace <> 'economy'::regnamespace OR p.proowner <>"
+        "  (SELECT a.sync_role FROM economy.attachments a WHERE a.name = %(a)s)::regrole"
+        " UNION ALL"
+        " SELECT f.signature || ' may be run by '"
+        "  || CASE x.grantee WHEN 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END"
+        " FROM economy.attached_functions(%(a)s) f"
+        " JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)"
+        " CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x"
+        " WHERE x.grantee <> p.proowner"
+        "  AND x.grantee IS DISTINCT FROM to_regrole(f.granted_to)",
         {"a": attachment},
     ).fetchall()
-    for (signature,) in altered:
-        yield Finding(
-            False,
-            f"{signature} is altered (no longer the sync role's SECURITY DEFINER function):"
-            f" SELECT economy.reattach('{attachment}')",
-        )
+    for (problem,) in altered:
+        yield Finding(False, f"{problem}: SELECT economy.reattach('{attachment}')")
     if not altered:
-        yield Finding(True, f"{attachment}: generated functions run as its sync role")
+        yield Finding(True, f"{attachment}: its triggers run its own functions, as its sync role")
 
 
 def check_replication_role(conn) -> Iterator[Finding]:
