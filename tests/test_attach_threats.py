@@ -239,3 +239,76 @@ def test_detach_drops_the_sync_role(owner, conn):
         0,
     )
     conn.execute(ATTACH)  # for the fixture's own detach
+
+
+def test_an_app_login_cannot_fire_the_sync_from_a_table_of_its_own(owner, login):
+    """A temp table with the generated trigger function: EXECUTE is the
+    package's alone, and the function runs only for the attached ledger."""
+    pay(owner, 1, 10)
+    app = login("economy_app")
+    app.execute("CREATE TEMP TABLE t (wallet_id int, amount int, reason varchar(32))")
+    with pytest.raises(errors.InsufficientPrivilege):
+        app.execute(
+            "CREATE TRIGGER t AFTER INSERT ON t FOR EACH ROW"
+            " EXECUTE FUNCTION economy.attached_seed_sync()"
+        )
+    assert seed_figures(owner)[0][1] == (10, 10)
+
+
+def test_a_sync_function_refuses_to_run_for_another_table(owner, conn):
+    """Even made a trigger of another table by a role that may (the installer)."""
+    conn.execute("CREATE TABLE decoy (wallet_id int, amount int, reason varchar(32))")
+    conn.execute(
+        "CREATE TRIGGER decoy AFTER INSERT ON decoy FOR EACH ROW"
+        " EXECUTE FUNCTION economy.attached_seed_sync()"
+    )
+    with pytest.raises(errors.InsufficientPrivilege, match="for a trigger on"):
+        conn.execute("INSERT INTO decoy VALUES (1, 1000, 'x')")
+    assert seed_figures(owner)[0][1] == (0, 0)
+    conn.execute("DROP TABLE decoy")
+
+
+def test_an_earning_text_that_hides_a_statement_is_refused_unrun(conn, tmp_path):
+    """An escape string (E'\\'') once hid a statement separator from the scan,
+    and the check ran the statement as the installer."""
+    marker = tmp_path / "ran"
+    conn.execute(
+        "CREATE TABLE d_wallet (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);"
+        "CREATE TABLE d_tx (id bigserial PRIMARY KEY, wallet_id int, amount bigint)"
+    )
+    for earning in (
+        f"E'\\'' <> 'a') ; COPY (SELECT 1) TO PROGRAM $$touch {marker}$$ ; SELECT ('a'",
+        "amount > 0 OR 'x' = E'\\\\'",
+        "amount > 0 OR 'x' = $q$x$q$",
+    ):
+        with pytest.raises(errors.InvalidParameterValue):
+            conn.execute("SELECT economy.attach('d', 'd_tx', 'd_wallet', earning => %s)", [earning])
+    assert not marker.exists()
+
+
+def test_grants_made_by_code_running_as_the_sync_role_are_reported_and_taken_back(
+    owner, conn, dsn, login
+):
+    login("economy_app")
+    owner.execute(
+        "CREATE OR REPLACE FUNCTION is_earning(amount integer) RETURNS boolean"
+        " LANGUAGE plpgsql AS $$ BEGIN"
+        " GRANT EXECUTE ON FUNCTION economy.attached_seed_set_hot(bigint, boolean)"
+        "  TO economy_test_app_login;"
+        " RETURN amount > 0; END $$"
+    )
+    pay(owner, 1, 10)
+    may_set_hot = (
+        "SELECT has_function_privilege('economy_test_app_login',"
+        " 'economy.attached_seed_set_hot(bigint, boolean)', 'EXECUTE')"
+    )
+    assert conn.execute(may_set_hot).fetchone() == (True,)
+    owner.execute(
+        "CREATE OR REPLACE FUNCTION is_earning(amount integer) RETURNS boolean"
+        " LANGUAGE sql AS 'SELECT amount > 0'"
+    )
+    doctor = run("doctor", "--attachment", "seed", dsn=dsn)
+    assert doctor.returncode == 1
+    assert "may be run by economy_test_app_login" in doctor.stdout
+    conn.execute("SELECT economy.reattach('seed')")
+    assert conn.execute(may_set_hot).fetchone() == (False,)
