@@ -854,8 +854,16 @@ BEGIN
 
     IF NOT economy.own_tables(reconcile_economy.attachment) THEN
         IF max_wallets IS NOT NULL THEN
-            RAISE EXCEPTION 'max_wallets is for the package''s own tables'
-                USING ERRCODE = 'feature_not_supported';
+            -- the first max_wallets drifted owners, in key order (NULL, the
+            -- ownerless wallets, last)
+            EXECUTE format('SELECT coalesce(array_agg(o.user_id ORDER BY o.user_id NULLS LAST),'
+                ' ''{}'') FROM (SELECT DISTINCT d.user_id FROM economy.%I($1) d'
+                ' ORDER BY 1 NULLS LAST LIMIT $2) o',
+                economy.attached_object(
+                    (economy.attachment(reconcile_economy.attachment)).name, 'drift'))
+            INTO drifted_users
+            USING reconcile_economy.user_ids, max_wallets;
+            user_ids := drifted_users;
         END IF;
         RETURN QUERY EXECUTE format(
             'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'

@@ -51,7 +51,10 @@ CREATE TABLE economy.attachments (
     sync_role name UNIQUE,
     -- what a write of a cached column by anyone but the sync gets: kept as it
     -- was, or refused (economy.render_guard)
-    guard text NOT NULL DEFAULT 'keep' CONSTRAINT attachments_guard CHECK (guard IN ('keep', 'refuse'))
+    guard text NOT NULL DEFAULT 'keep' CONSTRAINT attachments_guard CHECK (guard IN ('keep', 'refuse')),
+    -- the wallet's overdraft limit: an expression over the wallet row (NULL
+    -- result: unlimited); NULL: no rule
+    overdraft_limit text
 );
 
 -- The package's own tables are the first attachment: every function takes
@@ -85,7 +88,9 @@ $$;
 CREATE TABLE economy.attached_hot_wallet (
     attachment text REFERENCES economy.attachments ON DELETE CASCADE,
     wallet_id bigint,
-    PRIMARY KEY (attachment, wallet_id)
+    PRIMARY KEY (attachment, wallet_id),
+    -- the attachment's sync role, which wrote the row (row level security)
+    sync_role name NOT NULL DEFAULT current_user
 );
 
 -- Credits to attached hot wallets, not folded into the app's cached columns
@@ -96,22 +101,33 @@ CREATE TABLE economy.attached_hot_credit (
     attachment text NOT NULL,
     wallet_id bigint NOT NULL,
     amount numeric NOT NULL,
-    earnings numeric NOT NULL
+    earnings numeric NOT NULL,
+    sync_role name NOT NULL DEFAULT current_user
 );
 
 CREATE INDEX attached_hot_credit_wallet ON economy.attached_hot_credit (attachment, wallet_id);
 
 -- Each attachment's sync role reads and writes its own rows of both, no
 -- other attachment's (the installer, their owner, is not bound by this);
--- the package roles read them all (40_roles.sql).
+-- the package roles read them all (40_roles.sql). A row names the role that
+-- wrote it, so that reading needs no lookup (a credit to a hot wallet reads
+-- one per insert); writing checks that it is its attachment's.
 ALTER TABLE economy.attached_hot_wallet ENABLE ROW LEVEL SECURITY;
 ALTER TABLE economy.attached_hot_credit ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY own_attachment ON economy.attached_hot_wallet
-USING (attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user));
+USING (sync_role = current_user)
+WITH CHECK (
+    sync_role = current_user
+    AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
+);
 
 CREATE POLICY own_attachment ON economy.attached_hot_credit
-USING (attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user));
+USING (sync_role = current_user)
+WITH CHECK (
+    sync_role = current_user
+    AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
+);
 
 -- The name of an object generated for an attachment.
 CREATE FUNCTION economy.attached_object(attachment text, suffix text)
@@ -236,27 +252,29 @@ BEGIN
 END;
 $$;
 
--- Refuses an `earning` text that is not one boolean expression over the
--- ledger's columns. It may hold no backslash and no dollar sign anywhere (so
--- no escape string can hide a quote from the scan below, and no dollar
--- quote can end the templates' own), and outside its string literals and
--- quoted names no statement separator or comment, and its parentheses must
--- balance: wrapped in parentheses it is then one expression and nothing
--- more. Only then is it prepared, in a SELECT filtered by it, which checks
--- its names and type; nothing is run.
-CREATE FUNCTION economy.check_earning(ledger regclass, earning text)
+-- Refuses an expression text (`what`: the argument of attach that gave it)
+-- that is not one expression over the columns of `tbl`, of the type
+-- `result` asks: boolean (the earning rule) or numeric (an overdraft limit).
+-- It may hold no backslash and no dollar sign anywhere (so no escape string
+-- can hide a quote from the scan below, and no dollar quote can end the
+-- templates' own), and outside its string literals and quoted names no
+-- statement separator or comment, and its parentheses must balance: wrapped
+-- in parentheses it is then one expression and nothing more. Only then is it
+-- prepared, in a SELECT that needs its type, which checks its names; nothing
+-- is run.
+CREATE FUNCTION economy.check_expression(tbl regclass, expression text, what text, result text)
 RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
+    bare text := regexp_replace(expression, '''[^'']*''|"[^"]*"', '', 'g');
     depth integer := 0;
     ch text;
 BEGIN
-    IF earning IS NULL OR btrim(earning) = '' OR earning ~ '[$\\]'
+    IF expression IS NULL OR btrim(expression) = '' OR expression ~ '[$\\]'
         OR bare ~ ';' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
-        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
-            earning
+        RAISE EXCEPTION '% must be one % expression over the columns of %: %',
+            what, result, tbl, expression
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
@@ -264,19 +282,22 @@ BEGIN
         EXIT WHEN depth < 0;
     END LOOP;
     IF depth <> 0 THEN
-        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
+        RAISE EXCEPTION '% has unbalanced parentheses: %', what, expression
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     BEGIN
         -- WHERE takes a boolean only (not merely one castable to it)
-        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
-            ledger, earning);
-        DEALLOCATE economy_check_earning;
+        EXECUTE format(CASE result
+            WHEN 'boolean' THEN 'PREPARE economy_check_expression AS SELECT FROM %1$s WHERE (%2$s)'
+            -- a number, not merely one castable from (text would be)
+            ELSE 'PREPARE economy_check_expression AS SELECT (%2$s) + 0::numeric FROM %1$s'
+        END, tbl, expression);
+        DEALLOCATE economy_check_expression;
     EXCEPTION
         WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
-            OR ambiguous_column OR undefined_table THEN
-            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
-                ledger, earning, SQLERRM
+            OR ambiguous_column OR undefined_table OR cannot_coerce THEN
+            RAISE EXCEPTION '% is not a % expression over %: % (%)',
+                what, result, tbl, expression, SQLERRM
                 USING ERRCODE = 'invalid_parameter_value';
     END;
 END;
@@ -490,6 +511,31 @@ AS $$
         OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0);
 $$;
 
+-- Template parts: the wallet's overdraft limit, as a numeric expression
+-- over the wallet row (alias-free: in an UPDATE's RETURNING of it, or a
+-- query of it alone), and the check of a debit against it.
+CREATE FUNCTION economy.render_limit(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN a.overdraft_limit IS NULL THEN 'NULL::numeric'
+        ELSE format('(%s)::numeric', a.overdraft_limit) END;
+$$;
+
+CREATE FUNCTION economy.render_limit_check(a economy.attachments, amount text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        $check$IF %1$s < 0 AND sync_balance < -sync_limit THEN
+            RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+                sync_wallet, sync_balance, sync_limit
+                USING ERRCODE = 'check_violation';
+        END IF;$check$, amount) ELSE '' END;
+$$;
+
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
 -- then to the owner's profile (BEFORE the row is written when the
 -- attachment records balance_after_column: the row gets the wallet's new
@@ -520,7 +566,9 @@ DECLARE
     sync_amount numeric;
     sync_earned numeric;
     sync_owner bigint;
+    sync_wallet bigint;
     sync_balance numeric;
+    sync_limit numeric;
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
@@ -555,7 +603,9 @@ BEGIN
         END IF;
         UPDATE %6$s w SET %7$s
         WHERE w.%8$I = NEW.%9$I
-        RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
+        RETURNING %10$s, w.%8$I, w.%15$I, %22$s
+        INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+        %23$s
         %11$s
         %16$s
     END IF;
@@ -582,7 +632,9 @@ BEGIN
         IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
             UPDATE %6$s w SET %13$s
             WHERE w.%8$I = sync_wallets[i]
-            RETURNING %10$s INTO sync_owner;
+            RETURNING %10$s, w.%8$I, w.%15$I, %22$s
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            %24$s
         END IF;
         sync_owners := sync_owners || sync_owner;
     END LOOP;
@@ -637,7 +689,10 @@ $template$,
     IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
         RETURN NULL;  -- the statement's rows are applied together (sync_rows)
     END IF;$statement$ ELSE '' END,
-    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column))
+    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
+    economy.render_limit(a),
+    economy.render_limit_check(a, 'sync_amount'),
+    economy.render_limit_check(a, 'sync_amounts[i]')
 );
 $render$;
 
@@ -665,6 +720,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+    sync_refused record;
     sync_parked bigint[];
     sync_folded bigint[];
     sync_owners bigint[];
@@ -728,6 +784,7 @@ BEGIN
     INTO sync_owners, sync_amounts, sync_earnings
     FROM updated u;
     %13$s
+    %14$s
     %9$s
     RETURN NULL;
 END;
@@ -747,7 +804,34 @@ $template$,
     a.name,
     economy.attached_object(a.name, 'fold'),
     economy.render_inexact(a, format('n.%I', a.amount_column)),
-    economy.render_parked_fit(a, 'sync_parked')
+    economy.render_parked_fit(a, 'sync_parked'),
+    CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        $check$-- every debit of the statement, in its order, against the overdraft limit
+    SELECT r.wallet_key, r.running, r.overdraft INTO sync_refused
+    FROM (
+        SELECT n.wallet_key, n.amount, b.overdraft,
+            b.balance - sum(n.amount) OVER (PARTITION BY n.wallet_key)
+            + sum(n.amount) OVER (PARTITION BY n.wallet_key ORDER BY n.position) AS running
+        FROM (
+            SELECT row_number() OVER () AS position, s.%1$I AS wallet_key, s.%2$I AS amount
+            FROM sync_inserted s
+        ) n
+        JOIN (
+            SELECT w.%3$I AS wallet_key, w.%4$I::numeric AS balance, %5$s AS overdraft
+            FROM %6$s w
+            WHERE w.%3$I IN (SELECT s.%1$I FROM sync_inserted s)
+        ) b ON b.wallet_key = n.wallet_key
+    ) r
+    WHERE r.amount < 0 AND r.running < -r.overdraft
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+            sync_refused.wallet_key, sync_refused.running, sync_refused.overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;$check$,
+        a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
+        economy.render_limit(a), a.wallet
+    ) ELSE '' END
 );
 $render$;
 
@@ -1772,7 +1856,10 @@ BEGIN
             a.ledger, a.balance_after_column, 'balance_after_column', money_types
         );
     END IF;
-    PERFORM economy.check_earning(a.ledger, a.earning);
+    PERFORM economy.check_expression(a.ledger, a.earning, 'earning', 'boolean');
+    IF a.overdraft_limit IS NOT NULL THEN
+        PERFORM economy.check_expression(a.wallet, a.overdraft_limit, 'overdraft_limit', 'numeric');
+    END IF;
     IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
         RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
             USING ERRCODE = 'invalid_parameter_value';
@@ -1802,7 +1889,8 @@ CREATE FUNCTION economy.attach(
     profile_earnings_column name DEFAULT NULL,
     earning text DEFAULT 'amount > 0',
     balance_after_column name DEFAULT NULL,
-    guard text DEFAULT 'keep'
+    guard text DEFAULT 'keep',
+    overdraft_limit text DEFAULT NULL
 )
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -1839,6 +1927,7 @@ BEGIN
     a.earning := attach.earning;
     a.balance_after_column := attach.balance_after_column;
     a.guard := attach.guard;
+    a.overdraft_limit := attach.overdraft_limit;
     a.attached_at := now();
     a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);

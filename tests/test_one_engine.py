@@ -457,3 +457,70 @@ def test_attach_refuses_an_unknown_guard(conn):
             "SELECT economy.attach('g', 'gl', 'gw', wallet_balance_column => 'bal',"
             " guard => 'ignore')"
         )
+
+
+# overdraft_limit => an expression over the wallet row
+
+LIMITED_TABLES = """
+CREATE TABLE ow (id integer PRIMARY KEY, bal integer NOT NULL DEFAULT 0,
+    allow_overdraft boolean NOT NULL DEFAULT false);
+CREATE TABLE ol (id bigserial PRIMARY KEY, wallet_id integer NOT NULL REFERENCES ow,
+    amount integer NOT NULL);
+INSERT INTO ow (id, allow_overdraft) VALUES (1, false), (2, true);
+SELECT economy.attach('o', 'ol', 'ow', wallet_balance_column => 'bal',
+    overdraft_limit => 'CASE WHEN allow_overdraft THEN NULL ELSE 0 END');
+INSERT INTO ol (wallet_id, amount) VALUES (1, 5);
+"""
+
+
+def limited_balances(conn):
+    return conn.execute("SELECT id, bal FROM ow ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("by_statement", [False, True], ids=["row_by_row", "statement"])
+def test_a_debit_below_the_limit_is_refused_in_the_order_of_the_rows(conn, by_statement):
+    """+10, -30, +40 on a balance of 5 with limit 0: the -30 goes below, whole refused."""
+    conn.execute(LIMITED_TABLES)
+    with pytest.raises(errors.CheckViolation, match="overdraft limit"), conn.transaction():
+        if by_statement:
+            conn.execute("SET LOCAL economy.sync = 'statement'")
+        conn.execute("INSERT INTO ol (wallet_id, amount) VALUES (1, 10), (1, -30), (1, 40)")
+    assert limited_balances(conn) == [(1, 5), (2, 0)]
+    assert conn.execute("SELECT count(*) FROM ol").fetchone() == (1,)
+    conn.execute("INSERT INTO ol (wallet_id, amount) VALUES (1, 40), (1, -30), (2, -100)")
+    assert limited_balances(conn) == [(1, 15), (2, -100)]  # NULL: no limit
+
+
+def test_lowering_an_entry_below_the_limit_is_refused(conn):
+    conn.execute(LIMITED_TABLES)
+    with pytest.raises(errors.CheckViolation):
+        conn.execute("UPDATE ol SET amount = -1")
+    conn.execute("INSERT INTO ol (wallet_id, amount) VALUES (1, -3)")
+    with pytest.raises(errors.CheckViolation):
+        conn.execute("DELETE FROM ol WHERE amount = 5")  # the credit the debit spent
+    assert limited_balances(conn) == [(1, 2), (2, 0)]
+
+
+def test_attach_refuses_a_limit_that_is_no_number_over_the_wallet(conn):
+    conn.execute(GUARDED_TABLES)
+    for limit in ("label", "nope + 1", "0; DROP TABLE gw"):
+        with pytest.raises(errors.InvalidParameterValue):
+            conn.execute(
+                "SELECT economy.attach('g', 'gl', 'gw', wallet_balance_column => 'bal',"
+                " overdraft_limit => %s)",
+                [limit],
+            )
+
+
+# max_wallets on an attachment
+
+
+def test_max_wallets_bounds_a_reconcile_of_an_attachment(seed):
+    for wallet in (1, 2, 3):
+        pay(seed, wallet, 10)
+    break_cache(seed, "UPDATE app_wallet SET cached_balance = 0")
+    bounded = "SELECT DISTINCT wallet_id FROM economy.reconcile_economy(%s, max_wallets => 1,"
+    bounded += " attachment => 'seed') WHERE field = 'wallet.balance'"
+    assert seed.execute(bounded, [True]).fetchall() == [(1,)]
+    assert seed.execute(bounded, [False]).fetchall() == [(1,)]
+    assert len(drift(seed, "seed")) == 2  # profile 2's wallet and the treasury: left for the next

@@ -26,6 +26,54 @@ DROP POLICY package_roles_read ON economy.attached_hot_wallet;
 DROP POLICY package_roles_read ON economy.attached_hot_credit;
 ALTER TABLE economy.attached_hot_wallet DISABLE ROW LEVEL SECURITY;
 ALTER TABLE economy.attached_hot_credit DISABLE ROW LEVEL SECURITY;
+ALTER TABLE economy.attached_hot_wallet DROP COLUMN sync_role;
+ALTER TABLE economy.attached_hot_credit DROP COLUMN sync_role;
+
+-- Refuses an `earning` text that is not one boolean expression over the
+-- ledger's columns. Outside its string literals and quoted names it may hold
+-- no statement separator, comment, dollar quote or backslash, and its
+-- parentheses must balance: wrapped in parentheses it is then one expression
+-- and nothing more. Preparing a SELECT filtered by it checks its names and
+-- type; nothing is run.
+CREATE FUNCTION economy.check_earning(ledger regclass, earning text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
+    depth integer := 0;
+    ch text;
+BEGIN
+    IF earning IS NULL OR btrim(earning) = ''
+        OR bare ~ '[;$\\]' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
+        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
+            earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
+        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
+        EXIT WHEN depth < 0;
+    END LOOP;
+    IF depth <> 0 THEN
+        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        -- WHERE takes a boolean only (not merely one castable to it)
+        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
+            ledger, earning);
+        DEALLOCATE economy_check_earning;
+    EXCEPTION
+        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
+            OR ambiguous_column OR undefined_table THEN
+            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
+                ledger, earning, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value';
+    END;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION economy.check_earning(regclass, text) FROM PUBLIC;
 
 -- Trigger function: an attached ledger is never emptied behind the caches.
 CREATE FUNCTION economy.refuse_attached_truncate()
@@ -89,7 +137,7 @@ $$;
 REVOKE ALL ON FUNCTION economy.render_row_variables(regclass, text, boolean) FROM PUBLIC;
 
 DROP FUNCTION economy.cached_tables(economy.attachments);
-DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text);
+DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text);
 
 -- Attaches the sync, drift and reconcile to an application's tables (see
 -- the top of this file). Changes no cache: existing drift shows in drift
@@ -354,50 +402,6 @@ BEGIN
             USING ERRCODE = 'datatype_mismatch';
     END IF;
     RETURN found_type;
-END;
-$$;
-
--- Refuses an `earning` text that is not one boolean expression over the
--- ledger's columns. Outside its string literals and quoted names it may hold
--- no statement separator, comment, dollar quote or backslash, and its
--- parentheses must balance: wrapped in parentheses it is then one expression
--- and nothing more. Preparing a SELECT filtered by it checks its names and
--- type; nothing is run.
-CREATE OR REPLACE FUNCTION economy.check_earning(ledger regclass, earning text)
-RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
-    depth integer := 0;
-    ch text;
-BEGIN
-    IF earning IS NULL OR btrim(earning) = ''
-        OR bare ~ '[;$\\]' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
-        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
-            earning
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
-        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
-        EXIT WHEN depth < 0;
-    END LOOP;
-    IF depth <> 0 THEN
-        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    BEGIN
-        -- WHERE takes a boolean only (not merely one castable to it)
-        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
-            ledger, earning);
-        DEALLOCATE economy_check_earning;
-    EXCEPTION
-        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
-            OR ambiguous_column OR undefined_table THEN
-            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
-                ledger, earning, SQLERRM
-                USING ERRCODE = 'invalid_parameter_value';
-    END;
 END;
 $$;
 
@@ -1373,14 +1377,18 @@ DROP FUNCTION economy.render_earning(economy.attachments, text);
 DROP FUNCTION economy.render_guard(economy.attachments, regclass);
 DROP FUNCTION economy.render_earning_function(economy.attachments);
 DROP FUNCTION economy.earning_columns(economy.attachments);
+DROP FUNCTION economy.render_limit_check(economy.attachments, text);
+DROP FUNCTION economy.render_limit(economy.attachments);
 DROP FUNCTION economy.sync_role_name(text);
 DROP FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text);
+DROP FUNCTION economy.check_expression(regclass, text, text, text);
 DROP FUNCTION economy.column_type(regclass, name);
 DROP FUNCTION economy.own_tables(text);
 
 ALTER TABLE economy.attachments DROP COLUMN column_numbers;
 ALTER TABLE economy.attachments DROP COLUMN sync_role;
 ALTER TABLE economy.attachments DROP COLUMN guard;
+ALTER TABLE economy.attachments DROP COLUMN overdraft_limit;
 REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM economy_app;
 
 -- every attachment regenerated from 0008's templates; its truncate trigger

@@ -10,15 +10,27 @@ ALTER TABLE economy.attachments ADD COLUMN column_numbers jsonb;
 ALTER TABLE economy.attachments ADD COLUMN sync_role name UNIQUE;
 ALTER TABLE economy.attachments ADD COLUMN guard text NOT NULL DEFAULT 'keep'
 CONSTRAINT attachments_guard CHECK (guard IN ('keep', 'refuse'));
+ALTER TABLE economy.attachments ADD COLUMN overdraft_limit text;
 
 ALTER TABLE economy.attached_hot_wallet ENABLE ROW LEVEL SECURITY;
 ALTER TABLE economy.attached_hot_credit ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE economy.attached_hot_wallet ADD COLUMN sync_role name NOT NULL DEFAULT current_user;
+ALTER TABLE economy.attached_hot_credit ADD COLUMN sync_role name NOT NULL DEFAULT current_user;
+
 CREATE POLICY own_attachment ON economy.attached_hot_wallet
-USING (attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user));
+USING (sync_role = current_user)
+WITH CHECK (
+    sync_role = current_user
+    AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
+);
 
 CREATE POLICY own_attachment ON economy.attached_hot_credit
-USING (attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user));
+USING (sync_role = current_user)
+WITH CHECK (
+    sync_role = current_user
+    AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
+);
 
 CREATE POLICY package_roles_read ON economy.attached_hot_wallet FOR SELECT TO economy_app
 USING (true);
@@ -80,7 +92,8 @@ CREATE FUNCTION economy.attach(
     profile_earnings_column name DEFAULT NULL,
     earning text DEFAULT 'amount > 0',
     balance_after_column name DEFAULT NULL,
-    guard text DEFAULT 'keep'
+    guard text DEFAULT 'keep',
+    overdraft_limit text DEFAULT NULL
 )
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -117,6 +130,7 @@ BEGIN
     a.earning := attach.earning;
     a.balance_after_column := attach.balance_after_column;
     a.guard := attach.guard;
+    a.overdraft_limit := attach.overdraft_limit;
     a.attached_at := now();
     a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);
@@ -126,7 +140,7 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text) FROM PUBLIC;
 
 -- Whether an attachment argument names the package's own tables.
 CREATE FUNCTION economy.own_tables(attachment text)
@@ -146,6 +160,57 @@ AS $$
     SELECT a.atttypid::regtype
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+$$;
+
+-- Refuses an expression text (`what`: the argument of attach that gave it)
+-- that is not one expression over the columns of `tbl`, of the type
+-- `result` asks: boolean (the earning rule) or numeric (an overdraft limit).
+-- It may hold no backslash and no dollar sign anywhere (so no escape string
+-- can hide a quote from the scan below, and no dollar quote can end the
+-- templates' own), and outside its string literals and quoted names no
+-- statement separator or comment, and its parentheses must balance: wrapped
+-- in parentheses it is then one expression and nothing more. Only then is it
+-- prepared, in a SELECT that needs its type, which checks its names; nothing
+-- is run.
+CREATE FUNCTION economy.check_expression(tbl regclass, expression text, what text, result text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    bare text := regexp_replace(expression, '''[^'']*''|"[^"]*"', '', 'g');
+    depth integer := 0;
+    ch text;
+BEGIN
+    IF expression IS NULL OR btrim(expression) = '' OR expression ~ '[$\\]'
+        OR bare ~ ';' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
+        RAISE EXCEPTION '% must be one % expression over the columns of %: %',
+            what, result, tbl, expression
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
+        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
+        EXIT WHEN depth < 0;
+    END LOOP;
+    IF depth <> 0 THEN
+        RAISE EXCEPTION '% has unbalanced parentheses: %', what, expression
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        -- WHERE takes a boolean only (not merely one castable to it)
+        EXECUTE format(CASE result
+            WHEN 'boolean' THEN 'PREPARE economy_check_expression AS SELECT FROM %1$s WHERE (%2$s)'
+            -- a number, not merely one castable from (text would be)
+            ELSE 'PREPARE economy_check_expression AS SELECT (%2$s) + 0::numeric FROM %1$s'
+        END, tbl, expression);
+        DEALLOCATE economy_check_expression;
+    EXCEPTION
+        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
+            OR ambiguous_column OR undefined_table OR cannot_coerce THEN
+            RAISE EXCEPTION '% is not a % expression over %: % (%)',
+                what, result, tbl, expression, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value';
+    END;
+END;
 $$;
 
 -- Locks the given wallet rows, then the given profile rows, each set in
@@ -235,6 +300,31 @@ AS $$
     SELECT ('economy_sync_' || left(md5(
         (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())::text
         || '/' || attachment), 16))::name;
+$$;
+
+-- Template parts: the wallet's overdraft limit, as a numeric expression
+-- over the wallet row (alias-free: in an UPDATE's RETURNING of it, or a
+-- query of it alone), and the check of a debit against it.
+CREATE FUNCTION economy.render_limit(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN a.overdraft_limit IS NULL THEN 'NULL::numeric'
+        ELSE format('(%s)::numeric', a.overdraft_limit) END;
+$$;
+
+CREATE FUNCTION economy.render_limit_check(a economy.attachments, amount text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        $check$IF %1$s < 0 AND sync_balance < -sync_limit THEN
+            RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+                sync_wallet, sync_balance, sync_limit
+                USING ERRCODE = 'check_violation';
+        END IF;$check$, amount) ELSE '' END;
 $$;
 
 -- The ledger columns the `earning` expression reads, in column order: found
@@ -844,7 +934,10 @@ BEGIN
             a.ledger, a.balance_after_column, 'balance_after_column', money_types
         );
     END IF;
-    PERFORM economy.check_earning(a.ledger, a.earning);
+    PERFORM economy.check_expression(a.ledger, a.earning, 'earning', 'boolean');
+    IF a.overdraft_limit IS NOT NULL THEN
+        PERFORM economy.check_expression(a.wallet, a.overdraft_limit, 'overdraft_limit', 'numeric');
+    END IF;
     IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
         RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
             USING ERRCODE = 'invalid_parameter_value';
@@ -1006,52 +1099,6 @@ BEGIN
             USING ERRCODE = 'datatype_mismatch';
     END IF;
     RETURN found_type;
-END;
-$$;
-
--- Refuses an `earning` text that is not one boolean expression over the
--- ledger's columns. It may hold no backslash and no dollar sign anywhere (so
--- no escape string can hide a quote from the scan below, and no dollar
--- quote can end the templates' own), and outside its string literals and
--- quoted names no statement separator or comment, and its parentheses must
--- balance: wrapped in parentheses it is then one expression and nothing
--- more. Only then is it prepared, in a SELECT filtered by it, which checks
--- its names and type; nothing is run.
-CREATE OR REPLACE FUNCTION economy.check_earning(ledger regclass, earning text)
-RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    bare text := regexp_replace(earning, '''[^'']*''|"[^"]*"', '', 'g');
-    depth integer := 0;
-    ch text;
-BEGIN
-    IF earning IS NULL OR btrim(earning) = '' OR earning ~ '[$\\]'
-        OR bare ~ ';' OR bare LIKE '%--%' OR bare LIKE '%/*%' THEN
-        RAISE EXCEPTION 'earning must be one boolean expression over the ledger''s columns: %',
-            earning
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOREACH ch IN ARRAY regexp_split_to_array(bare, '') LOOP
-        depth := depth + CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END;
-        EXIT WHEN depth < 0;
-    END LOOP;
-    IF depth <> 0 THEN
-        RAISE EXCEPTION 'earning has unbalanced parentheses: %', earning
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    BEGIN
-        -- WHERE takes a boolean only (not merely one castable to it)
-        EXECUTE format('PREPARE economy_check_earning AS SELECT FROM %s WHERE (%s)',
-            ledger, earning);
-        DEALLOCATE economy_check_earning;
-    EXCEPTION
-        WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch
-            OR ambiguous_column OR undefined_table THEN
-            RAISE EXCEPTION 'earning is not a boolean expression over %: % (%)',
-                ledger, earning, SQLERRM
-                USING ERRCODE = 'invalid_parameter_value';
-    END;
 END;
 $$;
 
@@ -1304,8 +1351,16 @@ BEGIN
 
     IF NOT economy.own_tables(reconcile_economy.attachment) THEN
         IF max_wallets IS NOT NULL THEN
-            RAISE EXCEPTION 'max_wallets is for the package''s own tables'
-                USING ERRCODE = 'feature_not_supported';
+            -- the first max_wallets drifted owners, in key order (NULL, the
+            -- ownerless wallets, last)
+            EXECUTE format('SELECT coalesce(array_agg(o.user_id ORDER BY o.user_id NULLS LAST),'
+                ' ''{}'') FROM (SELECT DISTINCT d.user_id FROM economy.%I($1) d'
+                ' ORDER BY 1 NULLS LAST LIMIT $2) o',
+                economy.attached_object(
+                    (economy.attachment(reconcile_economy.attachment)).name, 'drift'))
+            INTO drifted_users
+            USING reconcile_economy.user_ids, max_wallets;
+            user_ids := drifted_users;
         END IF;
         RETURN QUERY EXECUTE format(
             'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
@@ -1694,7 +1749,9 @@ DECLARE
     sync_amount numeric;
     sync_earned numeric;
     sync_owner bigint;
+    sync_wallet bigint;
     sync_balance numeric;
+    sync_limit numeric;
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
@@ -1729,7 +1786,9 @@ BEGIN
         END IF;
         UPDATE %6$s w SET %7$s
         WHERE w.%8$I = NEW.%9$I
-        RETURNING %10$s, w.%15$I INTO sync_owner, sync_balance;
+        RETURNING %10$s, w.%8$I, w.%15$I, %22$s
+        INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+        %23$s
         %11$s
         %16$s
     END IF;
@@ -1756,7 +1815,9 @@ BEGIN
         IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
             UPDATE %6$s w SET %13$s
             WHERE w.%8$I = sync_wallets[i]
-            RETURNING %10$s INTO sync_owner;
+            RETURNING %10$s, w.%8$I, w.%15$I, %22$s
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            %24$s
         END IF;
         sync_owners := sync_owners || sync_owner;
     END LOOP;
@@ -1811,7 +1872,10 @@ $template$,
     IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
         RETURN NULL;  -- the statement's rows are applied together (sync_rows)
     END IF;$statement$ ELSE '' END,
-    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column))
+    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
+    economy.render_limit(a),
+    economy.render_limit_check(a, 'sync_amount'),
+    economy.render_limit_check(a, 'sync_amounts[i]')
 );
 $render$;
 
@@ -1839,6 +1903,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+    sync_refused record;
     sync_parked bigint[];
     sync_folded bigint[];
     sync_owners bigint[];
@@ -1902,6 +1967,7 @@ BEGIN
     INTO sync_owners, sync_amounts, sync_earnings
     FROM updated u;
     %13$s
+    %14$s
     %9$s
     RETURN NULL;
 END;
@@ -1921,7 +1987,34 @@ $template$,
     a.name,
     economy.attached_object(a.name, 'fold'),
     economy.render_inexact(a, format('n.%I', a.amount_column)),
-    economy.render_parked_fit(a, 'sync_parked')
+    economy.render_parked_fit(a, 'sync_parked'),
+    CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        $check$-- every debit of the statement, in its order, against the overdraft limit
+    SELECT r.wallet_key, r.running, r.overdraft INTO sync_refused
+    FROM (
+        SELECT n.wallet_key, n.amount, b.overdraft,
+            b.balance - sum(n.amount) OVER (PARTITION BY n.wallet_key)
+            + sum(n.amount) OVER (PARTITION BY n.wallet_key ORDER BY n.position) AS running
+        FROM (
+            SELECT row_number() OVER () AS position, s.%1$I AS wallet_key, s.%2$I AS amount
+            FROM sync_inserted s
+        ) n
+        JOIN (
+            SELECT w.%3$I AS wallet_key, w.%4$I::numeric AS balance, %5$s AS overdraft
+            FROM %6$s w
+            WHERE w.%3$I IN (SELECT s.%1$I FROM sync_inserted s)
+        ) b ON b.wallet_key = n.wallet_key
+    ) r
+    WHERE r.amount < 0 AND r.running < -r.overdraft
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+            sync_refused.wallet_key, sync_refused.running, sync_refused.overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;$check$,
+        a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
+        economy.render_limit(a), a.wallet
+    ) ELSE '' END
 );
 $render$;
 
@@ -2044,8 +2137,11 @@ $$;
 
 REVOKE ALL ON FUNCTION economy.own_tables(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.column_type(regclass, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.check_expression(regclass, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.sync_role_name(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_limit(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_limit_check(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.earning_columns(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_earning_function(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_guard(economy.attachments, regclass) FROM PUBLIC;
@@ -2085,6 +2181,10 @@ BEGIN
         UPDATE economy.attachments x
         SET column_numbers = a.column_numbers, sync_role = a.sync_role
         WHERE x.name = a.name;
+        UPDATE economy.attached_hot_wallet h SET sync_role = a.sync_role
+        WHERE h.attachment = a.name;
+        UPDATE economy.attached_hot_credit c SET sync_role = a.sync_role
+        WHERE c.attachment = a.name;
         PERFORM economy.create_attached_functions(a);
         -- the guards' functions of 0008, replaced by guard_wallet and guard_profile
         EXECUTE format('DROP FUNCTION IF EXISTS economy.%I(), economy.%I()',
@@ -2094,6 +2194,7 @@ BEGIN
 END;
 $$;
 
+DROP FUNCTION economy.check_earning(regclass, text);
 DROP FUNCTION economy.refuse_attached_truncate();
 DROP FUNCTION economy.render_keep(name, name[]);
 DROP FUNCTION economy.render_row_variables(regclass, text, boolean);
