@@ -14,6 +14,8 @@
 -- economy.reattach(N) regenerates them after the app's own migrations,
 -- economy.detach(N) drops them, economy.attachment_sql(N) prints what runs
 -- per row. No SQL is built per row: every function is static once generated.
+-- tests/golden/seed_attachment.sql is all a reference attachment runs, as
+-- rendered from these templates (a test keeps it current).
 --
 -- Who may do what: the installer (owns schema economy) > the owner of the
 -- app's tables > app logins. The generated functions belong to the

@@ -1,0 +1,727 @@
+CREATE OR REPLACE FUNCTION economy.attached_seed_balance(wallet_id bigint)
+ RETURNS numeric
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN (
+        SELECT w.cached_balance::numeric + (
+            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = 'seed' AND c.wallet_id = $1
+        )
+        FROM public.app_wallet w
+        WHERE w.id = $1
+    );
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_drift(user_ids bigint[])
+ RETURNS TABLE(user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+#variable_conflict use_column
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+    WITH parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed'
+        GROUP BY c.wallet_id
+    ),
+
+    -- a hot wallet's cached figures with its parked credits: the exact ones
+    wallets AS (
+        SELECT w.id::bigint AS wallet_id, w.profile_id::bigint AS owner_id,
+            w.cached_balance::numeric + coalesce(pk.balance, 0) AS cached_balance,
+            w.lifetime_earnings::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
+            coalesce(pk.balance, 0) AS parked_balance,
+            coalesce(pk.earnings, 0) AS parked_earnings
+        FROM public.app_wallet w
+        LEFT JOIN parked pk ON pk.wallet_id = w.id
+        WHERE user_ids IS NULL OR w.profile_id = ANY (user_ids)
+            OR (w.profile_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+    ),
+
+    ledger AS (
+        SELECT r.wallet_id::bigint AS wallet_id, sum(r.amount)::numeric AS balance,
+            coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)::numeric AS earnings
+        FROM public.app_transaction AS r
+        WHERE user_ids IS NULL OR r.wallet_id IN (SELECT wl.wallet_id FROM wallets wl)
+        GROUP BY r.wallet_id
+    ),
+
+    per_wallet AS (
+        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) AS ledger_earnings
+        FROM wallets w
+        LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+    ),
+
+    per_profile AS (
+        SELECT g.user_id, g.wallet_id,
+            g.cached_balance + g.parked_balance AS cached_balance,
+            g.cached_earnings + g.parked_earnings AS cached_earnings,
+            g.ledger_balance, g.ledger_earnings
+        FROM (
+            SELECT p.id::bigint AS user_id,
+                CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
+                p.deltacoin_balance::numeric AS cached_balance, p.lifetime_earnings::numeric AS cached_earnings,
+                coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
+                coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings,
+                coalesce(sum(pw.parked_balance), 0) AS parked_balance,
+                coalesce(sum(pw.parked_earnings), 0) AS parked_earnings
+            FROM public.app_profile p
+            LEFT JOIN per_wallet pw ON pw.owner_id = p.id
+            WHERE user_ids IS NULL OR p.id = ANY (user_ids)
+            GROUP BY p.id, 3, 4
+        ) g
+    ),
+
+    compared AS (
+        SELECT pw.owner_id AS user_id, pw.wallet_id, 1 AS position, 'wallet.balance' AS field,
+            pw.cached_balance AS cached_value, pw.ledger_balance AS ledger_value
+        FROM per_wallet pw
+        UNION ALL
+        SELECT pw.owner_id, pw.wallet_id, 2, 'wallet.lifetime_earnings',
+            pw.cached_earnings, pw.ledger_earnings
+        FROM per_wallet pw
+        WHERE 't'
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+            pp.cached_balance, pp.ledger_balance
+        FROM per_profile pp
+        WHERE 't'
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+            pp.cached_earnings, pp.ledger_earnings
+        FROM per_profile pp
+        WHERE 't'
+    )
+
+    SELECT c.user_id, c.wallet_id, c.field, c.cached_value, c.ledger_value
+    FROM compared c
+    WHERE c.cached_value IS DISTINCT FROM c.ledger_value
+    ORDER BY c.user_id NULLS LAST, c.position, c.wallet_id;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_earns(amount integer)
+ RETURNS boolean
+ LANGUAGE sql
+AS $function$
+    SELECT coalesce((amount > 0), false);
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_fold(wallet_ids bigint[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    locked bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    locked := ARRAY(
+        SELECT w.id::bigint FROM public.app_wallet w
+        WHERE w.id IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c
+            WHERE c.attachment = 'seed' AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
+        )
+    );
+    PERFORM economy.lock_rows(<oid>::regclass, 'id', locked, <oid>::regclass, 'id', ARRAY(SELECT w.profile_id::bigint FROM public.app_wallet w WHERE w.id = ANY (locked)));
+    WITH taken AS (
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed' AND c.wallet_id = ANY (locked)
+        RETURNING c.wallet_id, c.amount, c.earnings
+    ),
+
+    per_wallet AS (
+        SELECT t.wallet_id, sum(t.amount) AS amount, sum(t.earnings) AS earnings
+        FROM taken t
+        GROUP BY t.wallet_id
+    ),
+
+    folded AS (
+        UPDATE public.app_wallet w SET cached_balance = w.cached_balance + pw.amount, lifetime_earnings = w.lifetime_earnings + pw.earnings
+        FROM per_wallet pw
+        WHERE w.id = pw.wallet_id
+        RETURNING w.profile_id::bigint AS owner_key, pw.amount, pw.earnings
+    )
+
+    SELECT array_agg(f.owner_key), array_agg(f.amount), array_agg(f.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM folded f;
+    
+    IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
+        PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
+    END IF;
+    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+    FROM (
+        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+        FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
+        GROUP BY d.owner_key
+    ) d
+    WHERE p.id = d.owner_key;
+    RETURN cardinality(locked);
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_guard_profile()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_balance numeric;
+    sync_earnings numeric;
+BEGIN
+    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_profile'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        NEW.deltacoin_balance := OLD.deltacoin_balance;
+        NEW.lifetime_earnings := OLD.lifetime_earnings;
+        RETURN NEW;
+    END IF;
+    -- the ledger's figures for the new row
+    SELECT coalesce(sum(r.amount), 0), coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)
+    INTO sync_balance, sync_earnings
+    FROM public.app_transaction AS r
+    WHERE r.wallet_id IN (SELECT w.id FROM public.app_wallet w WHERE w.profile_id = NEW.id);
+    NEW.deltacoin_balance := sync_balance;
+    NEW.lifetime_earnings := sync_earnings;
+    RETURN NEW;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_guard_wallet()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_balance numeric;
+    sync_earnings numeric;
+BEGIN
+    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        NEW.cached_balance := OLD.cached_balance;
+        NEW.lifetime_earnings := OLD.lifetime_earnings;
+        RETURN NEW;
+    END IF;
+    -- the ledger's figures for the new row
+    SELECT coalesce(sum(r.amount), 0), coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)
+    INTO sync_balance, sync_earnings
+    FROM public.app_transaction AS r
+    WHERE r.wallet_id = NEW.id;
+    NEW.cached_balance := sync_balance;
+    NEW.lifetime_earnings := sync_earnings;
+    RETURN NEW;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_move()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_owners bigint[] := ARRAY[OLD.profile_id, NEW.profile_id];
+    moved numeric;
+    moved_earnings numeric;
+BEGIN
+    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- what the wallet brought to the old owner's cached profile: its ledger
+    -- less its parked credits (those count through whoever owns it), both
+    -- read in one snapshot
+    SELECT coalesce(sum(r.amount), 0) - (
+            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = 'seed' AND c.wallet_id = NEW.id
+        ),
+        coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0) - (
+            SELECT coalesce(sum(c.earnings), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = 'seed' AND c.wallet_id = NEW.id
+        )
+    INTO moved, moved_earnings
+    FROM public.app_transaction AS r
+    WHERE r.wallet_id = NEW.id;
+    
+    IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
+        PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
+    END IF;
+    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+    FROM (
+        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+        FROM (VALUES (OLD.profile_id::bigint, -moved, -moved_earnings), (NEW.profile_id::bigint, moved, moved_earnings)) AS d (owner_key, amount, earnings)
+        GROUP BY d.owner_key
+    ) d
+    WHERE p.id = d.owner_key;
+    RETURN NULL;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_owners(after bigint, batch_size integer)
+ RETURNS SETOF bigint
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+    SELECT DISTINCT t.id::bigint FROM public.app_profile t
+    WHERE t.id IS NOT NULL AND ($1 IS NULL OR t.id > $1)
+    ORDER BY 1
+    LIMIT $2;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_reconcile(dry_run boolean, user_ids bigint[])
+ RETURNS TABLE(user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric, fixed boolean)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    drifted_owners bigint[];
+    drifted_wallets bigint[];
+    locked_wallets bigint[];
+    repaired jsonb;
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF dry_run THEN
+        RETURN QUERY SELECT d.*, false FROM economy.attached_seed_drift(user_ids) d;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(DISTINCT d.user_id) FILTER (WHERE d.user_id IS NOT NULL), '{}'),
+        coalesce(array_agg(DISTINCT d.wallet_id) FILTER (WHERE d.user_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM economy.attached_seed_drift(user_ids) d;
+    -- and the hot wallets with parked credits, which a real run folds
+    SELECT
+        drifted_owners
+        || coalesce(array_agg(h.owner_id) FILTER (WHERE h.owner_id IS NOT NULL), '{}'),
+        drifted_wallets
+        || coalesce(array_agg(h.wallet_id) FILTER (WHERE h.owner_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM (
+        SELECT w.id::bigint AS wallet_id, w.profile_id::bigint AS owner_id
+        FROM public.app_wallet w
+        WHERE w.id IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c WHERE c.attachment = 'seed'
+        )
+    ) h
+    WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
+        OR (h.owner_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL);
+
+    locked_wallets := ARRAY(
+        SELECT w.id::bigint FROM public.app_wallet w
+        WHERE w.profile_id = ANY (drifted_owners) OR w.id = ANY (drifted_wallets)
+    );
+    PERFORM economy.lock_rows(<oid>::regclass, 'id', locked_wallets, <oid>::regclass, 'id', drifted_owners);
+    PERFORM economy.attached_seed_fold(locked_wallets);
+
+    -- A new statement, so a new snapshot: taken after the locks.
+    WITH drift AS (
+        SELECT d.*
+        FROM economy.attached_seed_drift(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+        WHERE d.user_id = ANY (drifted_owners) OR d.wallet_id = ANY (drifted_wallets)
+    ),
+
+    -- credits parked since the fold: the caches are set to the ledger less them
+    parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed'
+        GROUP BY c.wallet_id
+    ),
+
+    wallet_fix AS (
+        UPDATE public.app_wallet w SET cached_balance = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.cached_balance), lifetime_earnings = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.lifetime_earnings)
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        LEFT JOIN parked pk ON pk.wallet_id = u.wallet_id
+        WHERE w.id = u.wallet_id
+    ),
+
+    profile_fix AS (
+        UPDATE public.app_profile p SET deltacoin_balance = coalesce(b.ledger_value - coalesce(po.balance, 0), p.deltacoin_balance), lifetime_earnings = coalesce(e.ledger_value - coalesce(po.earnings, 0), p.lifetime_earnings)
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        LEFT JOIN (
+            SELECT w.profile_id::bigint AS owner_id, sum(pk.balance) AS balance,
+                sum(pk.earnings) AS earnings
+            FROM parked pk
+            JOIN public.app_wallet w ON w.id = pk.wallet_id
+            GROUP BY 1
+        ) po ON po.owner_id = u.user_id
+        WHERE p.id = u.user_id
+    )
+
+    SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') INTO repaired
+    FROM drift d;
+
+    -- fixed: equal to the ledger now (a value its column cannot hold is not)
+    RETURN QUERY
+    WITH still AS (
+        SELECT d.*
+        FROM economy.attached_seed_drift(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+    )
+
+    SELECT r.user_id, r.wallet_id, r.field, r.cached_value, r.ledger_value,
+        NOT EXISTS (
+            SELECT FROM still s
+            WHERE s.field = r.field AND s.user_id IS NOT DISTINCT FROM r.user_id
+                AND s.wallet_id IS NOT DISTINCT FROM r.wallet_id
+        )
+    FROM jsonb_to_recordset(repaired) AS r (
+        user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+    );
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_set_hot(wallet_id bigint, hot boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM FROM public.app_wallet w WHERE w.id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet % does not exist', $1 USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF $2 THEN
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES ('seed', $1)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM economy.attached_hot_wallet h
+        WHERE h.attachment = 'seed' AND h.wallet_id = $1;
+        PERFORM economy.attached_seed_fold(ARRAY[$1]);
+    END IF;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_sync()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_wallet bigint;
+    sync_balance numeric;
+    sync_limit numeric;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    
+    IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
+        RETURN NULL;  -- the statement's rows are applied together (sync_rows)
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        sync_amount := NEW.amount;
+        IF sync_amount IS NULL OR min_scale(sync_amount) > 2 THEN
+            RAISE EXCEPTION '%: amount % cannot be cached exactly', TG_TABLE_NAME, sync_amount
+                USING ERRCODE = 'check_violation';
+        END IF;
+        sync_earned := CASE WHEN economy.attached_seed_earns(NEW.amount) THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = 'seed' AND h.wallet_id = NEW.wallet_id
+            FOR KEY SHARE;
+            IF FOUND THEN
+                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+                VALUES ('seed', NEW.wallet_id, sync_amount, sync_earned);
+                PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + pk.amount)::numeric(10,2), (p.lifetime_earnings + pk.earnings)::numeric(10,2)
+    FROM public.app_wallet w
+    JOIN (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed' AND c.wallet_id = ANY (ARRAY[NEW.wallet_id::bigint])
+        GROUP BY c.wallet_id
+    ) pk ON pk.wallet_id = w.id
+    LEFT JOIN public.app_profile p ON p.id = w.profile_id;
+                RETURN NULL;
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = 'seed' AND h.wallet_id = NEW.wallet_id
+        ) THEN
+            PERFORM economy.attached_seed_fold(ARRAY[NEW.wallet_id::bigint]);  -- the balance is exact after it
+        END IF;
+        UPDATE public.app_wallet w SET cached_balance = w.cached_balance + sync_amount, lifetime_earnings = w.lifetime_earnings + sync_earned
+        WHERE w.id = NEW.wallet_id
+        RETURNING w.profile_id, w.id, w.cached_balance, NULL::numeric
+        INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+        
+        IF sync_owner IS NOT NULL THEN
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner;
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    sync_wallets := ARRAY[OLD.wallet_id];
+    sync_amounts := ARRAY[-OLD.amount];
+    sync_earnings := ARRAY[CASE WHEN economy.attached_seed_earns(OLD.amount) THEN -OLD.amount ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.wallet_id = OLD.wallet_id THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.wallet_id > OLD.wallet_id THEN
+            sync_wallets := sync_wallets || NEW.wallet_id;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.wallet_id || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE public.app_wallet w SET cached_balance = w.cached_balance + sync_amounts[i], lifetime_earnings = w.lifetime_earnings + sync_earnings[i]
+            WHERE w.id = sync_wallets[i]
+            RETURNING w.profile_id, w.id, w.cached_balance, NULL::numeric
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    
+    IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
+        PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
+    END IF;
+    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+    FROM (
+        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+        FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
+        GROUP BY d.owner_key
+    ) d
+    WHERE p.id = d.owner_key;
+    RETURN NULL;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_sync_rows()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_refused record;
+    sync_parked bigint[];
+    sync_folded bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
+        RETURN NULL;  -- the row triggers applied the rows
+    END IF;
+    IF EXISTS (SELECT FROM sync_inserted n WHERE n.amount IS NULL OR min_scale(n.amount) > 2) THEN
+        RAISE EXCEPTION '%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- the hot wallets of the statement: parked if it only credits them
+    -- (KEY SHARE, as a credit row by row), else folded below
+    SELECT coalesce(array_agg(h.wallet_id) FILTER (WHERE h.credits_only), '{}'),
+        coalesce(array_agg(h.wallet_id) FILTER (WHERE NOT h.credits_only), '{}')
+    INTO sync_parked, sync_folded
+    FROM (
+        SELECT h.wallet_id, i.credits_only
+        FROM economy.attached_hot_wallet h
+        JOIN (
+            SELECT n.wallet_id AS wallet_key, bool_and(n.amount > 0) AS credits_only
+            FROM sync_inserted n
+            GROUP BY n.wallet_id
+        ) i ON i.wallet_key = h.wallet_id
+        WHERE h.attachment = 'seed'
+        ORDER BY h.wallet_id
+        FOR KEY SHARE OF h
+    ) h;
+    PERFORM FROM public.app_wallet w
+    WHERE w.id IN (SELECT n.wallet_id FROM sync_inserted n WHERE n.wallet_id <> ALL (sync_parked))
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    IF cardinality(sync_folded) > 0 THEN
+        PERFORM economy.attached_seed_fold(sync_folded);
+    END IF;
+    -- each wallet's sums, once: parked or added to its cached columns
+    WITH totals AS (
+        SELECT n.wallet_id AS wallet_key, sum(n.amount) AS amount,
+            sum(CASE WHEN coalesce((amount > 0), false) THEN n.amount ELSE 0 END) AS earnings
+        FROM sync_inserted n
+        GROUP BY n.wallet_id
+    ),
+
+    parked AS (
+        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+        SELECT 'seed', t.wallet_key, t.amount, t.earnings
+        FROM totals t
+        WHERE t.wallet_key = ANY (sync_parked)
+    ),
+
+    updated AS (
+        UPDATE public.app_wallet w SET cached_balance = w.cached_balance + t.amount, lifetime_earnings = w.lifetime_earnings + t.earnings
+        FROM totals t
+        WHERE w.id = t.wallet_key AND t.wallet_key <> ALL (sync_parked)
+        RETURNING (w.profile_id)::bigint AS owner_key, t.amount, t.earnings
+    )
+
+    SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM updated u;
+    PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + pk.amount)::numeric(10,2), (p.lifetime_earnings + pk.earnings)::numeric(10,2)
+    FROM public.app_wallet w
+    JOIN (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed' AND c.wallet_id = ANY (sync_parked)
+        GROUP BY c.wallet_id
+    ) pk ON pk.wallet_id = w.id
+    LEFT JOIN public.app_profile p ON p.id = w.profile_id;
+    
+    
+    IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
+        PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
+    END IF;
+    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+    FROM (
+        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+        FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
+        GROUP BY d.owner_key
+    ) d
+    WHERE p.id = d.owner_key;
+    RETURN NULL;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_truncate()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT FROM public.app_wallet) THEN
+        RAISE EXCEPTION 'TRUNCATE of % refused: economy-sync keeps caches of it in %;'
+            ' DELETE instead, or truncate both in one statement', 'public.app_transaction', 'public.app_wallet'
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = 'seed';
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed';
+    UPDATE public.app_profile p SET deltacoin_balance = 0, lifetime_earnings = 0 WHERE p.deltacoin_balance <> 0 OR p.lifetime_earnings <> 0;
+    RETURN NULL;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_wallet(wallet_id bigint)
+ RETURNS TABLE(owner_key bigint, balance numeric, earnings numeric)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+BEGIN
+    IF CURRENT_USER <> '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+    SELECT w.profile_id::bigint,
+        (SELECT coalesce(sum(r.amount), 0)::numeric FROM public.app_transaction AS r WHERE r.wallet_id = $1),
+        (SELECT coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)::numeric
+            FROM public.app_transaction AS r WHERE r.wallet_id = $1)
+    FROM public.app_wallet w
+    WHERE w.id = $1;
+END;
+$function$
+
+CREATE OR REPLACE TRIGGER economy_seed_keep_cached BEFORE UPDATE ON app_profile FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>' AND (OLD.deltacoin_balance IS DISTINCT FROM NEW.deltacoin_balance OR OLD.lifetime_earnings IS DISTINCT FROM NEW.lifetime_earnings)) EXECUTE FUNCTION economy.attached_seed_guard_profile();
+CREATE OR REPLACE TRIGGER economy_seed_keep_cached BEFORE UPDATE ON app_wallet FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>' AND (OLD.cached_balance IS DISTINCT FROM NEW.cached_balance OR OLD.lifetime_earnings IS DISTINCT FROM NEW.lifetime_earnings)) EXECUTE FUNCTION economy.attached_seed_guard_wallet();
+CREATE OR REPLACE TRIGGER economy_seed_move AFTER UPDATE OF profile_id ON app_wallet FOR EACH ROW WHEN (OLD.profile_id IS DISTINCT FROM NEW.profile_id) EXECUTE FUNCTION economy.attached_seed_move();
+CREATE OR REPLACE TRIGGER economy_seed_new_cached BEFORE INSERT ON app_profile FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>') EXECUTE FUNCTION economy.attached_seed_guard_profile();
+CREATE OR REPLACE TRIGGER economy_seed_new_cached BEFORE INSERT ON app_wallet FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>') EXECUTE FUNCTION economy.attached_seed_guard_wallet();
+CREATE OR REPLACE TRIGGER economy_seed_refuse_truncate AFTER TRUNCATE ON app_transaction FOR EACH STATEMENT EXECUTE FUNCTION economy.attached_seed_truncate();
+CREATE OR REPLACE TRIGGER economy_seed_sync AFTER INSERT ON app_transaction FOR EACH ROW EXECUTE FUNCTION economy.attached_seed_sync();
+CREATE OR REPLACE TRIGGER economy_seed_sync_delete AFTER DELETE ON app_transaction FOR EACH ROW EXECUTE FUNCTION economy.attached_seed_sync();
+CREATE OR REPLACE TRIGGER economy_seed_sync_rows AFTER INSERT ON app_transaction REFERENCING NEW TABLE AS sync_inserted FOR EACH STATEMENT EXECUTE FUNCTION economy.attached_seed_sync_rows();
+CREATE OR REPLACE TRIGGER economy_seed_sync_update AFTER UPDATE ON app_transaction FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.attached_seed_sync();
