@@ -1,19 +1,38 @@
 -- economy-sync: balances over time, and holds.
 
 -- The sum of the wallet's entries created at or before `at`, read from the
--- index on (wallet_id, created_at) alone. NULL for an unknown wallet.
-CREATE FUNCTION economy.balance_at(wallet_id bigint, at timestamptz)
+-- index on (wallet_id, created_at) alone. NULL for an unknown wallet. With an
+-- attachment: that attachment's generated balance_at (its created_at_column).
+CREATE FUNCTION economy.balance_at(
+    wallet_id bigint, at timestamptz, attachment text DEFAULT NULL
+)
 RETURNS numeric
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $$
+DECLARE
+    found_balance numeric;
+BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        IF (economy.attachment(attachment)).created_at_column IS NULL THEN
+            RAISE EXCEPTION 'attachment % has no created_at_column: reattach it with one', attachment
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+        EXECUTE format('SELECT economy.%I($1, $2)',
+            economy.attached_object(attachment, 'balance_at'))
+        INTO found_balance
+        USING balance_at.wallet_id, balance_at.at;
+        RETURN found_balance;
+    END IF;
     SELECT CASE WHEN EXISTS (SELECT FROM economy.wallet w WHERE w.id = balance_at.wallet_id)
         THEN (
             SELECT coalesce(sum(t.amount), 0.00)
             FROM economy.transaction t
             WHERE t.wallet_id = balance_at.wallet_id AND t.created_at <= balance_at.at
         )
-    END;
+    END INTO found_balance;
+    RETURN found_balance;
+END;
 $$;
 
 -- Trigger function, AFTER INSERT, UPDATE or DELETE of a hold: keeps

@@ -56,7 +56,9 @@ CREATE TABLE economy.attachments (
     guard text NOT NULL DEFAULT 'keep' CONSTRAINT attachments_guard CHECK (guard IN ('keep', 'refuse')),
     -- the wallet's overdraft limit: an expression over the wallet row (NULL
     -- result: unlimited); NULL: no rule
-    overdraft_limit text
+    overdraft_limit text,
+    -- the ledger's time of entry, for economy.balance_at
+    created_at_column name
 );
 
 -- The package's own tables are the first attachment: every function takes
@@ -1503,6 +1505,46 @@ $template$,
 );
 $render$;
 
+-- Template: balance_at(…, attachment => N): the sum of the wallet's entries
+-- made at or before `at` (by created_at_column); NULL for an unknown wallet.
+-- None without a created_at_column.
+CREATE FUNCTION economy.render_balance_at(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN (
+        SELECT (
+            SELECT coalesce(sum(r.%2$I), 0)::numeric FROM %3$s AS r
+            WHERE r.%4$I = $1 AND r.%5$I <= $2
+        )
+        FROM %6$s w
+        WHERE w.%7$I = $1
+    );
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'balance_at'),
+    a.amount_column,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.created_at_column,
+    a.wallet,
+    a.wallet_key_column
+)
+WHERE a.created_at_column IS NOT NULL;
+$render$;
+
 -- Template: the owners a reconcile walks, in key order after `after`, at
 -- most `batch_size` (all when NULL): the profiles' keys, or the wallets'
 -- distinct owners when there is no profile table (none without owners).
@@ -1594,6 +1636,7 @@ AS $$
         ('set_hot', 'bigint, boolean', false, 'economy_operator'),
         ('balance', 'bigint', false, 'economy_app'),
         ('wallet', 'bigint', false, 'economy_app'),
+        ('balance_at', 'bigint, timestamptz', false, 'economy_app'),
         ('owners', 'bigint, integer', false, 'economy_app')
     ) AS f (suffix, arguments, per_row, granted_to);
 $$;
@@ -1697,6 +1740,7 @@ BEGIN
             (economy.render_balance(a), NULL),
             (economy.render_wallet(a), NULL),
             (economy.render_owners(a), NULL),
+            (economy.render_balance_at(a), NULL),
             (economy.render_sync(a), a.ledger),
             (economy.render_truncate(a), a.ledger),
             (CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
@@ -1763,7 +1807,8 @@ AS $$
         ('wallet_owner_column', a.wallet, a.wallet_owner_column),
         ('profile_key_column', a.profile, a.profile_key_column),
         ('profile_balance_column', a.profile, a.profile_balance_column),
-        ('profile_earnings_column', a.profile, a.profile_earnings_column)
+        ('profile_earnings_column', a.profile, a.profile_earnings_column),
+        ('created_at_column', a.ledger, a.created_at_column)
     ) AS m (argument, tbl, col)
     WHERE m.col IS NOT NULL;
 $$;
@@ -1862,6 +1907,15 @@ BEGIN
     IF a.overdraft_limit IS NOT NULL THEN
         PERFORM economy.check_expression(a.wallet, a.overdraft_limit, 'overdraft_limit', 'numeric');
     END IF;
+    -- a ledger's created_at, unless another column is named
+    IF a.created_at_column IS NULL AND economy.column_type(a.ledger, 'created_at')
+        IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN
+        a.created_at_column := 'created_at';
+    END IF;
+    IF a.created_at_column IS NOT NULL THEN
+        PERFORM economy.check_column(a.ledger, a.created_at_column, 'created_at_column',
+            ARRAY['timestamptz', 'timestamp', 'date']::regtype[]);
+    END IF;
     IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
         RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
             USING ERRCODE = 'invalid_parameter_value';
@@ -1892,7 +1946,8 @@ CREATE FUNCTION economy.attach(
     earning text DEFAULT 'amount > 0',
     balance_after_column name DEFAULT NULL,
     guard text DEFAULT 'keep',
-    overdraft_limit text DEFAULT NULL
+    overdraft_limit text DEFAULT NULL,
+    created_at_column name DEFAULT NULL
 )
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -1930,6 +1985,7 @@ BEGIN
     a.balance_after_column := attach.balance_after_column;
     a.guard := attach.guard;
     a.overdraft_limit := attach.overdraft_limit;
+    a.created_at_column := attach.created_at_column;
     a.attached_at := now();
     a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);

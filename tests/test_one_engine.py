@@ -5,6 +5,7 @@ every type; reconcile never deadlocks with the app's own lock order."""
 
 import json
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
@@ -12,6 +13,8 @@ import pytest
 from helpers import SEED_ATTACH, SEED_TABLES, open_wallet, pay, post, run, seed_figures
 from helpers import attached_drift as drift
 from psycopg import errors
+
+from economy_sync import WalletNotFound, balance_at
 
 
 @pytest.fixture
@@ -524,3 +527,29 @@ def test_max_wallets_bounds_a_reconcile_of_an_attachment(seed):
     assert seed.execute(bounded, [True]).fetchall() == [(1,)]
     assert seed.execute(bounded, [False]).fetchall() == [(1,)]
     assert len(drift(seed, "seed")) == 2  # profile 2's wallet and the treasury: left for the next
+
+
+# balance_at on an attachment
+
+
+def test_balance_at_on_an_attachment_reads_its_created_at(conn):
+    conn.execute(
+        "CREATE TABLE tw (id integer PRIMARY KEY, bal integer NOT NULL DEFAULT 0);"
+        "CREATE TABLE tl (id bigserial PRIMARY KEY, wallet_id integer NOT NULL REFERENCES tw,"
+        " amount integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now());"
+        "INSERT INTO tw (id) VALUES (1);"
+        "SELECT economy.attach('t', 'tl', 'tw', wallet_balance_column => 'bal')"
+    )
+    conn.execute(
+        "INSERT INTO tl (wallet_id, amount, created_at) VALUES"
+        " (1, 5, '2026-01-01'), (1, 7, '2026-02-01'), (1, -2, '2026-03-01')"
+    )
+    assert balance_at(conn, 1, datetime(2026, 2, 15, tzinfo=UTC), attachment="t") == 12
+    assert balance_at(conn, 1, datetime(2027, 1, 1, tzinfo=UTC), attachment="t") == 10
+    with pytest.raises(WalletNotFound):
+        balance_at(conn, 9, datetime(2027, 1, 1, tzinfo=UTC), attachment="t")
+
+
+def test_balance_at_on_an_attachment_without_a_time_column_says_so(seed):
+    with pytest.raises(errors.FeatureNotSupported, match="created_at_column"):
+        seed.execute("SELECT economy.balance_at(1, now(), attachment => 'seed')")

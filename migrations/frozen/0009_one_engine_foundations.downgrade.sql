@@ -137,7 +137,8 @@ $$;
 REVOKE ALL ON FUNCTION economy.render_row_variables(regclass, text, boolean) FROM PUBLIC;
 
 DROP FUNCTION economy.cached_tables(economy.attachments);
-DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text);
+DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name);
+DROP FUNCTION economy.balance_at(bigint, timestamptz, text);
 
 -- Attaches the sync, drift and reconcile to an application's tables (see
 -- the top of this file). Changes no cache: existing drift shows in drift
@@ -326,6 +327,24 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name) FROM PUBLIC;
+
+-- The sum of the wallet's entries created at or before `at`, read from the
+-- index on (wallet_id, created_at) alone. NULL for an unknown wallet.
+CREATE FUNCTION economy.balance_at(wallet_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN EXISTS (SELECT FROM economy.wallet w WHERE w.id = balance_at.wallet_id)
+        THEN (
+            SELECT coalesce(sum(t.amount), 0.00)
+            FROM economy.transaction t
+            WHERE t.wallet_id = balance_at.wallet_id AND t.created_at <= balance_at.at
+        )
+    END;
+$$;
+
+REVOKE ALL ON FUNCTION economy.balance_at(bigint, timestamptz) FROM PUBLIC;
 
 -- One row per cached field that disagrees with the ledger (see
 -- drifted_figures), in user order. With an attachment: that attachment's
@@ -1359,6 +1378,8 @@ BEGIN
 END;
 $$;
 
+GRANT EXECUTE ON FUNCTION economy.balance_at(bigint, timestamptz) TO economy_app;
+
 DROP FUNCTION economy.drift_summary();
 DROP FUNCTION economy.attachment_sql(text);
 DROP FUNCTION economy.reattach(text, text);
@@ -1368,6 +1389,7 @@ DROP FUNCTION economy.mapped_columns(economy.attachments);
 DROP FUNCTION economy.attached_triggers(economy.attachments);
 DROP FUNCTION economy.attached_functions(text);
 DROP FUNCTION economy.run_only_as(text, name, regclass);
+DROP FUNCTION economy.render_balance_at(economy.attachments);
 DROP FUNCTION economy.render_owners(economy.attachments);
 DROP FUNCTION economy.render_wallet(economy.attachments);
 DROP FUNCTION economy.render_truncate(economy.attachments);
@@ -1389,6 +1411,7 @@ ALTER TABLE economy.attachments DROP COLUMN column_numbers;
 ALTER TABLE economy.attachments DROP COLUMN sync_role;
 ALTER TABLE economy.attachments DROP COLUMN guard;
 ALTER TABLE economy.attachments DROP COLUMN overdraft_limit;
+ALTER TABLE economy.attachments DROP COLUMN created_at_column;
 REVOKE ALL ON FUNCTION economy.cached_tables(economy.attachments) FROM economy_app;
 
 -- every attachment regenerated from 0008's templates; its truncate trigger
@@ -1426,6 +1449,7 @@ BEGIN
             WHERE p.pronamespace = 'economy'::regnamespace AND p.proname IN (
                 economy.attached_object(a.name, 'truncate'), economy.attached_object(a.name, 'wallet'),
                 economy.attached_object(a.name, 'owners'), economy.attached_object(a.name, 'earns'),
+                economy.attached_object(a.name, 'balance_at'),
                 economy.attached_object(a.name, 'guard_wallet'),
                 economy.attached_object(a.name, 'guard_profile'))
         LOOP

@@ -11,6 +11,7 @@ ALTER TABLE economy.attachments ADD COLUMN sync_role name UNIQUE;
 ALTER TABLE economy.attachments ADD COLUMN guard text NOT NULL DEFAULT 'keep'
 CONSTRAINT attachments_guard CHECK (guard IN ('keep', 'refuse'));
 ALTER TABLE economy.attachments ADD COLUMN overdraft_limit text;
+ALTER TABLE economy.attachments ADD COLUMN created_at_column name;
 
 ALTER TABLE economy.attached_hot_wallet ENABLE ROW LEVEL SECURITY;
 ALTER TABLE economy.attached_hot_credit ENABLE ROW LEVEL SECURITY;
@@ -93,7 +94,8 @@ CREATE FUNCTION economy.attach(
     earning text DEFAULT 'amount > 0',
     balance_after_column name DEFAULT NULL,
     guard text DEFAULT 'keep',
-    overdraft_limit text DEFAULT NULL
+    overdraft_limit text DEFAULT NULL,
+    created_at_column name DEFAULT NULL
 )
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -131,6 +133,7 @@ BEGIN
     a.balance_after_column := attach.balance_after_column;
     a.guard := attach.guard;
     a.overdraft_limit := attach.overdraft_limit;
+    a.created_at_column := attach.created_at_column;
     a.attached_at := now();
     a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);
@@ -140,7 +143,47 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name) FROM PUBLIC;
+
+DROP FUNCTION economy.balance_at(bigint, timestamptz);
+-- The sum of the wallet's entries created at or before `at`, read from the
+-- index on (wallet_id, created_at) alone. NULL for an unknown wallet. With an
+-- attachment: that attachment's generated balance_at (its created_at_column).
+CREATE FUNCTION economy.balance_at(
+    wallet_id bigint, at timestamptz, attachment text DEFAULT NULL
+)
+RETURNS numeric
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    found_balance numeric;
+BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        IF (economy.attachment(attachment)).created_at_column IS NULL THEN
+            RAISE EXCEPTION 'attachment % has no created_at_column: reattach it with one', attachment
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+        EXECUTE format('SELECT economy.%I($1, $2)',
+            economy.attached_object(attachment, 'balance_at'))
+        INTO found_balance
+        USING balance_at.wallet_id, balance_at.at;
+        RETURN found_balance;
+    END IF;
+    SELECT CASE WHEN EXISTS (SELECT FROM economy.wallet w WHERE w.id = balance_at.wallet_id)
+        THEN (
+            SELECT coalesce(sum(t.amount), 0.00)
+            FROM economy.transaction t
+            WHERE t.wallet_id = balance_at.wallet_id AND t.created_at <= balance_at.at
+        )
+    END INTO found_balance;
+    RETURN found_balance;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION economy.balance_at(bigint, timestamptz, text) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION economy.balance_at(bigint, timestamptz, text) TO economy_app;
 
 -- Whether an attachment argument names the package's own tables.
 CREATE FUNCTION economy.own_tables(attachment text)
@@ -645,6 +688,46 @@ $template$,
 );
 $render$;
 
+-- Template: balance_at(…, attachment => N): the sum of the wallet's entries
+-- made at or before `at` (by created_at_column); NULL for an unknown wallet.
+-- None without a created_at_column.
+CREATE FUNCTION economy.render_balance_at(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN (
+        SELECT (
+            SELECT coalesce(sum(r.%2$I), 0)::numeric FROM %3$s AS r
+            WHERE r.%4$I = $1 AND r.%5$I <= $2
+        )
+        FROM %6$s w
+        WHERE w.%7$I = $1
+    );
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'balance_at'),
+    a.amount_column,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.created_at_column,
+    a.wallet,
+    a.wallet_key_column
+)
+WHERE a.created_at_column IS NOT NULL;
+$render$;
+
 -- A generated function's text with its first checks: it runs only as the
 -- attachment's sync role, its owner (its owner is the only role that could
 -- make it SECURITY INVOKER; then it refuses to run, rather than run as a
@@ -701,6 +784,7 @@ AS $$
         ('set_hot', 'bigint, boolean', false, 'economy_operator'),
         ('balance', 'bigint', false, 'economy_app'),
         ('wallet', 'bigint', false, 'economy_app'),
+        ('balance_at', 'bigint, timestamptz', false, 'economy_app'),
         ('owners', 'bigint, integer', false, 'economy_app')
     ) AS f (suffix, arguments, per_row, granted_to);
 $$;
@@ -787,7 +871,8 @@ AS $$
         ('wallet_owner_column', a.wallet, a.wallet_owner_column),
         ('profile_key_column', a.profile, a.profile_key_column),
         ('profile_balance_column', a.profile, a.profile_balance_column),
-        ('profile_earnings_column', a.profile, a.profile_earnings_column)
+        ('profile_earnings_column', a.profile, a.profile_earnings_column),
+        ('created_at_column', a.ledger, a.created_at_column)
     ) AS m (argument, tbl, col)
     WHERE m.col IS NOT NULL;
 $$;
@@ -937,6 +1022,15 @@ BEGIN
     PERFORM economy.check_expression(a.ledger, a.earning, 'earning', 'boolean');
     IF a.overdraft_limit IS NOT NULL THEN
         PERFORM economy.check_expression(a.wallet, a.overdraft_limit, 'overdraft_limit', 'numeric');
+    END IF;
+    -- a ledger's created_at, unless another column is named
+    IF a.created_at_column IS NULL AND economy.column_type(a.ledger, 'created_at')
+        IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN
+        a.created_at_column := 'created_at';
+    END IF;
+    IF a.created_at_column IS NOT NULL THEN
+        PERFORM economy.check_column(a.ledger, a.created_at_column, 'created_at_column',
+            ARRAY['timestamptz', 'timestamp', 'date']::regtype[]);
     END IF;
     IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
         RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
@@ -1138,6 +1232,7 @@ BEGIN
             (economy.render_balance(a), NULL),
             (economy.render_wallet(a), NULL),
             (economy.render_owners(a), NULL),
+            (economy.render_balance_at(a), NULL),
             (economy.render_sync(a), a.ledger),
             (economy.render_truncate(a), a.ledger),
             (CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
@@ -2151,6 +2246,7 @@ REVOKE ALL ON FUNCTION economy.render_parked_fit(economy.attachments, text) FROM
 REVOKE ALL ON FUNCTION economy.render_truncate(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_wallet(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_owners(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_balance_at(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.run_only_as(text, name, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attached_functions(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attached_triggers(economy.attachments) FROM PUBLIC;

@@ -375,11 +375,14 @@ def reconcile(
     return summary
 
 
-def balance_at(conn: psycopg.Connection, wallet_id: int, at: datetime) -> Decimal:
+def balance_at(
+    conn: psycopg.Connection, wallet_id: int, at: datetime, attachment: str | None = None
+) -> Decimal:
     """The sum of the wallet's entries created at or before `at`."""
     value = conn.execute(
-        "SELECT economy.balance_at(%(wallet_id)s::bigint, %(at)s::timestamptz)",
-        {"wallet_id": wallet_id, "at": at},
+        "SELECT economy.balance_at(%(wallet_id)s::bigint, %(at)s::timestamptz,"
+        " attachment => %(attachment)s::text)",
+        {"wallet_id": wallet_id, "at": at, "attachment": attachment},
     ).fetchone()[0]
     if value is None:
         raise WalletNotFound(f"wallet {wallet_id} does not exist")
