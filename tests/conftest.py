@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from helpers import SEED_ATTACH, SEED_TABLES
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -143,3 +144,15 @@ def login(conn, dsn) -> Iterator:
     yield _login
     for c in opened:
         c.close()
+
+
+@pytest.fixture
+def seed(conn):
+    """An attached app shaped like the Django platform this project grew out of
+    (tests/helpers.py): profiles 1 and 2 with wallets 1 and 2; wallet 3, the
+    treasury, has no owner. (Some test files shape their own.)"""
+    conn.execute(SEED_TABLES)
+    conn.execute(SEED_ATTACH)
+    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
+    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
+    return conn

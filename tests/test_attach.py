@@ -50,16 +50,6 @@ SELECT economy.attach(
 
 
 @pytest.fixture
-def seed(conn):
-    """Profiles 1 and 2 with wallets 1 and 2; wallet 3, the treasury, has no owner."""
-    conn.execute(SEED_TABLES)
-    conn.execute(SEED_ATTACH)
-    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
-    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
-    return conn
-
-
-@pytest.fixture
 def multi(conn):
     """Owner 10 with accounts 100 and 101, owner 20 with account 200."""
     conn.execute(MULTI_TABLES)

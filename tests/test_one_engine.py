@@ -17,16 +17,6 @@ from psycopg import errors
 from economy_sync import WalletNotFound, balance_at
 
 
-@pytest.fixture
-def seed(conn):
-    """Profiles 1 and 2 with wallets 1 and 2; wallet 3, the treasury, has no owner."""
-    conn.execute(SEED_TABLES)
-    conn.execute(SEED_ATTACH)
-    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
-    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
-    return conn
-
-
 def summary(conn):
     return conn.execute("SELECT * FROM economy.drift_summary()").fetchall()
 
@@ -38,6 +28,19 @@ def break_cache(conn, sql, table=None):
         conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")  # the test's constants
         conn.execute(sql)
         conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+
+
+def run_race(app, operator, stop: threading.Event, seconds: float = 4) -> None:
+    """Four app connections (app(worker)) and one operator, until `seconds`
+    have passed; each loops until stop is set."""
+    threads = [threading.Thread(target=app, args=(i,)) for i in range(4)]
+    threads.append(threading.Thread(target=operator))
+    for thread in threads:
+        thread.start()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
 
 
 # The catalogue
@@ -316,14 +319,7 @@ def test_reconcile_and_fold_never_deadlock_with_an_app_that_locks_a_user_then_th
                 failures.append(error)
 
     seed.execute("SELECT economy.set_hot(9, attachment => 'seed')")
-    threads = [threading.Thread(target=app, args=(i,)) for i in range(4)]
-    threads.append(threading.Thread(target=operator))
-    for thread in threads:
-        thread.start()
-    threading.Event().wait(4)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    run_race(app, operator, stop)
     assert failures == []
     seed.execute("SELECT * FROM economy.reconcile_economy(false, attachment => 'seed')")
     assert drift(seed, "seed") == []
@@ -358,14 +354,7 @@ def test_the_package_tables_reconcile_never_deadlocks_with_inserts_in_any_order(
             except psycopg.Error as error:  # pragma: no cover
                 failures.append(error)
 
-    threads = [threading.Thread(target=app, args=(i,)) for i in range(4)]
-    threads.append(threading.Thread(target=operator))
-    for thread in threads:
-        thread.start()
-    threading.Event().wait(4)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    run_race(app, operator, stop)
     assert failures == []
     conn.execute("SELECT * FROM economy.reconcile_economy(false)")
     assert conn.execute("SELECT * FROM economy.balance_drift()").fetchall() == []
