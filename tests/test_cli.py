@@ -65,11 +65,22 @@ def test_drift_shows_a_table_and_exits_1(dsn, drifted):
     assert "+10.50" in result.stdout
 
 
+def test_drift_shows_at_most_limit_rows_and_counts_the_rest(dsn, drifted):
+    result = run("drift", "--json", "--limit", "1", dsn=dsn)
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert (document["count"], document["omitted"], len(document["drift"])) == (2, 1, 1)
+    shown = run("drift", "--limit", "1", dsn=dsn)
+    assert "... and 1 more (--all shows every row); 2 in all" in shown.stdout
+    assert len(json.loads(run("drift", "--json", "--all", dsn=dsn).stdout)["drift"]) == 2
+
+
 def test_drift_json(dsn, drifted):
     result = run("drift", "--json", "--user-id", "2", dsn=dsn)
     assert result.returncode == 1
     assert json.loads(result.stdout) == {
         "count": 1,
+        "omitted": 0,
         "drift": [
             {
                 "attachment": "economy",
@@ -150,6 +161,34 @@ def test_malformed_dsn():
     assert_one_line_error(run("reconcile", dsn="this is not a dsn"), "connect")
 
 
+@pytest.mark.parametrize(
+    "secret_dsn",
+    [
+        "postgresql+psycopg://someone:s3cret@127.0.0.1:1/none",  # SQLAlchemy's form
+        "postgresql://someone:s3cret@127.0.0.1:1/none",
+        "host=127.0.0.1 port=1 user=someone password=s3cret dbname=none",
+        "postgresql+psycopg://someone:s3cret@",  # malformed
+        "password=s3cret host=",  # malformed
+    ],
+)
+def test_a_password_in_the_dsn_is_never_echoed(secret_dsn):
+    result = run("drift", dsn=secret_dsn)
+    assert_one_line_error(result, "connect")
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_migrate_without_the_privilege_is_one_line(empty_dsn):
+    with psycopg.connect(empty_dsn, autocommit=True) as owner:
+        owner.execute("DROP ROLE IF EXISTS economy_test_stranger_login")
+        owner.execute("CREATE ROLE economy_test_stranger_login LOGIN")
+        try:
+            stranger = make_conninfo(empty_dsn, user="economy_test_stranger_login")
+            result = run("migrate", dsn=stranger)
+            assert_one_line_error(result, "permission denied", "owner of the database")
+        finally:
+            owner.execute("DROP ROLE economy_test_stranger_login")
+
+
 def test_schema_not_installed(empty_dsn):
     assert_one_line_error(run("reconcile", dsn=empty_dsn), "economy-sync migrate")
 
@@ -168,6 +207,24 @@ def test_demo_on_a_given_empty_database(empty_dsn):
 
 def test_demo_refuses_a_database_with_wallets(dsn, drifted):
     assert_one_line_error(run("demo", dsn=dsn), "empty database")
+
+
+def test_demo_refuses_a_database_with_any_table(empty_dsn):
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE app_orders (id int)")
+    assert_one_line_error(run("demo", dsn=empty_dsn), "empty database", "app_orders")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace('economy')").fetchone() == (None,)
+
+
+@pytest.mark.slow
+def test_demo_never_writes_to_database_url_alone(empty_dsn):
+    """DATABASE_URL, exported for the other commands, does not send the demo there."""
+    result = run("demo", env_dsn=empty_dsn, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "DATABASE_URL is left alone" in result.stdout
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace('economy')").fetchone() == (None,)
 
 
 def test_demo_without_database_runs_on_a_throwaway_server():

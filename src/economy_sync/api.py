@@ -208,6 +208,25 @@ def balance_drift(
         ).fetchall()
 
 
+def stream_balance_drift(
+    conn: psycopg.Connection,
+    user_ids: Iterable[int | None] | None = None,
+    attachment: str | None = None,
+) -> Iterator[DriftRow]:
+    """balance_drift's rows as the server sends them (a server-side cursor in a
+    transaction of its own): for a check of everyone, however many drifted."""
+    with (
+        conn.transaction(),
+        conn.cursor(name="economy_drift", row_factory=class_row(DriftRow)) as cur,
+    ):
+        cur.execute(
+            "SELECT * FROM economy.balance_drift(user_ids => %(user_ids)s::bigint[],"
+            " attachment => %(attachment)s::text)",
+            {"user_ids": None if user_ids is None else list(user_ids), "attachment": attachment},
+        )
+        yield from cur
+
+
 def get_balance_drift(
     conn: psycopg.Connection, wallet_id: int, attachment: str | None = None
 ) -> list[DriftRow]:

@@ -18,6 +18,7 @@ from datetime import timedelta
 from importlib.metadata import version as package_version
 
 import psycopg
+import sqlalchemy.exc
 from rich.console import Console
 
 from economy_sync import api, migrate
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "drift", parents=[database, output, attached], help="list drifted caches"
     )
     drift.add_argument("--user-id", type=int, action="append", dest="user_ids", metavar="N")
+    shown = drift.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--limit", type=positive_int, default=1000, metavar="N", help="rows shown (default 1000)"
+    )
+    shown.add_argument("--all", dest="limit", action="store_const", const=None, help="every row")
 
     rec = commands.add_parser(
         "reconcile",
@@ -142,7 +148,9 @@ def positive_int(text: str) -> int:
 
 
 def database_dsn(args) -> str | None:
-    return getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None
+    dsn = getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None
+    # SQLAlchemy's form (postgresql+psycopg://…), as alembic users keep it, is a libpq URL
+    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", dsn) if dsn else None
 
 
 def required_dsn(args) -> str:
@@ -176,7 +184,10 @@ def cmd_migrate(args, out: Console) -> int:
     dsn = required_dsn(args)
     with connected(dsn, need_schema=False):
         pass  # one clear line if the database cannot be reached
-    migrate.upgrade(dsn)
+    try:
+        migrate.upgrade(dsn)
+    except sqlalchemy.exc.DBAPIError as error:  # alembic's wrapper: psycopg's error, one line
+        raise error.orig from None
     out.print(f"schema economy is at revision {migrate.head_revision()}")
     return EXIT_OK
 
@@ -187,21 +198,26 @@ def in_scope(conn: psycopg.Connection, args) -> list[str]:
 
 
 def cmd_drift(args, out: Console) -> int:
+    """The drifted fields, read as they stream: at most --limit kept to show, the
+    rest only counted (memory stays bounded however many drifted)."""
+    shown, count = [], 0
     with connected(required_dsn(args)) as conn:
-        found = {
-            name: api.balance_drift(conn, args.user_ids, name) for name in in_scope(conn, args)
-        }
-    count = sum(len(rows) for rows in found.values())
+        for name in in_scope(conn, args):
+            for row in api.stream_balance_drift(conn, args.user_ids, name):
+                count += 1
+                if args.limit is None or len(shown) < args.limit:
+                    shown.append((name, row))
+    omitted = count - len(shown)
     if args.json:
-        drift = [
-            {"attachment": name} | row_json(row) for name, rows in found.items() for row in rows
-        ]
-        print(json.dumps({"count": count, "drift": drift}))
+        drift = [{"attachment": name} | row_json(row) for name, row in shown]
+        print(json.dumps({"count": count, "omitted": omitted, "drift": drift}))
         return EXIT_DRIFT if count else EXIT_OK
-    for name, rows in found.items():
-        if rows:
-            fields = "cached field disagrees" if len(rows) == 1 else "cached fields disagree"
-            out.print(drift_table(rows, f"{name}: {len(rows)} {fields} with the ledger"))
+    for name in dict.fromkeys(name for name, _ in shown):
+        rows = [row for of, row in shown if of == name]
+        fields = "cached field disagrees" if len(rows) == 1 else "cached fields disagree"
+        out.print(drift_table(rows, f"{name}: {len(rows)} {fields} with the ledger"))
+    if omitted:
+        out.print(f"... and {omitted} more (--all shows every row); {count} in all")
     if not count:
         out.print("No drift: every cached balance equals the ledger.")
     return EXIT_DRIFT if count else EXIT_OK
@@ -309,7 +325,14 @@ def cmd_demo(args, out: Console) -> int:
             f"the demo needs {missing.name}: pip install 'economy-sync[demo]'"
             " (scripts/demo installs it)"
         ) from None
-    return run_demo(database_dsn(args), out)
+    # only a database named on the command line: the demo writes entries that can
+    # never be deleted, so DATABASE_URL (exported for the other commands) is not enough
+    explicit = getattr(args, "dsn", None)
+    if not explicit and os.environ.get("DATABASE_URL"):
+        out.print(
+            "DATABASE_URL is left alone: the demo runs on a throwaway server (--dsn to choose)"
+        )
+    return run_demo(explicit and database_dsn(args), out)
 
 
 def cmd_doctor(args, out: Console) -> int:

@@ -25,8 +25,13 @@ def run_demo(dsn: str | None, out: Console) -> int:
         server = nullcontext(dsn)
     with server as demo_dsn:
         with psycopg.connect(demo_dsn, autocommit=True) as conn:
-            if has_wallets(conn):
-                raise CliError("demo needs an empty database: this one already has wallets")
+            tables = user_tables(conn)
+        if tables:
+            raise CliError(
+                "demo needs an empty database (its ledger entries can never be deleted):"
+                f" this one has tables ({', '.join(tables[:3])}…);"
+                " run it without --dsn for a throwaway server"
+            )
         out.print(Rule("1. Install: alembic upgrade head"))
         migrate.upgrade(demo_dsn)
         out.print(f"schema economy at revision {migrate.head_revision()}")
@@ -69,10 +74,17 @@ def tell_the_story(conn: psycopg.Connection, out: Console) -> bool:
     return healthy
 
 
-def has_wallets(conn: psycopg.Connection) -> bool:
-    if conn.execute("SELECT to_regclass('economy.wallet') IS NULL").fetchone()[0]:
-        return False
-    return conn.execute("SELECT EXISTS (SELECT FROM economy.wallet)").fetchone()[0]
+def user_tables(conn: psycopg.Connection) -> list[str]:
+    """The tables of the database outside the system's schemas."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'"
+            " AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"
+        )
+    ]
 
 
 def count(conn: psycopg.Connection, table: str) -> int:
