@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,12 +81,24 @@ class ThrowawayServer:
         try:
             with _environment(self.env):
                 self.executor.start()
-            with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+            with self.connect_when_ready("postgres") as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def connect_when_ready(self, dbname: str, deadline_seconds: float = 60) -> psycopg.Connection:
+        """A connection, once the server accepts them: the executor may return
+        while it still answers "the database system is starting up"."""
+        give_up = time.monotonic() + deadline_seconds
+        while True:
+            try:
+                return psycopg.connect(self.conninfo(dbname), autocommit=True, connect_timeout=5)
+            except psycopg.OperationalError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.1)
 
     def __exit__(self, *_) -> None:
         try:
