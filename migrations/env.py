@@ -1,12 +1,19 @@
 """Alembic environment: runs each revision against DATABASE_URL (or a given connection)."""
 
 import os
+from logging.config import fileConfig
 
 import psycopg
 import sqlalchemy as sa
 from alembic import context
 
+from economy_sync.errors import redact
 from economy_sync.migrate import LEGACY_VERSION_TABLE, VERSION_TABLE
+
+# `alembic …` from the repository root: alembic.ini's logging (each revision run
+# is said on stderr); economy_sync.migrate passes no file and keeps quiet
+if context.config.config_file_name is not None:
+    fileConfig(context.config.config_file_name)
 
 
 def sqlalchemy_url(libpq_url: str) -> str:
@@ -91,4 +98,4 @@ else:
                 run_migrations(connection)
         except (sa.exc.DBAPIError, psycopg.Error) as error:  # one line for a person, no traceback
             reason = getattr(error, "orig", None) or error
-            raise SystemExit(f"alembic: {str(reason).strip().splitlines()[0]}") from None
+            raise SystemExit(f"alembic: {redact(str(reason).strip().splitlines()[0])}") from None

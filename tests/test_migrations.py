@@ -113,9 +113,10 @@ def test_alembic_command_line_from_repository_root(empty_dsn):
     env = {**os.environ, "DATABASE_URL": libpq_url(empty_dsn)}
     alembic = Path(os.sys.executable).with_name("alembic")
     for action in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"]):
-        subprocess.run(
-            [alembic, *action], cwd=SOURCE_ROOT, env=env, check=True, capture_output=True
+        done = subprocess.run(
+            [alembic, *action], cwd=SOURCE_ROOT, env=env, check=True, capture_output=True, text=True
         )
+        assert "Running " + action[0] in done.stderr  # alembic.ini's logging, as alembic says
     assert schema_exists(empty_dsn)
 
 
