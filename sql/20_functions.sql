@@ -800,9 +800,10 @@ BEGIN
 END;
 $$;
 
--- The drift rows of the first max_wallets drifted users, in user order (of
--- all when NULL): what one bounded reconcile covers, dry or real.
-CREATE FUNCTION economy.bounded_drift(user_ids bigint[], max_wallets integer)
+-- The drift rows of the first max_wallets drifted users, in user order (an
+-- attachment's ownerless wallets, a NULL user, last; of all when NULL): what
+-- one bounded reconcile covers, dry or real.
+CREATE FUNCTION economy.bounded_drift(user_ids bigint[], max_wallets integer, attachment text)
 RETURNS TABLE (
     user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
 )
@@ -811,20 +812,15 @@ STABLE
 AS $$
     SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value
     FROM (
-        SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
-        FROM economy.balance_drift(bounded_drift.user_ids) d
+        SELECT d.*, dense_rank() OVER (ORDER BY d.user_id NULLS LAST) AS nth
+        FROM economy.balance_drift(bounded_drift.user_ids, bounded_drift.attachment) d
     ) d
     WHERE bounded_drift.max_wallets IS NULL OR d.nth <= bounded_drift.max_wallets;
 $$;
 
--- Drift rows plus whether each was fixed. A real run locks the drifted wallets
--- and profiles (writers' lock order), measures again with a snapshot taken
--- after the locks, so every committed entry is both in the sum and in the
--- cache it overwrites, and no in-flight entry is in either; then sets each
--- cache to its ledger value and logs the fix, under run_id (one per call
--- unless given: a run of many batches passes its own). It also folds the
--- parked credits of the hot wallets it covers; a hot wallet's cache is set
--- to its ledger value less the credits parked after that fold.
+-- Drift rows plus whether each was fixed. A dry run is the drift check
+-- (bounded_drift), with the caller's rights: the app's role may run it. A
+-- real run is economy.repair_economy, the operator's.
 CREATE FUNCTION economy.reconcile_economy(
     dry_run boolean DEFAULT true,
     user_ids bigint[] DEFAULT NULL,
@@ -837,13 +833,7 @@ RETURNS TABLE (
     fixed boolean
 )
 LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-    drifted_users bigint[];
-    this_run_id uuid := coalesce(reconcile_economy.run_id, gen_random_uuid());
 BEGIN
     IF dry_run IS NULL THEN
         RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'not_null_violation';
@@ -851,19 +841,54 @@ BEGIN
     IF max_wallets < 0 THEN
         RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF dry_run THEN
+        RETURN QUERY
+        SELECT d.*, false
+        FROM economy.bounded_drift(
+            reconcile_economy.user_ids, reconcile_economy.max_wallets,
+            reconcile_economy.attachment
+        ) d;
+    ELSE
+        RETURN QUERY
+        SELECT * FROM economy.repair_economy(
+            reconcile_economy.user_ids, reconcile_economy.max_wallets, reconcile_economy.run_id,
+            reconcile_economy.attachment
+        );
+    END IF;
+END;
+$$;
 
-    IF NOT economy.own_tables(reconcile_economy.attachment) THEN
+-- A real reconcile (economy.reconcile_economy(dry_run => false)), the
+-- operator's: the drift rows it fixed. It locks the drifted wallets
+-- and profiles (writers' lock order), measures again with a snapshot taken
+-- after the locks, so every committed entry is both in the sum and in the
+-- cache it overwrites, and no in-flight entry is in either; then sets each
+-- cache to its ledger value and logs the fix, under run_id (one per call
+-- unless given: a run of many batches passes its own). It also folds the
+-- parked credits of the hot wallets it covers; a hot wallet's cache is set
+-- to its ledger value less the credits parked after that fold.
+CREATE FUNCTION economy.repair_economy(
+    user_ids bigint[], max_wallets integer, run_id uuid, attachment text
+)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    drifted_users bigint[];
+    this_run_id uuid := coalesce(repair_economy.run_id, gen_random_uuid());
+BEGIN
+    IF NOT economy.own_tables(repair_economy.attachment) THEN
         IF max_wallets IS NOT NULL THEN
-            -- the first max_wallets drifted owners, in key order (NULL, the
-            -- ownerless wallets, last)
-            EXECUTE format('SELECT coalesce(array_agg(o.user_id ORDER BY o.user_id NULLS LAST),'
-                ' ''{}'') FROM (SELECT DISTINCT d.user_id FROM economy.%I($1) d'
-                ' ORDER BY 1 NULLS LAST LIMIT $2) o',
-                economy.attached_object(
-                    (economy.attachment(reconcile_economy.attachment)).name, 'drift'))
-            INTO drifted_users
-            USING reconcile_economy.user_ids, max_wallets;
-            user_ids := drifted_users;
+            user_ids := ARRAY(
+                SELECT DISTINCT d.user_id
+                FROM economy.bounded_drift(user_ids, max_wallets, repair_economy.attachment) d
+            );
         END IF;
         RETURN QUERY EXECUTE format(
             'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
@@ -873,27 +898,22 @@ BEGIN
             ' FROM fixes f WHERE f.fixed)'
             ' SELECT * FROM fixes',
             economy.attached_object(
-                (economy.attachment(reconcile_economy.attachment)).name, 'reconcile'))
-        USING dry_run, reconcile_economy.user_ids, this_run_id, reconcile_economy.attachment;
-        RETURN;
-    END IF;
-
-    IF dry_run THEN
-        RETURN QUERY
-        SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, false
-        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d;
+                (economy.attachment(repair_economy.attachment)).name, 'reconcile'))
+        USING false, repair_economy.user_ids, this_run_id, repair_economy.attachment;
         RETURN;
     END IF;
 
     SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
     FROM (
         SELECT d.user_id
-        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d
+        FROM economy.bounded_drift(
+            repair_economy.user_ids, repair_economy.max_wallets, repair_economy.attachment
+        ) d
         UNION
         SELECT w.user_id
         FROM economy.wallet w
         WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
-            AND (reconcile_economy.user_ids IS NULL OR w.user_id = ANY (reconcile_economy.user_ids))
+            AND (repair_economy.user_ids IS NULL OR w.user_id = ANY (repair_economy.user_ids))
     ) u;
 
     PERFORM economy.lock_rows(

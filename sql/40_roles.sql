@@ -1,9 +1,10 @@
 -- economy-sync: group roles (NOLOGIN; grant them to real login roles).
 -- Roles belong to the whole cluster, so they are created only when missing:
 -- another database of the same server may already use them.
---   economy_app      opens wallets, posts, transfers, reverses, holds, reads
---   economy_operator economy_app, plus reconcile_economy, the ledger checkpoint and
---                    hot wallets
+--   economy_app      opens wallets, posts, transfers, reverses, holds, reads,
+--                    checks drift (a dry-run reconcile too)
+--   economy_operator economy_app, plus a real reconcile (repair_economy), the
+--                    ledger checkpoint and hot wallets
 -- Neither may write the cached columns, change the ledger or own its triggers.
 
 DO $$
@@ -46,6 +47,8 @@ economy.post_transaction(bigint, numeric, text, text, text),
 economy.transfer(bigint, bigint, numeric, text, text),
 economy.reverse_transaction(bigint, text),
 economy.balance_drift(bigint[], text),
+economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
+economy.bounded_drift(bigint[], integer, text),
 economy.drifted_figures(bigint[]),
 economy.earned(numeric, boolean),
 economy.wallet_totals(bigint[]),
@@ -70,7 +73,7 @@ economy.wallet_balance(bigint, text)
 TO economy_app;
 
 GRANT EXECUTE ON FUNCTION
-economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
+economy.repair_economy(bigint[], integer, uuid, text),
 economy.mark_ledger_horizon(),
 economy.advance_ledger_checkpoint(),
 economy.reset_ledger_checkpoint(),

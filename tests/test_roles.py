@@ -125,3 +125,14 @@ def test_security_definer_functions_pin_search_path(conn):
         " AND p.prosecdef AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)"
     ).fetchall()
     assert unpinned == []
+
+
+def test_app_may_dry_run_a_reconcile_which_writes_nothing(app, conn):
+    wallet_id = open_wallet(conn, 1)
+    post(conn, wallet_id, "10")
+    conn.execute("UPDATE economy.wallet SET balance = 0")
+    dry = app.execute("SELECT field, fixed FROM economy.reconcile_economy(dry_run => true)")
+    assert dry.fetchall() == [("wallet.balance", False)]
+    assert conn.execute("SELECT balance FROM economy.wallet").fetchone() == (0,)
+    with pytest.raises(errors.InsufficientPrivilege):
+        app.execute("SELECT * FROM economy.repair_economy(NULL, NULL, NULL, NULL)")

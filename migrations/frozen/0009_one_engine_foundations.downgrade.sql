@@ -139,6 +139,7 @@ REVOKE ALL ON FUNCTION economy.render_row_variables(regclass, text, boolean) FRO
 DROP FUNCTION economy.cached_tables(economy.attachments);
 DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name);
 DROP FUNCTION economy.balance_at(bigint, timestamptz, text);
+DROP FUNCTION economy.bounded_drift(bigint[], integer, text);
 
 -- Attaches the sync, drift and reconcile to an application's tables (see
 -- the top of this file). Changes no cache: existing drift shows in drift
@@ -380,6 +381,25 @@ BEGIN
     ORDER BY d.user_id, f.position;
 END;
 $$;
+
+-- The drift rows of the first max_wallets drifted users, in user order (of
+-- all when NULL): what one bounded reconcile covers, dry or real.
+CREATE FUNCTION economy.bounded_drift(user_ids bigint[], max_wallets integer)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value
+    FROM (
+        SELECT d.*, dense_rank() OVER (ORDER BY d.user_id) AS nth
+        FROM economy.balance_drift(bounded_drift.user_ids) d
+    ) d
+    WHERE bounded_drift.max_wallets IS NULL OR d.nth <= bounded_drift.max_wallets;
+$$;
+
+REVOKE ALL ON FUNCTION economy.bounded_drift(bigint[], integer) FROM PUBLIC;
 
 -- The app tables whose columns an attachment caches, wallet then profile:
 -- each with those columns and the name of the guard function that keeps them.
@@ -1380,6 +1400,11 @@ $$;
 
 GRANT EXECUTE ON FUNCTION economy.balance_at(bigint, timestamptz) TO economy_app;
 
+REVOKE ALL ON FUNCTION economy.reconcile_economy(boolean, bigint[], integer, uuid, text)
+FROM economy_app;
+GRANT EXECUTE ON FUNCTION economy.reconcile_economy(boolean, bigint[], integer, uuid, text)
+TO economy_operator;
+
 DROP FUNCTION economy.drift_summary();
 DROP FUNCTION economy.attachment_sql(text);
 DROP FUNCTION economy.reattach(text, text);
@@ -1401,6 +1426,7 @@ DROP FUNCTION economy.render_earning_function(economy.attachments);
 DROP FUNCTION economy.earning_columns(economy.attachments);
 DROP FUNCTION economy.render_limit_check(economy.attachments, text);
 DROP FUNCTION economy.render_limit(economy.attachments);
+DROP FUNCTION economy.repair_economy(bigint[], integer, uuid, text);
 DROP FUNCTION economy.sync_role_name(text);
 DROP FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text);
 DROP FUNCTION economy.check_expression(regclass, text, text, text);

@@ -183,7 +183,35 @@ $$;
 
 REVOKE ALL ON FUNCTION economy.balance_at(bigint, timestamptz, text) FROM PUBLIC;
 
+DROP FUNCTION economy.bounded_drift(bigint[], integer);
+-- The drift rows of the first max_wallets drifted users, in user order (an
+-- attachment's ownerless wallets, a NULL user, last; of all when NULL): what
+-- one bounded reconcile covers, dry or real.
+CREATE FUNCTION economy.bounded_drift(user_ids bigint[], max_wallets integer, attachment text)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value
+    FROM (
+        SELECT d.*, dense_rank() OVER (ORDER BY d.user_id NULLS LAST) AS nth
+        FROM economy.balance_drift(bounded_drift.user_ids, bounded_drift.attachment) d
+    ) d
+    WHERE bounded_drift.max_wallets IS NULL OR d.nth <= bounded_drift.max_wallets;
+$$;
+
+REVOKE ALL ON FUNCTION economy.bounded_drift(bigint[], integer, text) FROM PUBLIC;
+
 GRANT EXECUTE ON FUNCTION economy.balance_at(bigint, timestamptz, text) TO economy_app;
+
+-- a dry-run reconcile is the drift check, the app's; a real one, repair_economy
+REVOKE ALL ON FUNCTION economy.reconcile_economy(boolean, bigint[], integer, uuid, text)
+FROM economy_operator;
+GRANT EXECUTE ON FUNCTION economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
+economy.bounded_drift(bigint[], integer, text)
+TO economy_app;
 
 -- Whether an attachment argument names the package's own tables.
 CREATE FUNCTION economy.own_tables(attachment text)
@@ -343,6 +371,116 @@ AS $$
     SELECT ('economy_sync_' || left(md5(
         (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())::text
         || '/' || attachment), 16))::name;
+$$;
+
+-- A real reconcile (economy.reconcile_economy(dry_run => false)), the
+-- operator's: the drift rows it fixed. It locks the drifted wallets
+-- and profiles (writers' lock order), measures again with a snapshot taken
+-- after the locks, so every committed entry is both in the sum and in the
+-- cache it overwrites, and no in-flight entry is in either; then sets each
+-- cache to its ledger value and logs the fix, under run_id (one per call
+-- unless given: a run of many batches passes its own). It also folds the
+-- parked credits of the hot wallets it covers; a hot wallet's cache is set
+-- to its ledger value less the credits parked after that fold.
+CREATE FUNCTION economy.repair_economy(
+    user_ids bigint[], max_wallets integer, run_id uuid, attachment text
+)
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    drifted_users bigint[];
+    this_run_id uuid := coalesce(repair_economy.run_id, gen_random_uuid());
+BEGIN
+    IF NOT economy.own_tables(repair_economy.attachment) THEN
+        IF max_wallets IS NOT NULL THEN
+            user_ids := ARRAY(
+                SELECT DISTINCT d.user_id
+                FROM economy.bounded_drift(user_ids, max_wallets, repair_economy.attachment) d
+            );
+        END IF;
+        RETURN QUERY EXECUTE format(
+            'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
+            ' logged AS (INSERT INTO economy.reconcile_log'
+            ' (run_id, attachment, user_id, wallet_id, field, cached_value, ledger_value)'
+            ' SELECT $3, $4, f.user_id, f.wallet_id, f.field, f.cached_value, f.ledger_value'
+            ' FROM fixes f WHERE f.fixed)'
+            ' SELECT * FROM fixes',
+            economy.attached_object(
+                (economy.attachment(repair_economy.attachment)).name, 'reconcile'))
+        USING false, repair_economy.user_ids, this_run_id, repair_economy.attachment;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
+    FROM (
+        SELECT d.user_id
+        FROM economy.bounded_drift(
+            repair_economy.user_ids, repair_economy.max_wallets, repair_economy.attachment
+        ) d
+        UNION
+        SELECT w.user_id
+        FROM economy.wallet w
+        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+            AND (repair_economy.user_ids IS NULL OR w.user_id = ANY (repair_economy.user_ids))
+    ) u;
+
+    PERFORM economy.lock_rows(
+        'economy.wallet', 'id',
+        ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (drifted_users)),
+        'economy.profile', 'user_id', drifted_users
+    );
+    PERFORM economy.fold_hot_credits(w.id)
+    FROM economy.wallet w
+    WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
+    ORDER BY w.id;
+
+    -- A new statement, so a new snapshot: taken after the locks. A hot
+    -- wallet's caches are set to the ledger less the credits parked since.
+    RETURN QUERY
+    WITH drifted AS (
+        SELECT * FROM economy.drifted_figures(drifted_users)
+    ),
+
+    wallet_fix AS (
+        UPDATE economy.wallet w
+        SET balance = d.ledger_balance - d.parked_balance, held = d.holds_held
+        FROM drifted d
+        WHERE w.id = d.wallet_id
+            AND (d.wallet_balance <> d.ledger_balance OR d.wallet_held <> d.holds_held)
+    ),
+
+    profile_fix AS (
+        UPDATE economy.profile p
+        SET balance = d.ledger_balance - d.parked_balance,
+            lifetime_earnings = d.ledger_earnings - d.parked_earnings
+        FROM drifted d
+        WHERE p.user_id = d.user_id
+            AND (d.profile_balance <> d.ledger_balance OR d.profile_earnings <> d.ledger_earnings)
+    ),
+
+    drift AS (
+        SELECT * FROM economy.balance_drift(drifted_users)
+    ),
+
+    logged AS (
+        INSERT INTO economy.reconcile_log (
+            run_id, user_id, wallet_id, field, cached_value, ledger_value
+        )
+        SELECT this_run_id, d.user_id, d.wallet_id, d.field,
+            d.cached_value, d.ledger_value
+        FROM drift d
+    )
+
+    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
+    FROM drift d;
+END;
 $$;
 
 -- Template parts: the wallet's overdraft limit, as a numeric expression
@@ -1409,14 +1547,9 @@ BEGIN
 END;
 $$;
 
--- Drift rows plus whether each was fixed. A real run locks the drifted wallets
--- and profiles (writers' lock order), measures again with a snapshot taken
--- after the locks, so every committed entry is both in the sum and in the
--- cache it overwrites, and no in-flight entry is in either; then sets each
--- cache to its ledger value and logs the fix, under run_id (one per call
--- unless given: a run of many batches passes its own). It also folds the
--- parked credits of the hot wallets it covers; a hot wallet's cache is set
--- to its ledger value less the credits parked after that fold.
+-- Drift rows plus whether each was fixed. A dry run is the drift check
+-- (bounded_drift), with the caller's rights: the app's role may run it. A
+-- real run is economy.repair_economy, the operator's.
 CREATE OR REPLACE FUNCTION economy.reconcile_economy(
     dry_run boolean DEFAULT true,
     user_ids bigint[] DEFAULT NULL,
@@ -1429,13 +1562,7 @@ RETURNS TABLE (
     fixed boolean
 )
 LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-    drifted_users bigint[];
-    this_run_id uuid := coalesce(reconcile_economy.run_id, gen_random_uuid());
 BEGIN
     IF dry_run IS NULL THEN
         RAISE EXCEPTION 'dry_run must be true or false' USING ERRCODE = 'not_null_violation';
@@ -1443,100 +1570,20 @@ BEGIN
     IF max_wallets < 0 THEN
         RAISE EXCEPTION 'max_wallets must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-
-    IF NOT economy.own_tables(reconcile_economy.attachment) THEN
-        IF max_wallets IS NOT NULL THEN
-            -- the first max_wallets drifted owners, in key order (NULL, the
-            -- ownerless wallets, last)
-            EXECUTE format('SELECT coalesce(array_agg(o.user_id ORDER BY o.user_id NULLS LAST),'
-                ' ''{}'') FROM (SELECT DISTINCT d.user_id FROM economy.%I($1) d'
-                ' ORDER BY 1 NULLS LAST LIMIT $2) o',
-                economy.attached_object(
-                    (economy.attachment(reconcile_economy.attachment)).name, 'drift'))
-            INTO drifted_users
-            USING reconcile_economy.user_ids, max_wallets;
-            user_ids := drifted_users;
-        END IF;
-        RETURN QUERY EXECUTE format(
-            'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
-            ' logged AS (INSERT INTO economy.reconcile_log'
-            ' (run_id, attachment, user_id, wallet_id, field, cached_value, ledger_value)'
-            ' SELECT $3, $4, f.user_id, f.wallet_id, f.field, f.cached_value, f.ledger_value'
-            ' FROM fixes f WHERE f.fixed)'
-            ' SELECT * FROM fixes',
-            economy.attached_object(
-                (economy.attachment(reconcile_economy.attachment)).name, 'reconcile'))
-        USING dry_run, reconcile_economy.user_ids, this_run_id, reconcile_economy.attachment;
-        RETURN;
-    END IF;
-
     IF dry_run THEN
         RETURN QUERY
-        SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, false
-        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d;
-        RETURN;
+        SELECT d.*, false
+        FROM economy.bounded_drift(
+            reconcile_economy.user_ids, reconcile_economy.max_wallets,
+            reconcile_economy.attachment
+        ) d;
+    ELSE
+        RETURN QUERY
+        SELECT * FROM economy.repair_economy(
+            reconcile_economy.user_ids, reconcile_economy.max_wallets, reconcile_economy.run_id,
+            reconcile_economy.attachment
+        );
     END IF;
-
-    SELECT coalesce(array_agg(u.user_id ORDER BY u.user_id), '{}') INTO drifted_users
-    FROM (
-        SELECT d.user_id
-        FROM economy.bounded_drift(reconcile_economy.user_ids, reconcile_economy.max_wallets) d
-        UNION
-        SELECT w.user_id
-        FROM economy.wallet w
-        WHERE w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
-            AND (reconcile_economy.user_ids IS NULL OR w.user_id = ANY (reconcile_economy.user_ids))
-    ) u;
-
-    PERFORM economy.lock_rows(
-        'economy.wallet', 'id',
-        ARRAY(SELECT w.id FROM economy.wallet w WHERE w.user_id = ANY (drifted_users)),
-        'economy.profile', 'user_id', drifted_users
-    );
-    PERFORM economy.fold_hot_credits(w.id)
-    FROM economy.wallet w
-    WHERE w.user_id = ANY (drifted_users) AND w.id IN (SELECT c.wallet_id FROM economy.hot_credit c)
-    ORDER BY w.id;
-
-    -- A new statement, so a new snapshot: taken after the locks. A hot
-    -- wallet's caches are set to the ledger less the credits parked since.
-    RETURN QUERY
-    WITH drifted AS (
-        SELECT * FROM economy.drifted_figures(drifted_users)
-    ),
-
-    wallet_fix AS (
-        UPDATE economy.wallet w
-        SET balance = d.ledger_balance - d.parked_balance, held = d.holds_held
-        FROM drifted d
-        WHERE w.id = d.wallet_id
-            AND (d.wallet_balance <> d.ledger_balance OR d.wallet_held <> d.holds_held)
-    ),
-
-    profile_fix AS (
-        UPDATE economy.profile p
-        SET balance = d.ledger_balance - d.parked_balance,
-            lifetime_earnings = d.ledger_earnings - d.parked_earnings
-        FROM drifted d
-        WHERE p.user_id = d.user_id
-            AND (d.profile_balance <> d.ledger_balance OR d.profile_earnings <> d.ledger_earnings)
-    ),
-
-    drift AS (
-        SELECT * FROM economy.balance_drift(drifted_users)
-    ),
-
-    logged AS (
-        INSERT INTO economy.reconcile_log (
-            run_id, user_id, wallet_id, field, cached_value, ledger_value
-        )
-        SELECT this_run_id, d.user_id, d.wallet_id, d.field,
-            d.cached_value, d.ledger_value
-        FROM drift d
-    )
-
-    SELECT d.user_id, d.wallet_id, d.field, d.cached_value, d.ledger_value, true
-    FROM drift d;
 END;
 $$;
 
@@ -2235,6 +2282,7 @@ REVOKE ALL ON FUNCTION economy.column_type(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.check_expression(regclass, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.sync_role_name(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.repair_economy(bigint[], integer, uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_limit(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_limit_check(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.earning_columns(economy.attachments) FROM PUBLIC;
@@ -2264,6 +2312,8 @@ economy.attachment_sql(text),
 economy.drift_summary(),
 economy.cached_tables(economy.attachments)
 TO economy_app;
+
+GRANT EXECUTE ON FUNCTION economy.repair_economy(bigint[], integer, uuid, text) TO economy_operator;
 
 -- every attachment regenerated: its truncate trigger now fires AFTER
 DO $$

@@ -25,6 +25,7 @@ APP_FUNCTIONS = (
     "economy.balance_drift(bigint[], text)",
 )
 RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer, uuid, text)"
+REPAIR = "economy.repair_economy(bigint[], integer, uuid, text)"  # a real reconcile
 CACHE_TABLES = ("economy.wallet", "economy.profile")
 # ledger columns only the database (or economy.transfer) may set
 DATABASE_COLUMNS = ("id", "created_at", "transfer_debit_id")
@@ -196,12 +197,12 @@ def check_roles(conn) -> Iterator[Finding]:
                 conn, "SELECT has_column_privilege(%s, %s, %s, 'INSERT')", [role, LEDGER, column]
             ):
                 wrong.append(f"{role} can choose {LEDGER}.{column}")
-    if one(conn, "SELECT has_function_privilege('economy_app', %s, 'EXECUTE')", [RECONCILE]):
-        wrong.append("economy_app can run reconcile_economy")
-    if not one(
-        conn, "SELECT has_function_privilege('economy_operator', %s, 'EXECUTE')", [RECONCILE]
-    ):
-        wrong.append("economy_operator cannot run reconcile_economy")
+    if not one(conn, "SELECT has_function_privilege('economy_app', %s, 'EXECUTE')", [RECONCILE]):
+        wrong.append("economy_app cannot run a dry-run reconcile_economy")
+    if one(conn, "SELECT has_function_privilege('economy_app', %s, 'EXECUTE')", [REPAIR]):
+        wrong.append("economy_app can repair (repair_economy)")
+    if not one(conn, "SELECT has_function_privilege('economy_operator', %s, 'EXECUTE')", [REPAIR]):
+        wrong.append("economy_operator cannot repair (repair_economy)")
     for problem in wrong:
         yield Finding(
             False, f"grant not as designed: {problem}; reinstall the grants (sql/40_roles.sql)"
