@@ -285,10 +285,12 @@ def test_a_permission_error_names_the_role_needed(dsn, conn, drifted):
 
 def test_output_cut_short_by_the_reader_is_no_error(dsn, drifted):
     done = subprocess.run(
-        f"{EXECUTABLE} drift --json --dsn '{dsn}' | head -c 1",
-        shell=True, capture_output=True, text=True, timeout=60,
+        ["bash", "-c", f"{EXECUTABLE} drift --json --dsn '{dsn}' | head -c 1;"
+         " exit ${PIPESTATUS[0]}"],
+        capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert done.returncode == 1  # drift found, whether or not the reader read it all
 
 
 def test_prune_log_deletes_only_the_old_fixes(dsn, conn, drifted, login):

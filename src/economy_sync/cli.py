@@ -208,6 +208,7 @@ def cmd_drift(args, out: Console) -> int:
                 if args.limit is None or len(shown) < args.limit:
                     shown.append((name, row))
     omitted = count - len(shown)
+    args.exit_code = EXIT_DRIFT if count else EXIT_OK  # kept if the reader goes away
     if args.json:
         drift = [{"attachment": name} | row_json(row) for name, row in shown]
         print(json.dumps({"count": count, "omitted": omitted, "drift": drift}))
@@ -380,9 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"economy-sync: {first_line(error)}: run it as {role_needed(args)}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
-        # the reader went away (`economy-sync drift --json | head`): not an error
+        # the reader went away (`economy-sync drift --json | head`): not an error; the
+        # exit status is what the command found (drift: 1), if it got that far
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return getattr(args, "exit_code", EXIT_OK)
     except psycopg.Error as error:
         print(f"economy-sync: database error: {first_line(error)}", file=sys.stderr)
         return EXIT_ERROR
