@@ -1,6 +1,7 @@
 """The economy-sync command, run as a user runs it: a subprocess."""
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
 from economy_sync import migrate
+from economy_sync._paths import SOURCE_ROOT
 
 
 def assert_one_line_error(result, *fragments):
@@ -351,3 +353,25 @@ def test_ctrl_c_during_a_repair_reports_the_batches_done(dsn, conn):
     assert 0 < done <= logged  # a batch may commit between the count and the signal
     assert run("reconcile", "--apply", "--all", dsn=dsn).returncode == 0
     assert drift(conn) == []
+
+
+def documented_cron_check() -> str:
+    """The drift check's command of docs/OPERATIONS.md's crontab, as written."""
+    text = (SOURCE_ROOT / "docs" / "OPERATIONS.md").read_text()
+    crontab = re.search(r"```cron\n(.*?)```", text, re.S).group(1)
+    return crontab.splitlines()[0].split(None, 5)[5]
+
+
+@pytest.mark.parametrize("case", ["in_sync", "drifted", "unreachable"])
+def test_the_documented_cron_check_repairs_drift_and_reports_errors(case, dsn, conn):
+    if case == "drifted":
+        post(conn, open_wallet(conn, 1), "5")
+        conn.execute("UPDATE economy.profile SET balance = 0")
+    database = "postgresql://nobody@127.0.0.1:1/none" if case == "unreachable" else dsn
+    env = {**os.environ, "DATABASE_URL": database, "PATH": f"{EXECUTABLE.parent}:/usr/bin:/bin"}
+    done = subprocess.run(
+        ["sh", "-c", documented_cron_check()], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == {"in_sync": 0, "drifted": 0, "unreachable": 2}[case], done
+    if case == "drifted":
+        assert drift(conn) == []

@@ -12,18 +12,26 @@ from economy_sync import migrate
 from economy_sync._paths import SOURCE_ROOT
 from economy_sync.throwaway import ThrowawayServer
 
-SETTINGS = (
-    "-c shared_preload_libraries=pg_cron -c cron.database_name=economy"
-    " -c cron.use_background_workers=on -c max_worker_processes=16"
-)
+
+def documented(marker: str, language: str) -> str:
+    """The block that follows a marker in docs/OPERATIONS.md."""
+    text = (SOURCE_ROOT / "docs" / "OPERATIONS.md").read_text()
+    found = re.search(rf"<!-- {marker}.*?-->\n```{language}\n(.*?)```", text, re.S)
+    assert found, f"the {marker} are missing from docs/OPERATIONS.md"
+    return found.group(1)
+
+
+def settings() -> str:
+    """The documented postgresql.conf lines, as the server's -c options."""
+    options = []
+    for line in documented("pg_cron settings", "ini").splitlines():
+        name, value = (part.strip() for part in line.split("#")[0].split("=", 1))
+        options.append(f"-c {name}={value.strip(chr(39))}")
+    return " ".join(options)
 
 
 def recipe() -> str:
-    """The SQL block that follows the recipe's marker in docs/OPERATIONS.md."""
-    text = (SOURCE_ROOT / "docs" / "OPERATIONS.md").read_text()
-    found = re.search(r"<!-- pg_cron recipe.*?-->\n```sql\n(.*?)```", text, re.S)
-    assert found, "the pg_cron recipe is missing from docs/OPERATIONS.md"
-    return found.group(1)
+    return documented("pg_cron recipe", "sql")
 
 
 def runs(conn) -> dict[str, list[tuple[str, str]]]:
@@ -39,9 +47,10 @@ def runs(conn) -> dict[str, list[tuple[str, str]]]:
 
 @pytest.mark.slow
 def test_the_pg_cron_recipe_runs_as_documented():
-    with ThrowawayServer("economy", SETTINGS) as server:
+    with ThrowawayServer("economy", settings()) as server:
         migrate.upgrade(server.dsn)
         with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_cron")  # the documented superuser step
             wallet = conn.execute("SELECT economy.open_wallet(1)").fetchone()[0]
             treasury = conn.execute("SELECT economy.open_wallet(2)").fetchone()[0]
             conn.execute("SELECT economy.set_hot(%s)", [treasury])
