@@ -257,6 +257,16 @@ def test_version_names_the_package_and_schema_revision():
     assert result.returncode == 0
     assert result.stdout.startswith("economy-sync ")
     assert migrate.head_revision() in result.stdout
+    assert "database" not in result.stdout
+
+
+def test_version_names_the_databases_revision_too(dsn, empty_dsn):
+    at_head = run("--version", env_dsn=dsn)
+    assert f"database: schema revision {migrate.head_revision()}" in at_head.stdout
+    assert "database: schema revision none" in run("--version", env_dsn=empty_dsn).stdout
+    unreachable = run("--dsn", "postgresql://x:s3cret@127.0.0.1:1/none", "--version")
+    assert unreachable.returncode == 0 and "database: schema revision unknown" in unreachable.stdout
+    assert "s3cret" not in unreachable.stdout
 
 
 def test_metrics_in_prometheus_text_format(dsn, conn, drifted):

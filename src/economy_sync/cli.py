@@ -46,6 +46,28 @@ def age(text: str) -> timedelta:
     return timedelta(**{AGE_UNITS[found.group(2)]: int(found.group(1))})
 
 
+class ShowVersion(argparse.Action):
+    """The package and its schema revision; then, when a database is given (--dsn
+    before --version, or DATABASE_URL), the revision that database is at."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"economy-sync {package_version('economy-sync')}"
+            f" (schema revision {migrate.head_revision()})"
+        )
+        dsn = database_dsn(namespace)
+        if dsn:
+            from economy_sync.doctor import schema_installed_at
+
+            try:
+                with psycopg.connect(dsn, connect_timeout=5) as conn:
+                    found = schema_installed_at(conn) or "none (run `economy-sync migrate`)"
+            except psycopg.Error as error:
+                found = f"unknown: {first_line(error)}"
+            print(f"database: schema revision {found}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
@@ -71,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[database],
     )
     parser.add_argument(
-        "--version",
-        action="version",
-        version=f"economy-sync {package_version('economy-sync')}"
-        f" (schema revision {migrate.head_revision()})",
+        "--version", action=ShowVersion, nargs=0, help="the package's and the database's revision"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("migrate", parents=[database], help="install or upgrade the schema")

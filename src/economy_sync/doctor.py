@@ -49,6 +49,13 @@ def schema_revision(conn: psycopg.Connection) -> str | None:
     return found.group(1) if found else None
 
 
+def schema_installed_at(conn: psycopg.Connection) -> str | None:
+    """The schema's revision; None when the schema is not there."""
+    if not one(conn, "SELECT to_regnamespace('economy') IS NOT NULL"):
+        return None
+    return schema_revision(conn)
+
+
 def check_schema(conn) -> Iterator[Finding]:
     if not one(conn, "SELECT to_regnamespace('economy') IS NOT NULL"):
         yield Finding(False, "schema economy is missing: run `economy-sync migrate`")
