@@ -46,3 +46,34 @@ def test_reconcile_100k_wallets_touches_each_once_in_flat_memory(conn, dsn):
     # 9x the wallets repaired, yet peak memory stays within a few MiB
     assert full_peak - small_peak < 8 * 1024, (small_peak, full_peak)
     print(f"peak RSS: {small_peak} KiB for 10k wallets, {full_peak} KiB for {WALLETS}")
+
+
+def peak_of(*command):
+    """(exit code, stdout, peak RSS in KiB) of one economy-sync command."""
+    done = subprocess.run(
+        [sys.executable, str(PEAK_RSS), str(EXECUTABLE), *command], capture_output=True, text=True
+    )
+    return done.returncode, done.stdout, int(done.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_drift_metrics_and_doctor_stay_small_with_300k_drifted_fields(conn, dsn):
+    conn.execute("SELECT economy.open_wallet(u) FROM generate_series(1, %s) u", [WALLETS])
+    conn.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+        " SELECT id, 1.25, 'prize' FROM economy.wallet"
+    )
+    conn.execute("UPDATE economy.wallet SET balance = 0")  # three fields of every user drifted
+    conn.execute("UPDATE economy.profile SET balance = 0, lifetime_earnings = 0")
+    conn.execute("ANALYZE")
+
+    code, out, drift_peak = peak_of("drift", "--json", "--dsn", dsn)
+    document = json.loads(out)
+    assert code == 1 and document["count"] == 3 * WALLETS and len(document["drift"]) == 1000
+    code, out, metrics_peak = peak_of("metrics", "--dsn", dsn)
+    assert code == 0 and 'field="profile.balance"} 100000.0' in out
+    code, out, doctor_peak = peak_of("doctor", "--dsn", dsn)
+    assert code == 1 and "300000 cached fields disagree" in out
+    for peak in (drift_peak, metrics_peak, doctor_peak):
+        assert peak < 150 * 1024, (drift_peak, metrics_peak, doctor_peak)
+    print(f"peak RSS, KiB: drift {drift_peak}, metrics {metrics_peak}, doctor {doctor_peak}")
