@@ -17,6 +17,7 @@ from pathlib import Path
 import port_for
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from pytest_postgresql.executors import PostgreSQLExecutor
 
 from economy_sync.pg_binaries import find_pg_ctl
@@ -49,8 +50,16 @@ class ThrowawayServer:
     """A server in a temporary directory, with a new database in it; stopped
     and deleted on exit. crash() and restart() are for fault injection."""
 
-    def __init__(self, dbname: str = "economy", settings: str = "", env: dict | None = None):
-        """env: extra environment of the server process (LD_PRELOAD, say)."""
+    def __init__(
+        self,
+        dbname: str = "economy",
+        settings: str = "",
+        env: dict | None = None,
+        password: str | None = None,
+    ):
+        """env: extra environment of the server process (LD_PRELOAD, say);
+        password: every connection must give it (as a hosted server's do)."""
+        self.password = password
         refuse_root()
         self.dbname = dbname
         self.workdir = Path(tempfile.mkdtemp(prefix="economy-sync-pg-"))
@@ -66,12 +75,15 @@ class ThrowawayServer:
             startparams="-w",
             dbname=dbname,
             user="postgres",
+            password=password,
             postgres_options=settings,
         )
         self.env = env or {}
 
     def conninfo(self, dbname: str) -> str:
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+        return make_conninfo(
+            host="127.0.0.1", port=self.port, user="postgres", dbname=dbname, password=self.password
+        )
 
     @property
     def dsn(self) -> str:
