@@ -600,6 +600,36 @@ BEGIN
 END;
 $$;
 
+-- The settings through which code run in a session decides what later code
+-- there means: which function a name calls, whether function bodies are
+-- checked, how PL/pgSQL reads a name.
+CREATE FUNCTION economy.session_settings()
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT concat_ws(' | ', current_setting('search_path'), current_setting('check_function_bodies'),
+        current_setting('plpgsql.variable_conflict', true));
+$$;
+
+-- Raises unless the session's settings are still `before`. Called right after
+-- a generated function ran (and, in it, code the app's tables' owner
+-- supplies, as the attachment's sync role): a session-wide set_config there
+-- would outlive it and steer what the caller runs next (an installer's, an
+-- app login's). The error rolls the change back with the statement.
+CREATE FUNCTION economy.refuse_changed_settings(before text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF economy.session_settings() IS DISTINCT FROM before THEN
+        RAISE EXCEPTION 'economy-sync: code run for an attachment changed this session''s'
+            ' settings (from % to %): refused', before, economy.session_settings()
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END;
+$$;
+
 -- Locks the given wallet rows, then the given profile rows, each set in
 -- ascending key order, without ever waiting for a row while holding another
 -- of them: a try locks each set with NOWAIT, in a subtransaction; when a row
@@ -776,11 +806,14 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 #variable_conflict use_column
+DECLARE
+    settings text := economy.session_settings();
 BEGIN
     IF NOT economy.own_tables(balance_drift.attachment) THEN
         RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
             (economy.attachment(balance_drift.attachment)).name, 'drift'))
         USING balance_drift.user_ids;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN;
     END IF;
 
@@ -880,6 +913,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
+    settings text := economy.session_settings();
     drifted_users bigint[];
     this_run_id uuid := coalesce(repair_economy.run_id, gen_random_uuid());
 BEGIN
@@ -900,6 +934,7 @@ BEGIN
             economy.attached_object(
                 (economy.attachment(repair_economy.attachment)).name, 'reconcile'))
         USING false, repair_economy.user_ids, this_run_id, repair_economy.attachment;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN;
     END IF;
 

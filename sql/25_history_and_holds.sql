@@ -11,6 +11,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     found_balance numeric;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
@@ -22,6 +23,7 @@ BEGIN
             economy.attached_object(attachment, 'balance_at'))
         INTO found_balance
         USING balance_at.wallet_id, balance_at.at;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN found_balance;
     END IF;
     SELECT CASE WHEN EXISTS (SELECT FROM economy.wallet w WHERE w.id = balance_at.wallet_id)

@@ -14,6 +14,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     exact numeric;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
@@ -21,6 +22,7 @@ BEGIN
             (economy.attachment(wallet_balance.attachment)).name, 'balance'))
         INTO exact
         USING wallet_balance.wallet_id;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN exact;
     END IF;
     SELECT w.balance + coalesce(
@@ -45,6 +47,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
+DECLARE
+    settings text := economy.session_settings();
 BEGIN
     IF hot IS NULL THEN
         RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
@@ -53,6 +57,7 @@ BEGIN
         EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
             (economy.attachment(set_hot.attachment)).name, 'set_hot'))
         USING wallet_id, hot;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN;
     END IF;
     -- the wallet, and its profile, which a fold writes
@@ -84,6 +89,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     parked bigint[];
     folded integer;
 BEGIN
@@ -91,6 +97,7 @@ BEGIN
         EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(
             (economy.attachment(fold_hot_wallets.attachment)).name, 'fold'))
         INTO folded;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN folded;
     END IF;
     parked := ARRAY(

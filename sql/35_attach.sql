@@ -941,8 +941,8 @@ $template$,
     CASE WHEN a.guard = 'keep'
         THEN (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n        ')
             FROM unnest(k.cached) c)
-        ELSE format('RAISE EXCEPTION ''%%: %s belong to economy-sync: write them through the'
-            ' ledger'' , TG_TABLE_NAME USING ERRCODE = ''check_violation'';',
+        ELSE format('RAISE EXCEPTION ''%%: %% belong to economy-sync: write them through the'
+            ' ledger'', TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';',
             array_to_string(k.cached, ', '))
     END,
     a.amount_column,
@@ -960,8 +960,8 @@ $template$,
             economy.render_set('NEW.%1$I := sync_earnings;', k.earnings_column))
         ELSE format(
             'IF %s THEN' || E'\n        '
-            || 'RAISE EXCEPTION ''%%: a new row''''s %s must be its ledger''''s figures'','
-            ' TG_TABLE_NAME USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
+            || 'RAISE EXCEPTION ''%%: a new row''''s %% must be its ledger''''s figures'','
+            ' TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
             concat_ws(' OR ',
                 economy.render_set('NEW.%1$I IS DISTINCT FROM sync_balance', k.balance_column),
                 economy.render_set('NEW.%1$I IS DISTINCT FROM sync_earnings', k.earnings_column)),
@@ -1598,8 +1598,11 @@ AS $$
         sync_role,
         'economy-sync: this function runs only as its owner, ' || sync_role
         || coalesce(', for a trigger on ' || trigger_table::text, ''),
-        CASE WHEN trigger_table IS NOT NULL
-            THEN format(' OR TG_RELID <> %s::regclass', trigger_table::oid) ELSE '' END));
+        -- (a row trigger on a partitioned table fires with its partition's oid)
+        CASE WHEN trigger_table IS NOT NULL THEN format(
+            ' OR (TG_RELID <> %1$s::regclass AND NOT EXISTS (SELECT FROM'
+            ' pg_catalog.pg_partition_tree(%1$s::regclass) t WHERE t.relid = TG_RELID))',
+            trigger_table::oid) ELSE '' END));
 $$;
 
 -- The functions generated for an attachment, the one list of them (read by
@@ -1715,6 +1718,8 @@ CREATE FUNCTION economy.create_attached_functions(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
 AS $$
 DECLARE
     generated record;
@@ -1832,6 +1837,15 @@ BEGIN
             RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
         END IF;
     END LOOP;
+    -- a dollar sign could end the dollar-quoted bodies the templates make
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid IN (a.ledger, a.wallet, a.profile) AND (c.relname || n.nspname) LIKE '%$%'
+    ) OR EXISTS (SELECT FROM economy.mapped_columns(a) m WHERE m.col LIKE '%$%') THEN
+        RAISE EXCEPTION 'table and column names with a dollar sign cannot be attached'
+            USING ERRCODE = 'invalid_name';
+    END IF;
     IF a.ledger IN (a.wallet, a.profile) OR a.wallet = a.profile THEN
         RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
             USING ERRCODE = 'invalid_parameter_value';
@@ -1952,6 +1966,8 @@ CREATE FUNCTION economy.attach(
 RETURNS economy.attachments
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
 AS $$
 DECLARE
     a economy.attachments;
@@ -2004,6 +2020,8 @@ CREATE FUNCTION economy.reattach(name text, earning text DEFAULT NULL)
 RETURNS economy.attachments
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
 AS $$
 DECLARE
     a economy.attachments := economy.attachment(reattach.name);
@@ -2043,6 +2061,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     a economy.attachments := economy.attachment(detach.name);
     generated record;
 BEGIN
@@ -2055,6 +2074,10 @@ BEGIN
     -- KEY SHARE on the hot wallets' rows), then every parked credit folded
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
     EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
+    PERFORM economy.refuse_changed_settings(settings);
+    -- what is left was parked for wallets that no longer exist: not carried to
+    -- an attachment made again under this name
+    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = a.name;
     FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', generated.trigger_name, generated.tbl);
     END LOOP;
@@ -2111,6 +2134,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     owner_key bigint;
     found_rows bigint;
 BEGIN
@@ -2123,6 +2147,7 @@ BEGIN
         USING wallet_owner.wallet_id;
     END IF;
     GET DIAGNOSTICS found_rows = ROW_COUNT;
+    PERFORM economy.refuse_changed_settings(settings);
     IF found_rows = 0 THEN
         RAISE EXCEPTION 'wallet % does not exist', wallet_owner.wallet_id
             USING ERRCODE = 'no_data_found';
@@ -2143,6 +2168,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     a economy.attachments;
 BEGIN
     IF economy.own_tables(attachment) THEN
@@ -2160,6 +2186,7 @@ BEGIN
     RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1, $2)',
         economy.attached_object(a.name, 'owners'))
     USING after, batch_size;
+    PERFORM economy.refuse_changed_settings(settings);
 END;
 $$;
 
@@ -2170,6 +2197,8 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 #variable_conflict use_column
+DECLARE
+    settings text := economy.session_settings();
 BEGIN
     PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
     IF economy.own_tables(attachment) THEN
@@ -2181,6 +2210,7 @@ BEGIN
     RETURN QUERY EXECUTE format('SELECT w.balance, w.earnings FROM economy.%I($1) w',
         economy.attached_object((economy.attachment(attachment)).name, 'wallet'))
     USING wallet_ledger_totals.wallet_id;
+    PERFORM economy.refuse_changed_settings(settings);
 END;
 $$;
 

@@ -312,3 +312,32 @@ def test_grants_made_by_code_running_as_the_sync_role_are_reported_and_taken_bac
     assert "may be run by economy_test_app_login" in doctor.stdout
     conn.execute("SELECT economy.reattach('seed')")
     assert conn.execute(may_set_hot).fetchone() == (False,)
+
+
+def test_settings_changed_by_code_run_for_an_attachment_do_not_outlive_it(owner, conn):
+    """A session-wide set_config in the owner's earning function would outlive the
+    sync role's function and steer what the caller runs next (a search_path that
+    puts the owner's functions first): the package refuses, the change is undone."""
+    owner.execute(
+        "CREATE OR REPLACE FUNCTION is_earning(amount integer) RETURNS boolean"
+        " LANGUAGE plpgsql AS $$ BEGIN"
+        " PERFORM pg_catalog.set_config('search_path', 'public, pg_catalog', false);"
+        " RETURN amount > 0; END $$"
+    )
+    pay(owner, 1, 10)  # an entry for the drift check to read (and the function to run)
+    before = conn.execute("SHOW search_path").fetchone()
+    with pytest.raises(errors.InsufficientPrivilege, match="changed this session's settings"):
+        conn.execute("SELECT * FROM economy.balance_drift(attachment => 'seed')")
+    assert conn.execute("SHOW search_path").fetchone() == before
+    with pytest.raises(errors.InsufficientPrivilege):
+        recompute_lifetime_earnings(conn, 1, attachment="seed")
+    assert conn.execute("SHOW search_path").fetchone() == before
+
+
+def test_a_dollar_sign_in_a_mapped_name_is_refused(conn):
+    conn.execute(
+        'CREATE TABLE w ("bal$" integer NOT NULL DEFAULT 0, id integer PRIMARY KEY);'
+        "CREATE TABLE l (id bigserial PRIMARY KEY, wallet_id integer, amount integer)"
+    )
+    with pytest.raises(errors.InvalidName):
+        conn.execute("SELECT economy.attach('d', 'l', 'w', wallet_balance_column => 'bal$')")

@@ -1429,6 +1429,8 @@ DROP FUNCTION economy.render_limit(economy.attachments);
 DROP FUNCTION economy.repair_economy(bigint[], integer, uuid, text);
 DROP FUNCTION economy.sync_role_name(text);
 DROP FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text);
+DROP FUNCTION economy.refuse_changed_settings(text);
+DROP FUNCTION economy.session_settings();
 DROP FUNCTION economy.check_expression(regclass, text, text, text);
 DROP FUNCTION economy.column_type(regclass, name);
 DROP FUNCTION economy.own_tables(text);

@@ -100,6 +100,8 @@ CREATE FUNCTION economy.attach(
 RETURNS economy.attachments
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
 AS $$
 DECLARE
     a economy.attachments;
@@ -157,6 +159,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     found_balance numeric;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
@@ -168,6 +171,7 @@ BEGIN
             economy.attached_object(attachment, 'balance_at'))
         INTO found_balance
         USING balance_at.wallet_id, balance_at.at;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN found_balance;
     END IF;
     SELECT CASE WHEN EXISTS (SELECT FROM economy.wallet w WHERE w.id = balance_at.wallet_id)
@@ -284,6 +288,36 @@ BEGIN
 END;
 $$;
 
+-- The settings through which code run in a session decides what later code
+-- there means: which function a name calls, whether function bodies are
+-- checked, how PL/pgSQL reads a name.
+CREATE FUNCTION economy.session_settings()
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT concat_ws(' | ', current_setting('search_path'), current_setting('check_function_bodies'),
+        current_setting('plpgsql.variable_conflict', true));
+$$;
+
+-- Raises unless the session's settings are still `before`. Called right after
+-- a generated function ran (and, in it, code the app's tables' owner
+-- supplies, as the attachment's sync role): a session-wide set_config there
+-- would outlive it and steer what the caller runs next (an installer's, an
+-- app login's). The error rolls the change back with the statement.
+CREATE FUNCTION economy.refuse_changed_settings(before text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF economy.session_settings() IS DISTINCT FROM before THEN
+        RAISE EXCEPTION 'economy-sync: code run for an attachment changed this session''s'
+            ' settings (from % to %): refused', before, economy.session_settings()
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END;
+$$;
+
 -- Locks the given wallet rows, then the given profile rows, each set in
 -- ascending key order, without ever waiting for a row while holding another
 -- of them: a try locks each set with NOWAIT, in a subtransaction; when a row
@@ -395,6 +429,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
+    settings text := economy.session_settings();
     drifted_users bigint[];
     this_run_id uuid := coalesce(repair_economy.run_id, gen_random_uuid());
 BEGIN
@@ -415,6 +450,7 @@ BEGIN
             economy.attached_object(
                 (economy.attachment(repair_economy.attachment)).name, 'reconcile'))
         USING false, repair_economy.user_ids, this_run_id, repair_economy.attachment;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN;
     END IF;
 
@@ -600,8 +636,8 @@ $template$,
     CASE WHEN a.guard = 'keep'
         THEN (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n        ')
             FROM unnest(k.cached) c)
-        ELSE format('RAISE EXCEPTION ''%%: %s belong to economy-sync: write them through the'
-            ' ledger'' , TG_TABLE_NAME USING ERRCODE = ''check_violation'';',
+        ELSE format('RAISE EXCEPTION ''%%: %% belong to economy-sync: write them through the'
+            ' ledger'', TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';',
             array_to_string(k.cached, ', '))
     END,
     a.amount_column,
@@ -619,8 +655,8 @@ $template$,
             economy.render_set('NEW.%1$I := sync_earnings;', k.earnings_column))
         ELSE format(
             'IF %s THEN' || E'\n        '
-            || 'RAISE EXCEPTION ''%%: a new row''''s %s must be its ledger''''s figures'','
-            ' TG_TABLE_NAME USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
+            || 'RAISE EXCEPTION ''%%: a new row''''s %% must be its ledger''''s figures'','
+            ' TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
             concat_ws(' OR ',
                 economy.render_set('NEW.%1$I IS DISTINCT FROM sync_balance', k.balance_column),
                 economy.render_set('NEW.%1$I IS DISTINCT FROM sync_earnings', k.earnings_column)),
@@ -884,8 +920,11 @@ AS $$
         sync_role,
         'economy-sync: this function runs only as its owner, ' || sync_role
         || coalesce(', for a trigger on ' || trigger_table::text, ''),
-        CASE WHEN trigger_table IS NOT NULL
-            THEN format(' OR TG_RELID <> %s::regclass', trigger_table::oid) ELSE '' END));
+        -- (a row trigger on a partitioned table fires with its partition's oid)
+        CASE WHEN trigger_table IS NOT NULL THEN format(
+            ' OR (TG_RELID <> %1$s::regclass AND NOT EXISTS (SELECT FROM'
+            ' pg_catalog.pg_partition_tree(%1$s::regclass) t WHERE t.relid = TG_RELID))',
+            trigger_table::oid) ELSE '' END));
 $$;
 
 -- The functions generated for an attachment, the one list of them (read by
@@ -1086,6 +1125,15 @@ BEGIN
             RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
         END IF;
     END LOOP;
+    -- a dollar sign could end the dollar-quoted bodies the templates make
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid IN (a.ledger, a.wallet, a.profile) AND (c.relname || n.nspname) LIKE '%$%'
+    ) OR EXISTS (SELECT FROM economy.mapped_columns(a) m WHERE m.col LIKE '%$%') THEN
+        RAISE EXCEPTION 'table and column names with a dollar sign cannot be attached'
+            USING ERRCODE = 'invalid_name';
+    END IF;
     IF a.ledger IN (a.wallet, a.profile) OR a.wallet = a.profile THEN
         RAISE EXCEPTION 'ledger, wallet and profile must be three different tables'
             USING ERRCODE = 'invalid_parameter_value';
@@ -1190,6 +1238,8 @@ CREATE FUNCTION economy.reattach(name text, earning text DEFAULT NULL)
 RETURNS economy.attachments
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
 AS $$
 DECLARE
     a economy.attachments := economy.attachment(reattach.name);
@@ -1289,11 +1339,14 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 #variable_conflict use_column
+DECLARE
+    settings text := economy.session_settings();
 BEGIN
     IF NOT economy.own_tables(balance_drift.attachment) THEN
         RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
             (economy.attachment(balance_drift.attachment)).name, 'drift'))
         USING balance_drift.user_ids;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN;
     END IF;
 
@@ -1345,6 +1398,8 @@ CREATE OR REPLACE FUNCTION economy.create_attached_functions(a economy.attachmen
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
 AS $$
 DECLARE
     generated record;
@@ -1425,6 +1480,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     a economy.attachments := economy.attachment(detach.name);
     generated record;
 BEGIN
@@ -1437,6 +1493,10 @@ BEGIN
     -- KEY SHARE on the hot wallets' rows), then every parked credit folded
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
     EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
+    PERFORM economy.refuse_changed_settings(settings);
+    -- what is left was parked for wallets that no longer exist: not carried to
+    -- an attachment made again under this name
+    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = a.name;
     FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', generated.trigger_name, generated.tbl);
     END LOOP;
@@ -1463,6 +1523,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     parked bigint[];
     folded integer;
 BEGIN
@@ -1470,6 +1531,7 @@ BEGIN
         EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(
             (economy.attachment(fold_hot_wallets.attachment)).name, 'fold'))
         INTO folded;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN folded;
     END IF;
     parked := ARRAY(
@@ -1527,6 +1589,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     a economy.attachments;
 BEGIN
     IF economy.own_tables(attachment) THEN
@@ -1544,6 +1607,7 @@ BEGIN
     RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1, $2)',
         economy.attached_object(a.name, 'owners'))
     USING after, batch_size;
+    PERFORM economy.refuse_changed_settings(settings);
 END;
 $$;
 
@@ -2172,6 +2236,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
+DECLARE
+    settings text := economy.session_settings();
 BEGIN
     IF hot IS NULL THEN
         RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
@@ -2180,6 +2246,7 @@ BEGIN
         EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
             (economy.attachment(set_hot.attachment)).name, 'set_hot'))
         USING wallet_id, hot;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN;
     END IF;
     -- the wallet, and its profile, which a fold writes
@@ -2209,6 +2276,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     exact numeric;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
@@ -2216,6 +2284,7 @@ BEGIN
             (economy.attachment(wallet_balance.attachment)).name, 'balance'))
         INTO exact
         USING wallet_balance.wallet_id;
+        PERFORM economy.refuse_changed_settings(settings);
         RETURN exact;
     END IF;
     SELECT w.balance + coalesce(
@@ -2235,6 +2304,8 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 #variable_conflict use_column
+DECLARE
+    settings text := economy.session_settings();
 BEGIN
     PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
     IF economy.own_tables(attachment) THEN
@@ -2246,6 +2317,7 @@ BEGIN
     RETURN QUERY EXECUTE format('SELECT w.balance, w.earnings FROM economy.%I($1) w',
         economy.attached_object((economy.attachment(attachment)).name, 'wallet'))
     USING wallet_ledger_totals.wallet_id;
+    PERFORM economy.refuse_changed_settings(settings);
 END;
 $$;
 
@@ -2257,6 +2329,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
+    settings text := economy.session_settings();
     owner_key bigint;
     found_rows bigint;
 BEGIN
@@ -2269,6 +2342,7 @@ BEGIN
         USING wallet_owner.wallet_id;
     END IF;
     GET DIAGNOSTICS found_rows = ROW_COUNT;
+    PERFORM economy.refuse_changed_settings(settings);
     IF found_rows = 0 THEN
         RAISE EXCEPTION 'wallet % does not exist', wallet_owner.wallet_id
             USING ERRCODE = 'no_data_found';
@@ -2280,6 +2354,8 @@ $$;
 REVOKE ALL ON FUNCTION economy.own_tables(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.column_type(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.check_expression(regclass, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.session_settings() FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.refuse_changed_settings(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.lock_rows(regclass, name, bigint[], regclass, name, bigint[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.sync_role_name(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.repair_economy(bigint[], integer, uuid, text) FROM PUBLIC;
@@ -2306,6 +2382,8 @@ REVOKE ALL ON FUNCTION economy.attachment_sql(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.drift_summary() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 economy.own_tables(text),
+economy.session_settings(),
+economy.refuse_changed_settings(text),
 economy.attached_functions(text),
 economy.attached_triggers(economy.attachments),
 economy.attachment_sql(text),

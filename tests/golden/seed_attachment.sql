@@ -196,7 +196,7 @@ DECLARE
     sync_balance numeric;
     sync_earnings numeric;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_profile'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -227,7 +227,7 @@ DECLARE
     sync_balance numeric;
     sync_earnings numeric;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -259,7 +259,7 @@ DECLARE
     moved numeric;
     moved_earnings numeric;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -474,7 +474,7 @@ DECLARE
     sync_earnings numeric[];
     sync_owners bigint[];
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -585,7 +585,7 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -677,7 +677,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_truncate()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR TG_RELID <> <oid>::regclass THEN
+    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
