@@ -260,9 +260,12 @@ def test_version_names_the_package_and_schema_revision():
     assert "database" not in result.stdout
 
 
-def test_version_names_the_databases_revision_too(dsn, empty_dsn):
+def test_version_names_the_databases_revision_too(dsn):
     at_head = run("--version", env_dsn=dsn)
     assert f"database: schema revision {migrate.head_revision()}" in at_head.stdout
+
+
+def test_version_of_a_database_without_the_schema_or_unreachable(empty_dsn):
     assert "database: schema revision none" in run("--version", env_dsn=empty_dsn).stdout
     unreachable = run("--dsn", "postgresql://x:s3cret@127.0.0.1:1/none", "--version")
     assert unreachable.returncode == 0 and "database: schema revision unknown" in unreachable.stdout
