@@ -2,10 +2,12 @@
 every way Django writes keeps the caches right, and drift made behind the
 sync's back is found and repaired by `manage.py reconcile_economy`."""
 
+import io
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import F
 from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
@@ -96,7 +98,7 @@ def test_a_stale_wallet_save_changes_no_cached_column(economy):
     assert DeltaCrownWallet.objects.get(pk=ana.pk).is_deleted
 
 
-def test_drift_behind_the_syncs_back_is_repaired_by_the_command(committed, economy, capsys):
+def test_drift_behind_the_syncs_back_is_repaired_by_the_command(committed, economy):
     ana, _, treasury = economy
     DeltaCrownTransaction.objects.create(wallet=ana, amount=100, reason="tournament_prize")
     DeltaCrownTransaction.objects.create(wallet=treasury, amount=7, reason="platform_fee")
@@ -105,11 +107,14 @@ def test_drift_behind_the_syncs_back_is_repaired_by_the_command(committed, econo
         cur.execute("DELETE FROM esports_deltacrowntransaction WHERE reason = 'platform_fee'")
         cur.execute("ALTER TABLE esports_deltacrowntransaction ENABLE TRIGGER USER")
     assert len(drift()) == 2  # the treasury's balance and earnings
-    with pytest.raises(SystemExit) as exited:
-        call_command("reconcile_economy", "--dry-run", "--all", "--attachment", "esports")
-    assert exited.value.code == 1
-    call_command("reconcile_economy", "--all", "--attachment", "esports")
-    assert "synced: 1" in capsys.readouterr().out
+    dry = io.StringIO()
+    with pytest.raises(CommandError) as drifted:
+        call_command("reconcile_economy", stdout=dry)  # a dry run of every attachment
+    assert drifted.value.returncode == 1
+    assert "Balance to sync: 1" in dry.getvalue()
+    repaired = io.StringIO()
+    call_command("reconcile_economy", "--apply", "--all", stdout=repaired)
+    assert "synced: 1" in repaired.getvalue()
     assert drift() == []
     assert figures(treasury) == (0, 0)
 
