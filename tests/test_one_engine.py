@@ -561,3 +561,12 @@ def test_the_readme_bulk_load_recipe_works_on_django_shaped_tables(seed):
     ]
     seed.execute("SELECT * FROM economy.reconcile_economy(false, attachment => 'seed')")
     assert summary(seed) == []
+
+
+def test_doctor_reports_a_mapped_column_a_migration_renamed(seed, dsn):
+    seed.execute("ALTER TABLE app_wallet RENAME COLUMN cached_balance TO balance_cache")
+    doctor = run("doctor", "--attachment", "seed", dsn=dsn)
+    assert doctor.returncode == 1
+    assert "wallet_balance_column cached_balance is no column of app_wallet" in doctor.stdout
+    seed.execute("SELECT economy.reattach('seed')")
+    assert run("doctor", "--attachment", "seed", dsn=dsn).returncode == 0

@@ -2382,10 +2382,12 @@ REVOKE ALL ON FUNCTION economy.attachment_sql(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.drift_summary() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 economy.own_tables(text),
+economy.column_type(regclass, name),
 economy.session_settings(),
 economy.refuse_changed_settings(text),
 economy.attached_functions(text),
 economy.attached_triggers(economy.attachments),
+economy.mapped_columns(economy.attachments),
 economy.attachment_sql(text),
 economy.drift_summary(),
 economy.cached_tables(economy.attachments)
