@@ -807,9 +807,10 @@ STABLE
 AS $$
 #variable_conflict use_column
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
 BEGIN
     IF NOT economy.own_tables(balance_drift.attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
         RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
             (economy.attachment(balance_drift.attachment)).name, 'drift'))
         USING balance_drift.user_ids;
@@ -913,7 +914,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
     drifted_users bigint[];
     this_run_id uuid := coalesce(repair_economy.run_id, gen_random_uuid());
 BEGIN
@@ -924,6 +925,7 @@ BEGIN
                 FROM economy.bounded_drift(user_ids, max_wallets, repair_economy.attachment) d
             );
         END IF;
+        settings := economy.session_settings();  -- before code run for the attachment
         RETURN QUERY EXECUTE format(
             'WITH fixes AS (SELECT * FROM economy.%I($1, $2)),'
             ' logged AS (INSERT INTO economy.reconcile_log'

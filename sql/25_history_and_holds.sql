@@ -11,7 +11,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
     found_balance numeric;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
@@ -19,6 +19,7 @@ BEGIN
             RAISE EXCEPTION 'attachment % has no created_at_column: reattach it with one', attachment
                 USING ERRCODE = 'feature_not_supported';
         END IF;
+        settings := economy.session_settings();  -- before code run for the attachment
         EXECUTE format('SELECT economy.%I($1, $2)',
             economy.attached_object(attachment, 'balance_at'))
         INTO found_balance

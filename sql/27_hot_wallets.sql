@@ -14,10 +14,11 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
     exact numeric;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
         EXECUTE format('SELECT economy.%I($1)', economy.attached_object(
             (economy.attachment(wallet_balance.attachment)).name, 'balance'))
         INTO exact
@@ -48,12 +49,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
 BEGIN
     IF hot IS NULL THEN
         RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
     END IF;
     IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
         EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
             (economy.attachment(set_hot.attachment)).name, 'set_hot'))
         USING wallet_id, hot;
@@ -89,11 +91,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
     parked bigint[];
     folded integer;
 BEGIN
     IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
         EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(
             (economy.attachment(fold_hot_wallets.attachment)).name, 'fold'))
         INTO folded;

@@ -578,7 +578,7 @@ DECLARE
     sync_earnings numeric[];
     sync_owners bigint[];
 BEGIN
-    %20$s
+    %19$s
     IF TG_OP <> 'DELETE' THEN
         sync_amount := NEW.%4$I;
         IF %2$s THEN
@@ -591,42 +591,42 @@ BEGIN
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
             PERFORM FROM economy.attached_hot_wallet h
-            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
             FOR KEY SHARE;
             IF FOUND THEN
                 INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-                VALUES (%17$L, NEW.%9$I, sync_amount, sync_earned);
-                %21$s
-                %19$s
+                VALUES (%16$L, NEW.%8$I, sync_amount, sync_earned);
+                %20$s
+                %18$s
             END IF;
         ELSIF EXISTS (
             SELECT FROM economy.attached_hot_wallet h
-            WHERE h.attachment = %17$L AND h.wallet_id = NEW.%9$I
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
         ) THEN
-            PERFORM economy.%18$I(ARRAY[NEW.%9$I::bigint]);  -- the balance is exact after it
+            PERFORM economy.%17$I(ARRAY[NEW.%8$I::bigint]);  -- the balance is exact after it
         END IF;
-        UPDATE %6$s w SET %7$s
-        WHERE w.%8$I = NEW.%9$I
-        RETURNING %10$s, w.%8$I, w.%15$I, %22$s
+        UPDATE %5$s w SET %6$s
+        WHERE w.%7$I = NEW.%8$I
+        RETURNING %9$s, w.%7$I, w.%14$I, %21$s
         INTO sync_owner, sync_wallet, sync_balance, sync_limit;
-        %23$s
-        %11$s
-        %16$s
+        %22$s
+        %10$s
+        %15$s
     END IF;
 
-    sync_wallets := ARRAY[OLD.%9$I];
+    sync_wallets := ARRAY[OLD.%8$I];
     sync_amounts := ARRAY[-OLD.%4$I];
-    sync_earnings := ARRAY[CASE WHEN %12$s THEN -OLD.%4$I ELSE 0 END];
+    sync_earnings := ARRAY[CASE WHEN %11$s THEN -OLD.%4$I ELSE 0 END];
     IF TG_OP = 'UPDATE' THEN
-        IF NEW.%9$I = OLD.%9$I THEN
+        IF NEW.%8$I = OLD.%8$I THEN
             sync_amounts[1] := sync_amounts[1] + sync_amount;
             sync_earnings[1] := sync_earnings[1] + sync_earned;
-        ELSIF NEW.%9$I > OLD.%9$I THEN
-            sync_wallets := sync_wallets || NEW.%9$I;
+        ELSIF NEW.%8$I > OLD.%8$I THEN
+            sync_wallets := sync_wallets || NEW.%8$I;
             sync_amounts := sync_amounts || sync_amount;
             sync_earnings := sync_earnings || sync_earned;
         ELSE
-            sync_wallets := NEW.%9$I || sync_wallets;
+            sync_wallets := NEW.%8$I || sync_wallets;
             sync_amounts := sync_amount || sync_amounts;
             sync_earnings := sync_earned || sync_earnings;
         END IF;
@@ -634,15 +634,15 @@ BEGIN
     FOR i IN 1 .. cardinality(sync_wallets) LOOP
         sync_owner := NULL;
         IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
-            UPDATE %6$s w SET %13$s
-            WHERE w.%8$I = sync_wallets[i]
-            RETURNING %10$s, w.%8$I, w.%15$I, %22$s
+            UPDATE %5$s w SET %12$s
+            WHERE w.%7$I = sync_wallets[i]
+            RETURNING %9$s, w.%7$I, w.%14$I, %21$s
             INTO sync_owner, sync_wallet, sync_balance, sync_limit;
-            %24$s
+            %23$s
         END IF;
         sync_owners := sync_owners || sync_owner;
     END LOOP;
-    %14$s
+    %13$s
     RETURN NULL;
 END;
 $fn$
@@ -651,7 +651,6 @@ $template$,
     economy.render_inexact(a, 'sync_amount'),
     economy.render_earning(a, 'NEW'),
     a.amount_column,
-    a.earning,
     a.wallet,
     economy.render_additions(
         'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
@@ -1607,11 +1606,10 @@ $$;
 
 -- The functions generated for an attachment, the one list of them (read by
 -- create_attached_functions, detach, attachment_sql and doctor): each with
--- its signature (NULL for one not there), whether it runs per row (at a
--- write of the app's tables), and the package role that may call it (NULL:
--- only the triggers).
+-- its signature (NULL for one not there) and the package role that may call
+-- it (NULL: only the triggers).
 CREATE FUNCTION economy.attached_functions(attachment text)
-RETURNS TABLE (function_name name, signature text, per_row boolean, granted_to name)
+RETURNS TABLE (function_name name, signature text, granted_to name)
 LANGUAGE sql
 STABLE
 AS $$
@@ -1623,25 +1621,25 @@ AS $$
                 WHERE p.proname = economy.attached_object(attachment, f.suffix)
                     AND p.pronamespace = 'economy'::regnamespace)
         END,
-        f.per_row, f.granted_to
+        f.granted_to
     FROM (
         VALUES
-        ('sync', '', true, NULL),
-        ('sync_rows', '', true, NULL),
-        ('guard_wallet', '', true, NULL),
-        ('guard_profile', '', true, NULL),
-        ('move', '', true, NULL),
-        ('truncate', '', true, NULL),
-        ('earns', NULL, true, NULL),
-        ('fold', 'bigint[]', false, 'economy_operator'),
-        ('drift', 'bigint[]', false, 'economy_app'),
-        ('reconcile', 'boolean, bigint[]', false, 'economy_operator'),
-        ('set_hot', 'bigint, boolean', false, 'economy_operator'),
-        ('balance', 'bigint', false, 'economy_app'),
-        ('wallet', 'bigint', false, 'economy_app'),
-        ('balance_at', 'bigint, timestamptz', false, 'economy_app'),
-        ('owners', 'bigint, integer', false, 'economy_app')
-    ) AS f (suffix, arguments, per_row, granted_to);
+        ('sync', '', NULL),
+        ('sync_rows', '', NULL),
+        ('guard_wallet', '', NULL),
+        ('guard_profile', '', NULL),
+        ('move', '', NULL),
+        ('truncate', '', NULL),
+        ('earns', NULL, NULL),
+        ('fold', 'bigint[]', 'economy_operator'),
+        ('drift', 'bigint[]', 'economy_app'),
+        ('reconcile', 'boolean, bigint[]', 'economy_operator'),
+        ('set_hot', 'bigint, boolean', 'economy_operator'),
+        ('balance', 'bigint', 'economy_app'),
+        ('wallet', 'bigint', 'economy_app'),
+        ('balance_at', 'bigint, timestamptz', 'economy_app'),
+        ('owners', 'bigint, integer', 'economy_app')
+    ) AS f (suffix, arguments, granted_to);
 $$;
 
 -- The triggers an attachment puts on the app's tables, the one list of them
@@ -2047,7 +2045,8 @@ BEGIN
         wallet_earnings_column = a.wallet_earnings_column,
         wallet_owner_column = a.wallet_owner_column, profile_key_column = a.profile_key_column,
         profile_balance_column = a.profile_balance_column,
-        profile_earnings_column = a.profile_earnings_column, earning = a.earning
+        profile_earnings_column = a.profile_earnings_column,
+        created_at_column = a.created_at_column, earning = a.earning
     WHERE x.name = a.name;
     PERFORM economy.create_attached_functions(a);
     RETURN a;
@@ -2134,20 +2133,23 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
     owner_key bigint;
     found_rows bigint;
 BEGIN
     IF economy.own_tables(attachment) THEN
         SELECT w.user_id INTO owner_key FROM economy.wallet w WHERE w.id = wallet_owner.wallet_id;
     ELSE
+        settings := economy.session_settings();  -- before code run for the attachment
         EXECUTE format('SELECT w.owner_key FROM economy.%I($1) w',
             economy.attached_object((economy.attachment(attachment)).name, 'wallet'))
         INTO owner_key
         USING wallet_owner.wallet_id;
     END IF;
     GET DIAGNOSTICS found_rows = ROW_COUNT;
-    PERFORM economy.refuse_changed_settings(settings);
+    IF settings IS NOT NULL THEN
+        PERFORM economy.refuse_changed_settings(settings);
+    END IF;
     IF found_rows = 0 THEN
         RAISE EXCEPTION 'wallet % does not exist', wallet_owner.wallet_id
             USING ERRCODE = 'no_data_found';
@@ -2168,7 +2170,7 @@ LANGUAGE plpgsql
 STABLE
 AS $$
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
     a economy.attachments;
 BEGIN
     IF economy.own_tables(attachment) THEN
@@ -2183,6 +2185,7 @@ BEGIN
     IF a.wallet_owner_column IS NULL THEN
         RETURN;
     END IF;
+    settings := economy.session_settings();  -- before code run for the attachment
     RETURN QUERY EXECUTE format('SELECT * FROM economy.%I($1, $2)',
         economy.attached_object(a.name, 'owners'))
     USING after, batch_size;
@@ -2198,7 +2201,7 @@ STABLE
 AS $$
 #variable_conflict use_column
 DECLARE
-    settings text := economy.session_settings();
+    settings text;
 BEGIN
     PERFORM economy.wallet_owner(wallet_ledger_totals.wallet_id, attachment);  -- known wallet
     IF economy.own_tables(attachment) THEN
@@ -2207,6 +2210,7 @@ BEGIN
         FROM economy.wallet_totals(ARRAY[wallet_ledger_totals.wallet_id]) lt;
         RETURN;
     END IF;
+    settings := economy.session_settings();  -- before code run for the attachment
     RETURN QUERY EXECUTE format('SELECT w.balance, w.earnings FROM economy.%I($1) w',
         economy.attached_object((economy.attachment(attachment)).name, 'wallet'))
     USING wallet_ledger_totals.wallet_id;

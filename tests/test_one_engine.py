@@ -539,6 +539,12 @@ def test_balance_at_on_an_attachment_reads_its_created_at(conn):
     assert balance_at(conn, 1, datetime(2027, 1, 1, tzinfo=UTC), attachment="t") == 10
     with pytest.raises(WalletNotFound):
         balance_at(conn, 9, datetime(2027, 1, 1, tzinfo=UTC), attachment="t")
+    conn.execute("ALTER TABLE tl RENAME COLUMN created_at TO booked_at")  # reattach follows it
+    conn.execute("SELECT economy.reattach('t')")
+    assert conn.execute(
+        "SELECT created_at_column FROM economy.attachments WHERE name = 't'"
+    ).fetchone() == ("booked_at",)
+    assert balance_at(conn, 1, datetime(2026, 2, 15, tzinfo=UTC), attachment="t") == 12
 
 
 def test_balance_at_on_an_attachment_without_a_time_column_says_so(seed):
