@@ -540,6 +540,25 @@ AS $$
         END IF;$check$, amount) ELSE '' END;
 $$;
 
+-- How an attachment's ledger INSERTs are synced: 'row' when it records
+-- balance_after_column (each row needs its own balance, so a BEFORE row
+-- trigger applies every row); 'statement' for a partitioned ledger (a row
+-- trigger there cannot see the statement's rows: its statement trigger
+-- applies them all); else 'row or statement': a one-row INSERT by the row
+-- trigger, as cheap as ever, the rows of any other together, once per wallet.
+CREATE FUNCTION economy.insert_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE
+        WHEN a.balance_after_column IS NOT NULL THEN 'row'
+        WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p'
+            THEN 'statement'
+        ELSE 'row or statement'
+    END;
+$$;
+
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
 -- then to the owner's profile (BEFORE the row is written when the
 -- attachment records balance_after_column: the row gets the wallet's new
@@ -547,12 +566,11 @@ $$;
 -- new row's (UPDATE): one side per wallet, the wallets updated in ascending
 -- key order, then the owners' profiles; balance_after is history and is left
 -- as it was. A credit to a hot wallet is parked instead; any other entry on
--- a hot wallet folds its parked credits first. The rows of an INSERT made
--- with economy.sync = 'statement' are left to sync_rows (below). Both read
--- the setting when they fire, at the end of the statement, one right after
--- the other: so each row is applied once, by one of them. (Not in a WHEN
--- clause: an AFTER trigger's WHEN is read when the row or statement is
--- queued, and the statement could change the setting in between.)
+-- a hot wallet folds its parked credits first. Where the rows of an INSERT
+-- may be synced together (economy.insert_sync), this trigger syncs a
+-- one-row INSERT and leaves the rows of any other to sync_rows (below):
+-- both see the statement's rows (its transition table), so each row is
+-- applied once, by one of them, whatever any setting says.
 CREATE FUNCTION economy.render_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -688,9 +706,11 @@ $template$,
         || E'\n                RETURN NEW;',
         a.balance_after_column
     ) END,
-    CASE WHEN a.balance_after_column IS NULL THEN $statement$
-    IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
-        RETURN NULL;  -- the statement's rows are applied together (sync_rows)
+    CASE WHEN economy.insert_sync(a) = 'row or statement' THEN $statement$
+    IF TG_OP = 'INSERT' THEN
+        IF EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+            RETURN NULL;  -- one of several rows: applied together (sync_rows)
+        END IF;
     END IF;$statement$ ELSE '' END,
     economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
     economy.render_limit(a),
@@ -699,15 +719,16 @@ $template$,
 );
 $render$;
 
--- Template: the ledger's statement trigger, for an INSERT made with
--- `SET LOCAL economy.sync = 'statement'` (a multi-row INSERT or a COPY):
--- its wallets locked in ascending key order, each updated once with the sum
--- of its rows, then each owner's profile once. As row by row, a hot wallet
--- that only gets credits has them parked (one parked row per wallet, no
--- shared row written); one that also gets a debit is folded under its lock
--- first. Not made for an attachment that records balance_after_column: each
--- row needs its own balance there, so its rows are synced one by one
--- whatever the setting.
+-- Template: the ledger's statement trigger, for an INSERT of several rows (a
+-- multi-row INSERT, INSERT … SELECT, COPY, Django's bulk_create): its
+-- wallets locked in ascending key order, each updated once with the sum of
+-- its rows, then each owner's profile once; so the cost is linear, and two
+-- such statements never deadlock whatever the order of their rows. As row by
+-- row, a hot wallet that only gets credits has them parked (one parked row
+-- per wallet, no shared row written); one that also gets a debit is folded
+-- under its lock first. Not made for an attachment that records
+-- balance_after_column: each row needs its own balance there, so its rows
+-- are synced one by one (economy.insert_sync).
 CREATE FUNCTION economy.render_sync_rows(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -730,9 +751,7 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
-        RETURN NULL;  -- the row triggers applied the rows
-    END IF;
+    %15$s
     IF EXISTS (SELECT FROM sync_inserted n WHERE %12$s) THEN
         RAISE EXCEPTION '%%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
             USING ERRCODE = 'check_violation';
@@ -834,7 +853,15 @@ $template$,
     END IF;$check$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
-    ) ELSE '' END
+    ) ELSE '' END,
+    CASE economy.insert_sync(a)
+        WHEN 'row or statement' THEN $one$IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+        RETURN NULL;  -- no row, or one: the row trigger applied it
+    END IF;$one$
+        ELSE $none$IF NOT EXISTS (SELECT FROM sync_inserted) THEN
+        RETURN NULL;
+    END IF;$none$
+    END
 );
 $render$;
 
@@ -1655,10 +1682,14 @@ AS $$
         t.trigger_name, t.event, t.tbl, t.rest, t.call)
     FROM (
         VALUES
-        -- BEFORE when it records balance_after: the row is written with it
+        -- BEFORE when it records balance_after: the row is written with it;
+        -- else AFTER, seeing whether the statement has other rows
         ('economy_' || a.name || '_sync', a.ledger,
-            CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
-            'FOR EACH ROW', quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+            CASE economy.insert_sync(a) WHEN 'row' THEN 'BEFORE INSERT' ELSE 'AFTER INSERT' END,
+            CASE economy.insert_sync(a)
+                WHEN 'row' THEN 'FOR EACH ROW'
+                ELSE 'REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW'
+            END, quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
         ('economy_' || a.name || '_sync_delete', a.ledger, 'AFTER DELETE', 'FOR EACH ROW',
             quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
         ('economy_' || a.name || '_sync_update', a.ledger, 'AFTER UPDATE',
@@ -1668,9 +1699,10 @@ AS $$
         ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
             'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
     ) AS t (trigger_name, tbl, event, rest, call)
+    WHERE t.trigger_name <> 'economy_' || a.name || '_sync' OR economy.insert_sync(a) <> 'statement'
     UNION ALL
-    -- inserts made with economy.sync = 'statement'; each row needs its own
-    -- balance_after, so not where that is recorded
+    -- inserts of several rows; each row needs its own balance_after, so not
+    -- where that is recorded
     SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
         'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
         ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',

@@ -287,6 +287,61 @@ def test_attachments_made_before_0008_get_the_statement_sync_up_and_down(empty_d
         assert attached_drift(conn, "seed") == []
 
 
+def test_attachments_made_before_0010_sync_bulk_writes_by_statement_up_and_down(empty_dsn):
+    """Upgrading to 0010 makes every multi-row INSERT into an existing
+    attachment set-based (each wallet written once), a partitioned ledger
+    included; downgrading syncs them row by row again; nothing drifts."""
+
+    def wallet_writes(conn, rows):
+        with conn.transaction():
+            (before,) = conn.execute(
+                "SELECT pg_stat_get_xact_tuples_updated('app_wallet'::regclass)"
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO app_transaction (wallet_id, amount, reason)"
+                " SELECT 1, 1, 'prize' FROM generate_series(1, %s)",
+                [rows],
+            )
+            (after,) = conn.execute(
+                "SELECT pg_stat_get_xact_tuples_updated('app_wallet'::regclass)"
+            ).fetchone()
+        return after - before
+
+    migrate.upgrade(empty_dsn, "0009_one_engine_foundations")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(SEED_TABLES)
+        conn.execute(SEED_ATTACH)
+        conn.execute(
+            "CREATE TABLE part_ledger (id bigserial, wallet_id integer NOT NULL,"
+            " amount integer NOT NULL) PARTITION BY HASH (id);"
+            "CREATE TABLE part_ledger_0 PARTITION OF part_ledger"
+            " FOR VALUES WITH (MODULUS 1, REMAINDER 0);"
+            "CREATE TABLE part_wallet (id integer PRIMARY KEY,"
+            " balance integer NOT NULL DEFAULT 0);"
+            "INSERT INTO part_wallet VALUES (1)"
+        )
+        conn.execute(
+            "SELECT economy.attach('part', 'part_ledger', 'part_wallet',"
+            " wallet_balance_column => 'balance')"
+        )
+        conn.execute("INSERT INTO app_profile DEFAULT VALUES")
+        conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
+        migrate.upgrade(empty_dsn)
+        assert wallet_writes(conn, 50) == 1
+        conn.execute("INSERT INTO part_ledger (wallet_id, amount) VALUES (1, 5)")
+        conn.execute("INSERT INTO part_ledger (wallet_id, amount) VALUES (1, 5), (1, 5)")
+        migrate.downgrade(empty_dsn, "0009_one_engine_foundations")
+        assert wallet_writes(conn, 50) == 50
+        conn.execute("INSERT INTO part_ledger (wallet_id, amount) VALUES (1, 5), (1, 5)")
+        migrate.upgrade(empty_dsn)
+        assert wallet_writes(conn, 50) == 1
+        conn.execute("INSERT INTO part_ledger (wallet_id, amount) VALUES (1, 5)")
+        assert conn.execute("SELECT cached_balance FROM app_wallet").fetchone() == (150,)
+        assert conn.execute("SELECT balance FROM part_wallet").fetchone() == (30,)
+        assert attached_drift(conn, "seed") == []
+        assert attached_drift(conn, "part") == []
+
+
 def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):
     """`economy-sync migrate` from an installed wheel, far from any checkout: the
     wheel carries sql/ and migrations/."""

@@ -479,8 +479,10 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     
-    IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
-        RETURN NULL;  -- the statement's rows are applied together (sync_rows)
+    IF TG_OP = 'INSERT' THEN
+        IF EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+            RETURN NULL;  -- one of several rows: applied together (sync_rows)
+        END IF;
     END IF;
     IF TG_OP <> 'DELETE' THEN
         sync_amount := NEW.amount;
@@ -589,8 +591,8 @@ BEGIN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
-        RETURN NULL;  -- the row triggers applied the rows
+    IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+        RETURN NULL;  -- no row, or one: the row trigger applied it
     END IF;
     IF EXISTS (SELECT FROM sync_inserted n WHERE n.amount IS NULL OR min_scale(n.amount) > 2) THEN
         RAISE EXCEPTION '%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
@@ -721,7 +723,7 @@ CREATE OR REPLACE TRIGGER economy_seed_move AFTER UPDATE OF profile_id ON app_wa
 CREATE OR REPLACE TRIGGER economy_seed_new_cached BEFORE INSERT ON app_profile FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>') EXECUTE FUNCTION economy.attached_seed_guard_profile();
 CREATE OR REPLACE TRIGGER economy_seed_new_cached BEFORE INSERT ON app_wallet FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>') EXECUTE FUNCTION economy.attached_seed_guard_wallet();
 CREATE OR REPLACE TRIGGER economy_seed_refuse_truncate AFTER TRUNCATE ON app_transaction FOR EACH STATEMENT EXECUTE FUNCTION economy.attached_seed_truncate();
-CREATE OR REPLACE TRIGGER economy_seed_sync AFTER INSERT ON app_transaction FOR EACH ROW EXECUTE FUNCTION economy.attached_seed_sync();
+CREATE OR REPLACE TRIGGER economy_seed_sync AFTER INSERT ON app_transaction REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW EXECUTE FUNCTION economy.attached_seed_sync();
 CREATE OR REPLACE TRIGGER economy_seed_sync_delete AFTER DELETE ON app_transaction FOR EACH ROW EXECUTE FUNCTION economy.attached_seed_sync();
 CREATE OR REPLACE TRIGGER economy_seed_sync_rows AFTER INSERT ON app_transaction REFERENCING NEW TABLE AS sync_inserted FOR EACH STATEMENT EXECUTE FUNCTION economy.attached_seed_sync_rows();
 CREATE OR REPLACE TRIGGER economy_seed_sync_update AFTER UPDATE ON app_transaction FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION economy.attached_seed_sync();

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
 
@@ -71,19 +71,38 @@ def test_bulk_create_update_and_delete(economy):
     assert drift() == []
 
 
-def test_bulk_create_synced_once_per_statement(economy):
+def wallet_rows_written():
+    """Versions of wallet rows written in this transaction so far."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass)",
+            [DeltaCrownWallet._meta.db_table],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_bulk_create_needs_nothing_and_writes_each_wallet_once(economy):
     ana, bo, treasury = economy
-    rows = [
-        DeltaCrownTransaction(wallet=wallet, amount=amount, reason="season_reward")
-        for wallet, amount in ((bo, 7), (ana, 10), (treasury, -2), (ana, 5), (bo, -1))
-    ]
-    with sync_by_statement():
-        DeltaCrownTransaction.objects.bulk_create(rows)
+
+    def rows(*pairs):
+        return [
+            DeltaCrownTransaction(wallet=wallet, amount=amount, reason="season_reward")
+            for wallet, amount in pairs
+        ]
+
+    with transaction.atomic():
+        before = wallet_rows_written()
+        DeltaCrownTransaction.objects.bulk_create(
+            rows((bo, 7), (ana, 10), (treasury, -2), (ana, 5), (bo, -1))
+        )
+        assert wallet_rows_written() - before == 3
     assert figures(ana) == (15, 15, Decimal("15.00"), Decimal("15.00"))
     assert figures(bo) == (6, 7, Decimal("6.00"), Decimal("7.00"))
     assert figures(treasury) == (-2, 0)
-    DeltaCrownTransaction.objects.create(wallet=ana, amount=1, reason="reward")  # row by row again
-    assert figures(ana)[0] == 16
+    with sync_by_statement():  # once needed for this; still works
+        DeltaCrownTransaction.objects.bulk_create(rows((bo, 7), (ana, 10)))
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=1, reason="reward")  # one row
+    assert figures(ana) == (26, 26, Decimal("26.00"), Decimal("26.00"))
     assert drift() == []
 
 

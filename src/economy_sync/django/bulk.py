@@ -1,17 +1,17 @@
-"""Multi-row writes to an attached ledger, synced once per statement."""
+"""Multi-row writes to an attached ledger: synced once per statement, with
+nothing to set (kept for code written when that needed a setting)."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections, transaction
+from django.db import transaction
 
 
 @contextmanager
 def sync_by_statement(using: str = "default") -> Iterator[None]:
-    """A transaction in which each INSERT into an attached ledger (a
-    `bulk_create`) updates each wallet's and profile's caches once, at the end
-    of the statement, instead of once per row: `economy.sync = 'statement'`."""
+    """A transaction (`atomic`). Every INSERT of several rows into an attached
+    ledger (a `bulk_create`) updates each wallet's and profile's caches once,
+    with or without it: kept so that code written for `economy.sync =
+    'statement'` goes on working."""
     with transaction.atomic(using=using):
-        with connections[using].cursor() as cursor:
-            cursor.execute("SET LOCAL economy.sync = 'statement'")
         yield

@@ -1,0 +1,378 @@
+-- 0010_bulk_writes: back to 0009_one_engine_foundations.
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0009_one_engine_foundations)';
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was. A credit to a hot wallet is parked instead; any other entry on
+-- a hot wallet folds its parked credits first. The rows of an INSERT made
+-- with economy.sync = 'statement' are left to sync_rows (below). Both read
+-- the setting when they fire, at the end of the statement, one right after
+-- the other: so each row is applied once, by one of them. (Not in a WHEN
+-- clause: an AFTER trigger's WHEN is read when the row or statement is
+-- queued, and the statement could change the setting in between.)
+CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_wallet bigint;
+    sync_balance numeric;
+    sync_limit numeric;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    %19$s
+    IF TG_OP <> 'DELETE' THEN
+        sync_amount := NEW.%4$I;
+        IF %2$s THEN
+            RAISE EXCEPTION '%%: amount %% cannot be cached exactly', TG_TABLE_NAME, sync_amount
+                USING ERRCODE = 'check_violation';
+        END IF;
+        sync_earned := CASE WHEN %3$s THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
+            FOR KEY SHARE;
+            IF FOUND THEN
+                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+                VALUES (%16$L, NEW.%8$I, sync_amount, sync_earned);
+                %20$s
+                %18$s
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
+        ) THEN
+            PERFORM economy.%17$I(ARRAY[NEW.%8$I::bigint]);  -- the balance is exact after it
+        END IF;
+        UPDATE %5$s w SET %6$s
+        WHERE w.%7$I = NEW.%8$I
+        RETURNING %9$s, w.%7$I, w.%14$I, %21$s
+        INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+        %22$s
+        %10$s
+        %15$s
+    END IF;
+
+    sync_wallets := ARRAY[OLD.%8$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN %11$s THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.%8$I = OLD.%8$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%8$I > OLD.%8$I THEN
+            sync_wallets := sync_wallets || NEW.%8$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%8$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %5$s w SET %12$s
+            WHERE w.%7$I = sync_wallets[i]
+            RETURNING %9$s, w.%7$I, w.%14$I, %21$s
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            %23$s
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %13$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    economy.render_inexact(a, 'sync_amount'),
+    economy.render_earning(a, 'NEW'),
+    a.amount_column,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column
+    ) ELSE '' END,
+    economy.render_earning(a, 'OLD'),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := NULL;  -- a parked credit has no place in the order'
+        || E'\n                RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    CASE WHEN a.balance_after_column IS NULL THEN $statement$
+    IF TG_OP = 'INSERT' AND pg_catalog.current_setting('economy.sync', true) = 'statement' THEN
+        RETURN NULL;  -- the statement's rows are applied together (sync_rows)
+    END IF;$statement$ ELSE '' END,
+    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
+    economy.render_limit(a),
+    economy.render_limit_check(a, 'sync_amount'),
+    economy.render_limit_check(a, 'sync_amounts[i]')
+);
+$render$;
+
+-- Template: the ledger's statement trigger, for an INSERT made with
+-- `SET LOCAL economy.sync = 'statement'` (a multi-row INSERT or a COPY):
+-- its wallets locked in ascending key order, each updated once with the sum
+-- of its rows, then each owner's profile once. As row by row, a hot wallet
+-- that only gets credits has them parked (one parked row per wallet, no
+-- shared row written); one that also gets a debit is folded under its lock
+-- first. Not made for an attachment that records balance_after_column: each
+-- row needs its own balance there, so its rows are synced one by one
+-- whatever the setting.
+CREATE OR REPLACE FUNCTION economy.render_sync_rows(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_refused record;
+    sync_parked bigint[];
+    sync_folded bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    IF pg_catalog.current_setting('economy.sync', true) IS DISTINCT FROM 'statement' THEN
+        RETURN NULL;  -- the row triggers applied the rows
+    END IF;
+    IF EXISTS (SELECT FROM sync_inserted n WHERE %12$s) THEN
+        RAISE EXCEPTION '%%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- the hot wallets of the statement: parked if it only credits them
+    -- (KEY SHARE, as a credit row by row), else folded below
+    SELECT coalesce(array_agg(h.wallet_id) FILTER (WHERE h.credits_only), '{}'),
+        coalesce(array_agg(h.wallet_id) FILTER (WHERE NOT h.credits_only), '{}')
+    INTO sync_parked, sync_folded
+    FROM (
+        SELECT h.wallet_id, i.credits_only
+        FROM economy.attached_hot_wallet h
+        JOIN (
+            SELECT n.%4$I AS wallet_key, bool_and(n.%5$I > 0) AS credits_only
+            FROM sync_inserted n
+            GROUP BY n.%4$I
+        ) i ON i.wallet_key = h.wallet_id
+        WHERE h.attachment = %10$L
+        ORDER BY h.wallet_id
+        FOR KEY SHARE OF h
+    ) h;
+    PERFORM FROM %2$s w
+    WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n WHERE n.%4$I <> ALL (sync_parked))
+    ORDER BY w.%3$I
+    FOR NO KEY UPDATE;
+    IF cardinality(sync_folded) > 0 THEN
+        PERFORM economy.%11$I(sync_folded);
+    END IF;
+    -- each wallet's sums, once: parked or added to its cached columns
+    WITH totals AS (
+        SELECT n.%4$I AS wallet_key, sum(n.%5$I) AS amount,
+            sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END) AS earnings
+        FROM sync_inserted n
+        GROUP BY n.%4$I
+    ),
+
+    parked AS (
+        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+        SELECT %10$L, t.wallet_key, t.amount, t.earnings
+        FROM totals t
+        WHERE t.wallet_key = ANY (sync_parked)
+    ),
+
+    updated AS (
+        UPDATE %2$s w SET %7$s
+        FROM totals t
+        WHERE w.%3$I = t.wallet_key AND t.wallet_key <> ALL (sync_parked)
+        RETURNING (%8$s)::bigint AS owner_key, t.amount, t.earnings
+    )
+
+    SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM updated u;
+    %13$s
+    %14$s
+    %9$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync_rows'),
+    a.wallet,
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 't.amount', 't.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    economy.render_inexact(a, format('n.%I', a.amount_column)),
+    economy.render_parked_fit(a, 'sync_parked'),
+    CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        $check$-- every debit of the statement, in its order, against the overdraft limit
+    SELECT r.wallet_key, r.running, r.overdraft INTO sync_refused
+    FROM (
+        SELECT n.wallet_key, n.amount, b.overdraft,
+            b.balance - sum(n.amount) OVER (PARTITION BY n.wallet_key)
+            + sum(n.amount) OVER (PARTITION BY n.wallet_key ORDER BY n.position) AS running
+        FROM (
+            SELECT row_number() OVER () AS position, s.%1$I AS wallet_key, s.%2$I AS amount
+            FROM sync_inserted s
+        ) n
+        JOIN (
+            SELECT w.%3$I AS wallet_key, w.%4$I::numeric AS balance, %5$s AS overdraft
+            FROM %6$s w
+            WHERE w.%3$I IN (SELECT s.%1$I FROM sync_inserted s)
+        ) b ON b.wallet_key = n.wallet_key
+    ) r
+    WHERE r.amount < 0 AND r.running < -r.overdraft
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+            sync_refused.wallet_key, sync_refused.running, sync_refused.overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;$check$,
+        a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
+        economy.render_limit(a), a.wallet
+    ) ELSE '' END
+);
+$render$;
+
+-- The triggers an attachment puts on the app's tables, the one list of them
+-- (read by create_attached_functions, detach, attachment_sql and doctor):
+-- name, table and definition.
+CREATE OR REPLACE FUNCTION economy.attached_triggers(a economy.attachments)
+RETURNS TABLE (trigger_name name, tbl regclass, definition text)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT t.trigger_name, t.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I %s ON %s %s EXECUTE FUNCTION economy.%s',
+        t.trigger_name, t.event, t.tbl, t.rest, t.call)
+    FROM (
+        VALUES
+        -- BEFORE when it records balance_after: the row is written with it
+        ('economy_' || a.name || '_sync', a.ledger,
+            CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
+            'FOR EACH ROW', quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        ('economy_' || a.name || '_sync_delete', a.ledger, 'AFTER DELETE', 'FOR EACH ROW',
+            quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        ('economy_' || a.name || '_sync_update', a.ledger, 'AFTER UPDATE',
+            'FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)',
+            quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        -- AFTER: it sees whether the same statement emptied the wallet table
+        ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
+            'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
+    ) AS t (trigger_name, tbl, event, rest, call)
+    UNION ALL
+    -- inserts made with economy.sync = 'statement'; each row needs its own
+    -- balance_after, so not where that is recorded
+    SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_rows', a.ledger,
+        economy.attached_object(a.name, 'sync_rows'))
+    WHERE a.balance_after_column IS NULL
+    UNION ALL
+    -- guards of the cached columns: only the sync role writes them (no
+    -- setting, no trigger depth: nothing another role can arrange opens them)
+    SELECT 'economy_' || a.name || '_keep_cached', k.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+        ' WHEN (CURRENT_USER <> %L AND (%s))'
+        ' EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_keep_cached', k.tbl, a.sync_role,
+        (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+            FROM unnest(k.cached) c),
+        k.guard)
+    FROM economy.cached_tables(a) k
+    UNION ALL
+    -- a new row's cached figures are the ledger's
+    SELECT 'economy_' || a.name || '_new_cached', k.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE INSERT ON %s FOR EACH ROW'
+        ' WHEN (CURRENT_USER <> %L) EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_new_cached', k.tbl, a.sync_role, k.guard)
+    FROM economy.cached_tables(a) k
+    UNION ALL
+    SELECT 'economy_' || a.name || '_move', a.wallet, format(
+        'CREATE OR REPLACE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
+        ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
+        'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
+        economy.attached_object(a.name, 'move'))
+    WHERE a.profile IS NOT NULL;
+$$;
+
+-- every attachment regenerated from 0009's templates
+DO $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
+        
+        PERFORM economy.create_attached_functions(a);
+    END LOOP;
+END;
+$$;
+DROP FUNCTION economy.insert_sync(economy.attachments);
