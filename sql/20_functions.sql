@@ -114,21 +114,39 @@ BEGIN
 END;
 $$;
 
+-- The setting that holds, while a statement inserts into the ledger, the
+-- running balances of its wallets whose id falls in one of 1,024 groups: a
+-- list ',wallet:balance:hot,…' (transaction-local, emptied by apply_entries
+-- at the end of each statement). It only saves apply_entry a read per row:
+-- any role can change a setting, so apply_entries checks every row's
+-- balance_after against the cached balance, read under the wallet's lock.
+CREATE FUNCTION economy.running_setting(wallet_id bigint)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT 'economy.running_' || abs(wallet_id % 1024);
+$$;
+
 -- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
--- entry, applies it to the cached balances in the same transaction and
--- records the wallet's balance after it (balance_after). Its UPDATE takes the
--- wallet row lock that every writer of the wallet, and reconcile_economy,
--- queue on, so entries are applied one at a time, in a definite order. Under
--- that lock an idempotency key already used is seen for sure: such a row is
--- about to be skipped by ON CONFLICT DO NOTHING (or refused as a duplicate),
--- so its amount is taken back. BEFORE, because the ledger is append-only:
--- balance_after must be known before the row is written; and the foreign
--- key's check, at the end of the statement, then finds the wallet row
--- already locked by this transaction.
+-- entry and records the wallet's balance right after it (balance_after): the
+-- cached balance, read under the wallet's row lock at the wallet's first
+-- entry of the statement, plus the statement's entries before this one
+-- (economy.running_setting). The cached figures themselves are updated once
+-- per statement, at its end, by apply_entries: so a statement writes each
+-- wallet and profile row once, whatever its number of rows (a row-by-row
+-- update would walk a growing chain of row versions: quadratic). The lock,
+-- FOR NO KEY UPDATE, is the one every writer of the wallet, and reconcile,
+-- queue on, so entries are applied one statement at a time, in a definite
+-- order. Under that lock an idempotency key already used is seen for sure:
+-- such a row is about to be skipped by ON CONFLICT DO NOTHING (or refused
+-- as a duplicate), so it counts for nothing. BEFORE, because the ledger is
+-- append-only: balance_after must be known before the row is written; and
+-- the foreign key's check, at the end of the statement, then finds the
+-- wallet row already locked by this transaction.
 -- A credit to a hot wallet takes no row lock but KEY SHARE (set_hot(false)
 -- waits for it) and is parked, with balance_after NULL. Any other entry on a
--- hot wallet folds the parked credits first, under the lock, and is checked
--- against the exact balance.
+-- hot wallet folds the parked credits first, under the lock.
 CREATE FUNCTION economy.apply_entry()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -136,14 +154,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    owner_id bigint;
-    new_balance numeric;
-    held numeric;
-    overdraft numeric;
+    setting text;
+    running_list text;
+    seen text;  -- 'balance:hot' once the statement has an entry of the wallet
+    running numeric;
     is_hot boolean;
-    folded numeric := 0;
     parkable boolean;
-    beyond_horizon boolean;
 BEGIN
     IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
         OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
@@ -156,78 +172,161 @@ BEGIN
         PERFORM economy.check_reversal(NEW);
     END IF;
     parkable := NEW.amount > 0 AND NEW.reverses_id IS NULL;
+    setting := economy.running_setting(NEW.wallet_id);
+    running_list := coalesce(pg_catalog.current_setting(setting, true), '');
+    seen := nullif(split_part(split_part(running_list, ',' || NEW.wallet_id || ':', 2), ',', 1), '');
 
-    UPDATE economy.wallet w
-    SET balance = w.balance + NEW.amount
-    WHERE w.id = NEW.wallet_id
-        -- the safe horizon: no entry at or below it may commit any more
-        AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-        AND NOT (w.hot AND parkable)
-    RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
-    INTO owner_id, new_balance, held, overdraft, is_hot;
-    IF NOT FOUND AND parkable THEN
-        -- read once: the horizon cannot move while this insert is in flight
-        -- (mark_ledger_horizon waits for it)
-        beyond_horizon := NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h);
+    IF seen IS NULL THEN
+        -- the table's lock for its update (apply_entries) before any row's:
+        -- a writer that holds a row must never queue for the table behind
+        -- a schema change (ALTER TABLE) that queues for that row
+        LOCK TABLE economy.wallet IN ROW EXCLUSIVE MODE;
+        -- (a credit to a hot wallet is parked below, without this lock)
+        SELECT w.balance, w.hot INTO running, is_hot
+        FROM economy.wallet w
+        WHERE w.id = NEW.wallet_id AND NOT (w.hot AND parkable)
+            -- the safe horizon: no entry at or below it may commit any more
+            -- (also checked for every row at the end of the statement)
+            AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        FOR NO KEY UPDATE;
+    ELSE
+        running := split_part(seen, ':', 1)::numeric;
+        is_hot := split_part(seen, ':', 2) = 'true';
+    END IF;
+    IF parkable AND (running IS NULL OR is_hot) THEN
         IF NEW.idempotency_key IS NULL THEN
             INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
             SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
             FROM economy.wallet w, economy.transaction_kind k
-            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind AND beyond_horizon
+            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind
+                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
             FOR KEY SHARE OF w;
         ELSE
             -- parked by apply_hot_credit once written: ON CONFLICT may skip it
             PERFORM FROM economy.wallet w
-            WHERE w.id = NEW.wallet_id AND w.hot AND beyond_horizon
+            WHERE w.id = NEW.wallet_id AND w.hot
+                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
             FOR KEY SHARE;
         END IF;
         IF FOUND THEN
             NEW.balance_after := NULL;
             RETURN NEW;
         END IF;
-        -- turned back to normal meanwhile
-        UPDATE economy.wallet w
-        SET balance = w.balance + NEW.amount
-        WHERE w.id = NEW.wallet_id AND beyond_horizon
-        RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
-        INTO owner_id, new_balance, held, overdraft, is_hot;
+        IF running IS NULL THEN  -- turned back to normal meanwhile
+            SELECT w.balance, w.hot INTO running, is_hot
+            FROM economy.wallet w
+            WHERE w.id = NEW.wallet_id
+                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            FOR NO KEY UPDATE;
+        END IF;
     END IF;
-    IF NOT FOUND THEN
+    IF running IS NULL THEN
         PERFORM economy.refuse_unapplied_entry(NEW);
+    END IF;
+    IF seen IS NULL AND is_hot THEN
+        running := running + economy.fold_hot_credits(NEW.wallet_id);
     END IF;
 
     IF NEW.idempotency_key IS NOT NULL AND EXISTS (
         SELECT FROM economy.transaction t
         WHERE t.wallet_id = NEW.wallet_id AND t.idempotency_key = NEW.idempotency_key
     ) THEN
-        UPDATE economy.wallet w SET balance = w.balance - NEW.amount WHERE w.id = NEW.wallet_id;
         RETURN NEW;
     END IF;
-    IF is_hot THEN
-        folded := economy.fold_hot_credits(NEW.wallet_id);
-        new_balance := new_balance + folded;
+    running := running + NEW.amount;
+    NEW.balance_after := running;
+    PERFORM pg_catalog.set_config(setting, CASE
+        WHEN seen IS NULL THEN coalesce(nullif(running_list, ''), ',')
+            || NEW.wallet_id || ':' || running || ':' || is_hot || ','
+        ELSE replace(running_list, ',' || NEW.wallet_id || ':' || seen || ',',
+            ',' || NEW.wallet_id || ':' || running || ':' || is_hot || ',')
+    END, true);
+    RETURN NEW;
+END;
+$$;
+
+-- Trigger function, AFTER INSERT on the ledger, once per statement: applies
+-- the statement's entries (those apply_entry gave a balance_after; a parked
+-- credit has none) to the cached figures, each wallet and profile updated
+-- once, and empties the running balances. Its wallets are locked already
+-- (apply_entry, or apply_batch, took them): so this only checks, under those
+-- locks, that each wallet's entries, in their order, form a running sum
+-- that starts from its cached balance (the settings apply_entry read can be
+-- anyone's), that none is at or below the checkpoint's safe horizon (which
+-- cannot move while the statement is in flight), and that no debit takes
+-- its wallet below -overdraft_limit at its place in the order. Only debits
+-- are refused: a credit to a wallet that is below its limit (after a repair
+-- of bad data) still brings it closer to allowed. Held amounts are not
+-- available.
+CREATE FUNCTION economy.apply_entries()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    early economy.transaction;
+    refused record;
+BEGIN
+    PERFORM pg_catalog.set_config(s.setting, '', true)
+    FROM (SELECT DISTINCT economy.running_setting(e.wallet_id) AS setting FROM entries e) s;
+    SELECT e.* INTO early FROM entries e
+    WHERE e.id <= (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM economy.refuse_unapplied_entry(early);
     END IF;
-    -- Only debits are refused: a credit to a wallet that is below its limit
-    -- (after a repair of bad data) still brings it closer to allowed. Held
-    -- amounts are not available.
-    IF NEW.amount < 0 AND new_balance - held < -overdraft THEN
+
+    SELECT r.wallet_id, r.balance_after, r.running, r.held, r.overdraft_limit INTO refused
+    FROM (
+        SELECT e.id, e.wallet_id, e.amount, e.balance_after, w.held, w.overdraft_limit,
+            w.balance + sum(e.amount) OVER (PARTITION BY e.wallet_id ORDER BY e.id) AS running
+        FROM entries e
+        -- locked already (taken again, in id order, if a setting lied)
+        JOIN (
+            SELECT w.id, w.balance, w.held, w.overdraft_limit FROM economy.wallet w
+            WHERE w.id IN (SELECT x.wallet_id FROM entries x WHERE x.balance_after IS NOT NULL)
+            ORDER BY w.id
+            FOR NO KEY UPDATE
+        ) w ON w.id = e.wallet_id
+        WHERE e.balance_after IS NOT NULL
+    ) r
+    WHERE r.balance_after <> r.running
+        OR (r.amount < 0 AND r.running - r.held < -r.overdraft_limit)
+    ORDER BY r.id
+    LIMIT 1;
+    IF FOUND AND refused.balance_after <> refused.running THEN
+        RAISE EXCEPTION 'wallet % changed while this statement was adding to it', refused.wallet_id
+            USING ERRCODE = 'serialization_failure',
+            HINT = 'its balance_after values would not be a running sum: run the statement again';
+    ELSIF FOUND THEN
         RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
-            NEW.wallet_id, new_balance, held, overdraft
+            refused.wallet_id, refused.running, refused.held, refused.overdraft_limit
             USING ERRCODE = 'check_violation';
     END IF;
-    NEW.balance_after := new_balance;
+
+    WITH totals AS (
+        SELECT e.wallet_id,
+            sum(e.amount) AS amount,
+            sum(economy.earned(e.amount, k.is_earning)) AS earnings
+        FROM entries e
+        JOIN economy.transaction_kind k ON k.kind = e.kind
+        WHERE e.balance_after IS NOT NULL
+        GROUP BY e.wallet_id
+    ),
+
+    wallets AS (
+        UPDATE economy.wallet w SET balance = w.balance + t.amount
+        FROM totals t
+        WHERE w.id = t.wallet_id
+        RETURNING w.user_id, t.amount, t.earnings
+    )
 
     UPDATE economy.profile p
-    SET balance = p.balance + NEW.amount,
-        lifetime_earnings = p.lifetime_earnings
-        + economy.earned(NEW.amount, k.is_earning)
-    FROM economy.transaction_kind k
-    WHERE p.user_id = owner_id AND k.kind = NEW.kind;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown transaction kind %', NEW.kind
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NEW;
+    SET balance = p.balance + x.amount, lifetime_earnings = p.lifetime_earnings + x.earnings
+    FROM wallets x
+    WHERE p.user_id = x.user_id;
+    RETURN NULL;
 END;
 $$;
 

@@ -1,12 +1,15 @@
 -- economy-sync: triggers on the ledger.
 
--- Rows that arrive with a balance_after were applied by economy.apply_batch
--- (package roles cannot name the column).
 CREATE TRIGGER apply_entry
 BEFORE INSERT ON economy.transaction
 FOR EACH ROW
-WHEN (NEW.balance_after IS NULL)
 EXECUTE FUNCTION economy.apply_entry();
+
+CREATE TRIGGER apply_entries
+AFTER INSERT ON economy.transaction
+REFERENCING NEW TABLE AS entries
+FOR EACH STATEMENT
+EXECUTE FUNCTION economy.apply_entries();
 
 CREATE TRIGGER apply_hot_credit
 AFTER INSERT ON economy.transaction

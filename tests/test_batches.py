@@ -121,19 +121,19 @@ def test_the_app_role_may_write_batches_but_not_choose_positions(login, wallets)
             app.execute(statement)
 
 
-def test_a_hot_wallet_in_a_batch_is_folded_and_applied(conn, wallets):
+def test_a_hot_wallet_in_a_batch_is_folded_for_its_debit_and_its_credits_parked(conn, wallets):
     set_hot(conn, wallets[0])
     post(conn, wallets[0], "20")  # parked
     conn.execute(
         BATCH + "(%s, -125, 'purchase'), (%s, 5, 'prize'), (%s, 3, 'refund')",
         [wallets[0], wallets[1], wallets[0]],
-    )  # the debit needs the parked 20; each wallet keeps its own running balance
+    )  # the debit needs the parked 20; the later credit is parked, as any credit to it
     assert [(w, after) for w, _, _, after in entries(conn)[-3:]] == [
         (wallets[0], Decimal("-5.00")),
         (wallets[1], Decimal("5.00")),
-        (wallets[0], Decimal("-2.00")),
+        (wallets[0], None),
     ]
-    assert balances(conn, wallets[0])[0] == Decimal("-2.00")
+    assert balances(conn, wallets[0])[0] == Decimal("-5.00")
     assert wallet_balance(conn, wallets[0]) == Decimal("-2.00")
     assert drift(conn) == []
 

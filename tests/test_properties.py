@@ -106,6 +106,69 @@ class LedgerModel(RuleBasedStateMachine):
             assert error is None
             self.apply(wallet, amount, kind, key, entry_id=rows[0][0])
 
+    @rule(
+        data=st.data(),
+        rows=st.lists(st.tuples(amounts, st.sampled_from(KINDS), keys), min_size=2, max_size=6),
+        via=st.sampled_from(["values", "copy"]),
+    )
+    def post_many(self, data, rows, via):
+        """Several rows in one statement (a VALUES list with ON CONFLICT DO
+        NOTHING, or a COPY): each checked in its order, the statement refused
+        whole, or applied as one row after the other would be."""
+        if not self.wallets:
+            return
+        rows = [
+            (self.wallets[data.draw(st.sampled_from(sorted(self.wallets)))], amount, kind,
+             key if via == "values" else None)
+            for amount, kind, key in rows
+        ]  # fmt: skip
+        ids, error = self.insert_rows(rows, via)
+        if not all(valid_amount(amount) for _, amount, _, _ in rows):
+            assert error is errors.CheckViolation
+            return
+        balance, held, limits = dict(self.balance), self.held, self.limits
+        applied, used = [], set(self.keys)
+        for wallet, amount, kind, key in rows:
+            if key is not None and (wallet, key) in used:
+                continue  # skipped by ON CONFLICT DO NOTHING
+            used.add((wallet, key))
+            if amount < 0 and balance[wallet] - held[wallet] + amount < -limits[wallet]:
+                assert error is errors.CheckViolation
+                return
+            balance[wallet] += amount
+            applied.append((wallet, amount, kind, key))
+        assert error is None
+        assert len(ids) == len(applied)
+        for (wallet, amount, kind, key), entry_id in zip(applied, ids, strict=True):
+            self.apply(wallet, amount, kind, key, entry_id=entry_id)
+
+    def insert_rows(self, rows, via):
+        """The new entries' ids, in their order, or the error."""
+        try:
+            with self.conn.transaction():
+                if via == "copy":
+                    before = self.conn.execute(
+                        "SELECT coalesce(max(id), 0) FROM economy.transaction"
+                    ).fetchone()[0]
+                    with self.conn.cursor().copy(
+                        "COPY economy.transaction (wallet_id, amount, kind) FROM STDIN"
+                    ) as copy:
+                        for wallet, amount, kind, _ in rows:
+                            copy.write_row((wallet, amount, kind))
+                    found = self.conn.execute(
+                        "SELECT id FROM economy.transaction WHERE id > %s ORDER BY id", [before]
+                    ).fetchall()
+                else:
+                    found = self.conn.execute(
+                        "INSERT INTO economy.transaction (wallet_id, amount, kind, idempotency_key)"
+                        " SELECT * FROM unnest(%s::bigint[], %s::numeric[], %s::text[], %s::text[])"
+                        " ON CONFLICT DO NOTHING RETURNING id",
+                        [list(column) for column in zip(*rows, strict=True)],
+                    ).fetchall()
+            return sorted(entry_id for (entry_id,) in found), None
+        except psycopg.Error as error:
+            return None, type(error)
+
     @rule(data=st.data(), amount=amounts, key=keys)
     def transfer(self, data, amount, key):
         if not self.wallets:
@@ -253,6 +316,17 @@ class LedgerModel(RuleBasedStateMachine):
         users = [self.first_user + slot for slot in self.wallets]
         drift = self.conn.execute("SELECT * FROM economy.balance_drift(%s)", [users]).fetchall()
         assert drift == []
+        # each wallet's balance_after values, in id order, are its running sum
+        assert (
+            self.conn.execute(
+                "SELECT * FROM (SELECT id, balance_after,"
+                " sum(amount) OVER (PARTITION BY wallet_id ORDER BY id) AS running"
+                " FROM economy.transaction WHERE wallet_id = ANY(%s)) e"
+                " WHERE balance_after IS DISTINCT FROM running",
+                [ids],
+            ).fetchall()
+            == []
+        )
 
 
 def test_database_agrees_with_the_model(dsn):

@@ -3,6 +3,233 @@
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0009_one_engine_foundations)';
 
+DROP TRIGGER apply_entries ON economy.transaction;
+
+CREATE OR REPLACE TRIGGER apply_entry
+BEFORE INSERT ON economy.transaction
+FOR EACH ROW
+WHEN (NEW.balance_after IS NULL)
+EXECUTE FUNCTION economy.apply_entry();
+
+-- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
+-- entry, applies it to the cached balances in the same transaction and
+-- records the wallet's balance after it (balance_after). Its UPDATE takes the
+-- wallet row lock that every writer of the wallet, and reconcile_economy,
+-- queue on, so entries are applied one at a time, in a definite order. Under
+-- that lock an idempotency key already used is seen for sure: such a row is
+-- about to be skipped by ON CONFLICT DO NOTHING (or refused as a duplicate),
+-- so its amount is taken back. BEFORE, because the ledger is append-only:
+-- balance_after must be known before the row is written; and the foreign
+-- key's check, at the end of the statement, then finds the wallet row
+-- already locked by this transaction.
+-- A credit to a hot wallet takes no row lock but KEY SHARE (set_hot(false)
+-- waits for it) and is parked, with balance_after NULL. Any other entry on a
+-- hot wallet folds the parked credits first, under the lock, and is checked
+-- against the exact balance.
+CREATE OR REPLACE FUNCTION economy.apply_entry()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner_id bigint;
+    new_balance numeric;
+    held numeric;
+    overdraft numeric;
+    is_hot boolean;
+    folded numeric := 0;
+    parkable boolean;
+    beyond_horizon boolean;
+BEGIN
+    IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
+        OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
+        RETURN NEW;  -- refused by the table's NOT NULL and CHECK constraints
+    END IF;
+    IF scale(NEW.amount) <> 2 THEN  -- most amounts arrive with 2 decimals already
+        NEW.amount := economy.exact_amount(NEW.amount);
+    END IF;
+    IF NEW.reverses_id IS NOT NULL THEN
+        PERFORM economy.check_reversal(NEW);
+    END IF;
+    parkable := NEW.amount > 0 AND NEW.reverses_id IS NULL;
+
+    UPDATE economy.wallet w
+    SET balance = w.balance + NEW.amount
+    WHERE w.id = NEW.wallet_id
+        -- the safe horizon: no entry at or below it may commit any more
+        AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        AND NOT (w.hot AND parkable)
+    RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
+    INTO owner_id, new_balance, held, overdraft, is_hot;
+    IF NOT FOUND AND parkable THEN
+        -- read once: the horizon cannot move while this insert is in flight
+        -- (mark_ledger_horizon waits for it)
+        beyond_horizon := NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h);
+        IF NEW.idempotency_key IS NULL THEN
+            INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
+            SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
+            FROM economy.wallet w, economy.transaction_kind k
+            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind AND beyond_horizon
+            FOR KEY SHARE OF w;
+        ELSE
+            -- parked by apply_hot_credit once written: ON CONFLICT may skip it
+            PERFORM FROM economy.wallet w
+            WHERE w.id = NEW.wallet_id AND w.hot AND beyond_horizon
+            FOR KEY SHARE;
+        END IF;
+        IF FOUND THEN
+            NEW.balance_after := NULL;
+            RETURN NEW;
+        END IF;
+        -- turned back to normal meanwhile
+        UPDATE economy.wallet w
+        SET balance = w.balance + NEW.amount
+        WHERE w.id = NEW.wallet_id AND beyond_horizon
+        RETURNING w.user_id, w.balance, w.held, w.overdraft_limit, w.hot
+        INTO owner_id, new_balance, held, overdraft, is_hot;
+    END IF;
+    IF NOT FOUND THEN
+        PERFORM economy.refuse_unapplied_entry(NEW);
+    END IF;
+
+    IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+        SELECT FROM economy.transaction t
+        WHERE t.wallet_id = NEW.wallet_id AND t.idempotency_key = NEW.idempotency_key
+    ) THEN
+        UPDATE economy.wallet w SET balance = w.balance - NEW.amount WHERE w.id = NEW.wallet_id;
+        RETURN NEW;
+    END IF;
+    IF is_hot THEN
+        folded := economy.fold_hot_credits(NEW.wallet_id);
+        new_balance := new_balance + folded;
+    END IF;
+    -- Only debits are refused: a credit to a wallet that is below its limit
+    -- (after a repair of bad data) still brings it closer to allowed. Held
+    -- amounts are not available.
+    IF NEW.amount < 0 AND new_balance - held < -overdraft THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
+            NEW.wallet_id, new_balance, held, overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;
+    NEW.balance_after := new_balance;
+
+    UPDATE economy.profile p
+    SET balance = p.balance + NEW.amount,
+        lifetime_earnings = p.lifetime_earnings
+        + economy.earned(NEW.amount, k.is_earning)
+    FROM economy.transaction_kind k
+    WHERE p.user_id = owner_id AND k.kind = NEW.kind;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown transaction kind %', NEW.kind
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- Trigger function, AFTER INSERT on economy.transaction_batch, once per
+-- statement: moves the statement's rows into the ledger in their order and
+-- updates each wallet's and profile's caches once, in the writers' lock
+-- order. Each entry gets its balance_after from a running sum under the
+-- wallet locks, so apply_entry (which runs only for rows without one) has
+-- nothing left to do; a row of an unknown wallet has none and is refused by
+-- apply_entry. A debit that would take its wallet below -overdraft_limit at
+-- its place in the order fails the whole statement.
+CREATE OR REPLACE FUNCTION economy.apply_batch()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked_ids bigint[];
+    start_balances numeric[];
+    any_hot boolean;
+    refused record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM batch) THEN
+        RETURN NULL;
+    END IF;
+    -- The ledger's lock first, as an INSERT takes it before its trigger
+    -- locks a wallet; then the wallets, in id order. (Their profiles need no
+    -- order: every writer of a profile holds its wallet's lock first.)
+    LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
+    -- Their balances too, read once per wallet rather than once per row.
+    SELECT array_agg(l.id), array_agg(l.balance), coalesce(bool_or(l.hot), false)
+    INTO locked_ids, start_balances, any_hot
+    FROM (
+        SELECT w.id, w.balance, w.hot FROM economy.wallet w
+        WHERE w.id IN (SELECT b.wallet_id FROM batch b)
+        ORDER BY w.id
+        FOR NO KEY UPDATE
+    ) l;
+    IF any_hot THEN
+        PERFORM economy.fold_hot_credits(w.id) FROM economy.wallet w
+        WHERE w.id = ANY (locked_ids) AND w.hot;
+        SELECT array_agg(w.id), array_agg(w.balance) INTO locked_ids, start_balances
+        FROM economy.wallet w
+        WHERE w.id = ANY (locked_ids);
+    END IF;
+
+    -- A new statement, so a snapshot taken after the locks.
+    WITH entries AS (
+        INSERT INTO economy.transaction AS t (
+            wallet_id, amount, kind, idempotency_key, memo, balance_after
+        )
+        SELECT b.wallet_id, b.amount, b.kind, b.idempotency_key, b.memo,
+            s.balance + sum(b.amount) OVER (PARTITION BY b.wallet_id ORDER BY b.position)
+        FROM (
+            SELECT x.position, x.wallet_id, x.kind, x.idempotency_key, x.memo,
+                economy.exact_amount(x.amount) AS amount
+            FROM batch x
+        ) b
+        -- LEFT: a row of an unknown wallet goes on, without a balance_after
+        LEFT JOIN unnest(locked_ids, start_balances) s (wallet_id, balance)
+            ON s.wallet_id = b.wallet_id
+        ORDER BY b.position
+        RETURNING t.wallet_id, t.amount, t.kind, t.balance_after
+    ),
+
+    totals AS (
+        SELECT e.wallet_id,
+            sum(e.amount) AS amount,
+            sum(economy.earned(e.amount, k.is_earning)) AS earnings
+        FROM entries e
+        JOIN economy.transaction_kind k ON k.kind = e.kind
+        GROUP BY e.wallet_id
+    ),
+
+    wallets AS (
+        UPDATE economy.wallet w SET balance = w.balance + t.amount
+        FROM totals t
+        WHERE w.id = t.wallet_id
+        RETURNING w.user_id, t.amount, t.earnings
+    ),
+
+    profiles AS (
+        UPDATE economy.profile p
+        SET balance = p.balance + x.amount, lifetime_earnings = p.lifetime_earnings + x.earnings
+        FROM wallets x
+        WHERE p.user_id = x.user_id
+    )
+
+    SELECT e.wallet_id, e.balance_after, w.held, w.overdraft_limit INTO refused
+    FROM entries e
+    JOIN economy.wallet w ON w.id = e.wallet_id
+    WHERE e.amount < 0 AND e.balance_after - w.held < -w.overdraft_limit
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
+            refused.wallet_id, refused.balance_after, refused.held, refused.overdraft_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    DELETE FROM economy.transaction_batch x USING batch b WHERE x.position = b.position;
+    RETURN NULL;
+END;
+$$;
+
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
 -- then to the owner's profile (BEFORE the row is written when the
 -- attachment records balance_after_column: the row gets the wallet's new
@@ -376,3 +603,5 @@ BEGIN
 END;
 $$;
 DROP FUNCTION economy.insert_sync(economy.attachments);
+DROP FUNCTION economy.apply_entries();
+DROP FUNCTION economy.running_setting(bigint);

@@ -1,8 +1,107 @@
--- 0010_bulk_writes: every multi-row INSERT, INSERT … SELECT and COPY into an
--- attached ledger is synced set-based, with no setting.
+-- 0010_bulk_writes: every multi-row INSERT, INSERT … SELECT and COPY into a
+-- ledger, the package's or an attachment's, is synced set-based, with no setting.
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0010_bulk_writes)';
+
+-- The setting that holds, while a statement inserts into the ledger, the
+-- running balances of its wallets whose id falls in one of 1,024 groups: a
+-- list ',wallet:balance:hot,…' (transaction-local, emptied by apply_entries
+-- at the end of each statement). It only saves apply_entry a read per row:
+-- any role can change a setting, so apply_entries checks every row's
+-- balance_after against the cached balance, read under the wallet's lock.
+CREATE FUNCTION economy.running_setting(wallet_id bigint)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT 'economy.running_' || abs(wallet_id % 1024);
+$$;
+
+-- Trigger function, AFTER INSERT on the ledger, once per statement: applies
+-- the statement's entries (those apply_entry gave a balance_after; a parked
+-- credit has none) to the cached figures, each wallet and profile updated
+-- once, and empties the running balances. Its wallets are locked already
+-- (apply_entry, or apply_batch, took them): so this only checks, under those
+-- locks, that each wallet's entries, in their order, form a running sum
+-- that starts from its cached balance (the settings apply_entry read can be
+-- anyone's), that none is at or below the checkpoint's safe horizon (which
+-- cannot move while the statement is in flight), and that no debit takes
+-- its wallet below -overdraft_limit at its place in the order. Only debits
+-- are refused: a credit to a wallet that is below its limit (after a repair
+-- of bad data) still brings it closer to allowed. Held amounts are not
+-- available.
+CREATE FUNCTION economy.apply_entries()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    early economy.transaction;
+    refused record;
+BEGIN
+    PERFORM pg_catalog.set_config(s.setting, '', true)
+    FROM (SELECT DISTINCT economy.running_setting(e.wallet_id) AS setting FROM entries e) s;
+    SELECT e.* INTO early FROM entries e
+    WHERE e.id <= (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM economy.refuse_unapplied_entry(early);
+    END IF;
+
+    SELECT r.wallet_id, r.balance_after, r.running, r.held, r.overdraft_limit INTO refused
+    FROM (
+        SELECT e.id, e.wallet_id, e.amount, e.balance_after, w.held, w.overdraft_limit,
+            w.balance + sum(e.amount) OVER (PARTITION BY e.wallet_id ORDER BY e.id) AS running
+        FROM entries e
+        -- locked already (taken again, in id order, if a setting lied)
+        JOIN (
+            SELECT w.id, w.balance, w.held, w.overdraft_limit FROM economy.wallet w
+            WHERE w.id IN (SELECT x.wallet_id FROM entries x WHERE x.balance_after IS NOT NULL)
+            ORDER BY w.id
+            FOR NO KEY UPDATE
+        ) w ON w.id = e.wallet_id
+        WHERE e.balance_after IS NOT NULL
+    ) r
+    WHERE r.balance_after <> r.running
+        OR (r.amount < 0 AND r.running - r.held < -r.overdraft_limit)
+    ORDER BY r.id
+    LIMIT 1;
+    IF FOUND AND refused.balance_after <> refused.running THEN
+        RAISE EXCEPTION 'wallet % changed while this statement was adding to it', refused.wallet_id
+            USING ERRCODE = 'serialization_failure',
+            HINT = 'its balance_after values would not be a running sum: run the statement again';
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
+            refused.wallet_id, refused.running, refused.held, refused.overdraft_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    WITH totals AS (
+        SELECT e.wallet_id,
+            sum(e.amount) AS amount,
+            sum(economy.earned(e.amount, k.is_earning)) AS earnings
+        FROM entries e
+        JOIN economy.transaction_kind k ON k.kind = e.kind
+        WHERE e.balance_after IS NOT NULL
+        GROUP BY e.wallet_id
+    ),
+
+    wallets AS (
+        UPDATE economy.wallet w SET balance = w.balance + t.amount
+        FROM totals t
+        WHERE w.id = t.wallet_id
+        RETURNING w.user_id, t.amount, t.earnings
+    )
+
+    UPDATE economy.profile p
+    SET balance = p.balance + x.amount, lifetime_earnings = p.lifetime_earnings + x.earnings
+    FROM wallets x
+    WHERE p.user_id = x.user_id;
+    RETURN NULL;
+END;
+$$;
 
 -- How an attachment's ledger INSERTs are synced: 'row' when it records
 -- balance_after_column (each row needs its own balance, so a BEFORE row
@@ -21,6 +120,157 @@ AS $$
             THEN 'statement'
         ELSE 'row or statement'
     END;
+$$;
+
+-- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
+-- entry and records the wallet's balance right after it (balance_after): the
+-- cached balance, read under the wallet's row lock at the wallet's first
+-- entry of the statement, plus the statement's entries before this one
+-- (economy.running_setting). The cached figures themselves are updated once
+-- per statement, at its end, by apply_entries: so a statement writes each
+-- wallet and profile row once, whatever its number of rows (a row-by-row
+-- update would walk a growing chain of row versions: quadratic). The lock,
+-- FOR NO KEY UPDATE, is the one every writer of the wallet, and reconcile,
+-- queue on, so entries are applied one statement at a time, in a definite
+-- order. Under that lock an idempotency key already used is seen for sure:
+-- such a row is about to be skipped by ON CONFLICT DO NOTHING (or refused
+-- as a duplicate), so it counts for nothing. BEFORE, because the ledger is
+-- append-only: balance_after must be known before the row is written; and
+-- the foreign key's check, at the end of the statement, then finds the
+-- wallet row already locked by this transaction.
+-- A credit to a hot wallet takes no row lock but KEY SHARE (set_hot(false)
+-- waits for it) and is parked, with balance_after NULL. Any other entry on a
+-- hot wallet folds the parked credits first, under the lock.
+CREATE OR REPLACE FUNCTION economy.apply_entry()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    setting text;
+    running_list text;
+    seen text;  -- 'balance:hot' once the statement has an entry of the wallet
+    running numeric;
+    is_hot boolean;
+    parkable boolean;
+BEGIN
+    IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
+        OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
+        RETURN NEW;  -- refused by the table's NOT NULL and CHECK constraints
+    END IF;
+    IF scale(NEW.amount) <> 2 THEN  -- most amounts arrive with 2 decimals already
+        NEW.amount := economy.exact_amount(NEW.amount);
+    END IF;
+    IF NEW.reverses_id IS NOT NULL THEN
+        PERFORM economy.check_reversal(NEW);
+    END IF;
+    parkable := NEW.amount > 0 AND NEW.reverses_id IS NULL;
+    setting := economy.running_setting(NEW.wallet_id);
+    running_list := coalesce(pg_catalog.current_setting(setting, true), '');
+    seen := nullif(split_part(split_part(running_list, ',' || NEW.wallet_id || ':', 2), ',', 1), '');
+
+    IF seen IS NULL THEN
+        -- the table's lock for its update (apply_entries) before any row's:
+        -- a writer that holds a row must never queue for the table behind
+        -- a schema change (ALTER TABLE) that queues for that row
+        LOCK TABLE economy.wallet IN ROW EXCLUSIVE MODE;
+        -- (a credit to a hot wallet is parked below, without this lock)
+        SELECT w.balance, w.hot INTO running, is_hot
+        FROM economy.wallet w
+        WHERE w.id = NEW.wallet_id AND NOT (w.hot AND parkable)
+            -- the safe horizon: no entry at or below it may commit any more
+            -- (also checked for every row at the end of the statement)
+            AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        FOR NO KEY UPDATE;
+    ELSE
+        running := split_part(seen, ':', 1)::numeric;
+        is_hot := split_part(seen, ':', 2) = 'true';
+    END IF;
+    IF parkable AND (running IS NULL OR is_hot) THEN
+        IF NEW.idempotency_key IS NULL THEN
+            INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
+            SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
+            FROM economy.wallet w, economy.transaction_kind k
+            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind
+                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            FOR KEY SHARE OF w;
+        ELSE
+            -- parked by apply_hot_credit once written: ON CONFLICT may skip it
+            PERFORM FROM economy.wallet w
+            WHERE w.id = NEW.wallet_id AND w.hot
+                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            FOR KEY SHARE;
+        END IF;
+        IF FOUND THEN
+            NEW.balance_after := NULL;
+            RETURN NEW;
+        END IF;
+        IF running IS NULL THEN  -- turned back to normal meanwhile
+            SELECT w.balance, w.hot INTO running, is_hot
+            FROM economy.wallet w
+            WHERE w.id = NEW.wallet_id
+                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            FOR NO KEY UPDATE;
+        END IF;
+    END IF;
+    IF running IS NULL THEN
+        PERFORM economy.refuse_unapplied_entry(NEW);
+    END IF;
+    IF seen IS NULL AND is_hot THEN
+        running := running + economy.fold_hot_credits(NEW.wallet_id);
+    END IF;
+
+    IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+        SELECT FROM economy.transaction t
+        WHERE t.wallet_id = NEW.wallet_id AND t.idempotency_key = NEW.idempotency_key
+    ) THEN
+        RETURN NEW;
+    END IF;
+    running := running + NEW.amount;
+    NEW.balance_after := running;
+    PERFORM pg_catalog.set_config(setting, CASE
+        WHEN seen IS NULL THEN coalesce(nullif(running_list, ''), ',')
+            || NEW.wallet_id || ':' || running || ':' || is_hot || ','
+        ELSE replace(running_list, ',' || NEW.wallet_id || ':' || seen || ',',
+            ',' || NEW.wallet_id || ':' || running || ':' || is_hot || ',')
+    END, true);
+    RETURN NEW;
+END;
+$$;
+
+-- Trigger function, AFTER INSERT on economy.transaction_batch, once per
+-- statement: locks the statement's wallets in id order, then moves its rows
+-- into the ledger in their order, where they are applied as the rows of any
+-- multi-row INSERT are (apply_entry, apply_entries: each wallet and profile
+-- updated once). What it adds to a plain INSERT is the lock order: batches
+-- over the same wallets, whatever the order of their rows, queue instead of
+-- deadlocking.
+CREATE OR REPLACE FUNCTION economy.apply_batch()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM batch) THEN
+        RETURN NULL;
+    END IF;
+    -- The ledger's lock first, as an INSERT takes it before its trigger
+    -- locks a wallet; then the wallets, in id order. (Their profiles need no
+    -- order: every writer of a profile holds its wallet's lock first.)
+    LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
+    PERFORM FROM economy.wallet w
+    WHERE w.id IN (SELECT b.wallet_id FROM batch b)
+    ORDER BY w.id
+    FOR NO KEY UPDATE;
+    INSERT INTO economy.transaction (wallet_id, amount, kind, idempotency_key, memo)
+    SELECT b.wallet_id, b.amount, b.kind, b.idempotency_key, b.memo
+    FROM batch b
+    ORDER BY b.position;
+    DELETE FROM economy.transaction_batch x USING batch b WHERE x.position = b.position;
+    RETURN NULL;
+END;
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
@@ -397,7 +647,22 @@ AS $$
     WHERE a.profile IS NOT NULL;
 $$;
 
+REVOKE ALL ON FUNCTION economy.running_setting(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.apply_entries() FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.insert_sync(economy.attachments) FROM PUBLIC;
+
+-- every row through apply_entry (a batch's too), the caches updated at the
+-- end of each statement
+CREATE OR REPLACE TRIGGER apply_entry
+BEFORE INSERT ON economy.transaction
+FOR EACH ROW
+EXECUTE FUNCTION economy.apply_entry();
+
+CREATE TRIGGER apply_entries
+AFTER INSERT ON economy.transaction
+REFERENCING NEW TABLE AS entries
+FOR EACH STATEMENT
+EXECUTE FUNCTION economy.apply_entries();
 
 -- every attachment regenerated (a partitioned ledger loses its row trigger for INSERT)
 DO $$

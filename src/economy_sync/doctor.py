@@ -15,7 +15,13 @@ from rich.markup import escape
 from economy_sync import api, migrate
 from economy_sync.errors import first_line
 
-SYNC_TRIGGERS = ("apply_entry", "apply_hot_credit", "reverse_transfer_leg", "refuse_ledger_change")
+SYNC_TRIGGERS = (
+    "apply_entry",
+    "apply_entries",
+    "apply_hot_credit",
+    "reverse_transfer_leg",
+    "refuse_ledger_change",
+)
 ROLES = ("economy_app", "economy_operator")
 APP_FUNCTIONS = (
     "economy.open_wallet(bigint, numeric)",

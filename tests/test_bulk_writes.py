@@ -1,0 +1,329 @@
+"""Bulk writes into the package's ledger with no incantation: any INSERT …
+VALUES, INSERT … SELECT or COPY of many rows writes each wallet and profile row
+once (counted inside the transaction, not timed), gives every row its running
+balance_after in its order, checks every debit against the overdraft limit and
+holds at its place, parks hot credits, and keeps idempotency keys and
+reversals as row by row. A setting that lies about the running balances gets a
+statement refused, never a wrong figure."""
+
+import random
+import threading
+from decimal import Decimal
+
+import pytest
+from helpers import balances, drift, open_wallet, post
+from psycopg import errors
+
+from economy_sync import set_hot, wallet_balance
+
+ROWS = "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES "
+
+
+@pytest.fixture
+def wallets(conn):
+    """Wallets of users 1..3, each with 5.00, overdraft limit 0."""
+    ids = [open_wallet(conn, user) for user in (1, 2, 3)]
+    for wallet in ids:
+        post(conn, wallet, "5.00", kind="prize")
+    return ids
+
+
+def rows_written(conn, write) -> dict[str, int]:
+    """Row versions write() made of the wallet and profile tables, counted in
+    one transaction (two readings: pending statistics may hold older ones)."""
+
+    def updated():
+        return conn.execute(
+            "SELECT pg_stat_get_xact_tuples_updated('economy.wallet'::regclass),"
+            " pg_stat_get_xact_tuples_updated('economy.profile'::regclass)"
+        ).fetchone()
+
+    with conn.transaction():
+        before = updated()
+        write()
+        after = updated()
+    return {"wallet": after[0] - before[0], "profile": after[1] - before[1]}
+
+
+def running_sums_hold(conn, hot_wallet=0) -> bool:
+    """Every wallet's balance_after values, in id order, are the running sum of
+    its entries, and the last is its cached balance (but a hot wallet's)."""
+    return conn.execute(
+        "SELECT NOT EXISTS (SELECT FROM (SELECT balance_after,"
+        " sum(amount) OVER (PARTITION BY wallet_id ORDER BY id) AS running"
+        " FROM economy.transaction WHERE wallet_id <> %(hot)s) e"
+        " WHERE balance_after IS DISTINCT FROM running)"
+        " AND NOT EXISTS (SELECT FROM economy.wallet w WHERE w.id <> %(hot)s"
+        " AND w.balance <> coalesce((SELECT t.balance_after FROM economy.transaction t"
+        " WHERE t.wallet_id = w.id ORDER BY t.id DESC LIMIT 1), 0))",
+        {"hot": hot_wallet},
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 1000, 20_000])
+def test_a_statement_of_any_size_writes_each_wallet_and_profile_once(conn, wallets, rows):
+    written = rows_written(
+        conn,
+        lambda: conn.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+            " SELECT %s, 1, 'prize' FROM generate_series(1, %s)",
+            [wallets[0], rows],
+        ),
+    )
+    assert written == {"wallet": 1, "profile": 1}
+    assert balances(conn, wallets[0]) == (5 + rows, 5 + rows, 5 + rows)
+    assert running_sums_hold(conn)
+    assert drift(conn) == []
+
+
+def test_copy_writes_each_wallet_once_with_running_balances(conn, wallets):
+    def copy():
+        with conn.cursor().copy(
+            "COPY economy.transaction (wallet_id, amount, kind) FROM STDIN"
+        ) as cp:
+            for n in range(3000):
+                cp.write_row(
+                    (wallets[n % 3], Decimal("1.25") if n % 4 else Decimal("-0.50"), "prize")
+                )
+
+    assert rows_written(conn, copy) == {"wallet": 3, "profile": 3}
+    assert running_sums_hold(conn)
+    assert drift(conn) == []
+
+
+def test_rows_of_many_wallets_get_their_running_balance_in_their_order(conn, wallets):
+    a, b, c = wallets
+    conn.execute(
+        ROWS + "(%s, 10, 'prize'), (%s, 2, 'refund'), (%s, -3, 'purchase'), (%s, 7, 'prize'),"
+        " (%s, -1.5, 'fee')",
+        [a, b, a, c, a],
+    )
+    assert conn.execute(
+        "SELECT wallet_id, balance_after FROM economy.transaction WHERE id > 3 ORDER BY id"
+    ).fetchall() == [
+        (a, Decimal("15.00")),
+        (b, Decimal("7.00")),
+        (a, Decimal("12.00")),
+        (c, Decimal("12.00")),
+        (a, Decimal("10.50")),
+    ]
+    assert balances(conn, a) == (Decimal("10.50"), Decimal("10.50"), Decimal("15.00"))
+    assert drift(conn) == []
+
+
+def test_each_debit_is_checked_at_its_place_in_the_statement(conn, wallets):
+    a = wallets[0]
+    # +10, -30, +40 ends at 25, but -30 takes the wallet to -15 on its way
+    with pytest.raises(errors.CheckViolation, match="would go below its overdraft limit"):
+        conn.execute(ROWS + "(%s, 10, 'prize'), (%s, -30, 'purchase'), (%s, 40, 'prize')", [a] * 3)
+    assert conn.execute("SELECT count(*) FROM economy.transaction").fetchone() == (3,)
+    conn.execute(ROWS + "(%s, 40, 'prize'), (%s, -30, 'purchase'), (%s, 10, 'prize')", [a] * 3)
+    assert balances(conn, a)[0] == Decimal("25.00")
+    assert running_sums_hold(conn)
+    assert drift(conn) == []
+
+
+def test_held_amounts_are_not_available_to_a_statements_debits(conn, wallets):
+    a = wallets[0]
+    conn.execute("SELECT economy.hold(%s, 4)", [a])
+    with pytest.raises(errors.CheckViolation, match=r"held 4\.00"):
+        conn.execute(ROWS + "(%s, 3, 'prize'), (%s, -5, 'purchase')", [a, a])
+    conn.execute(ROWS + "(%s, 3, 'prize'), (%s, -4, 'purchase')", [a, a])
+    assert balances(conn, a)[0] == Decimal("4.00")
+
+
+def test_a_bad_row_refuses_the_statement_and_leaves_nothing_written(conn, wallets):
+    before = conn.execute("SELECT * FROM economy.wallet ORDER BY id").fetchall()
+    for bad, error in (
+        ("0.005", errors.CheckViolation),
+        ("NaN", errors.CheckViolation),
+        ("Infinity", errors.CheckViolation),
+    ):
+        with pytest.raises(error):
+            conn.execute(
+                ROWS + "(%s, 1, 'prize'), (%s, %s::numeric, 'prize')", [wallets[0]] * 2 + [bad]
+            )
+    with pytest.raises(errors.ForeignKeyViolation):
+        conn.execute(ROWS + "(%s, 1, 'prize'), (424242, 1, 'prize')", [wallets[0]])
+    with pytest.raises(errors.ForeignKeyViolation):
+        conn.execute(ROWS + "(%s, 1, 'prize'), (%s, 1, 'no such kind')", wallets[:2])
+    assert conn.execute("SELECT * FROM economy.wallet ORDER BY id").fetchall() == before
+    assert conn.execute("SELECT count(*) FROM economy.transaction").fetchone() == (3,)
+
+
+def test_idempotency_keys_behave_as_row_by_row(conn, wallets):
+    a, b, _ = wallets
+    insert = (
+        "INSERT INTO economy.transaction (wallet_id, amount, kind, idempotency_key)"
+        " VALUES (%s, 1, 'prize', 'k1'), (%s, 2, 'prize', 'k1'), (%s, 4, 'prize', 'k1'),"
+        " (%s, 8, 'prize', 'k2')"
+    )
+    # the second 'k1' of wallet a, in the same statement, is skipped
+    conn.execute(insert + " ON CONFLICT DO NOTHING", [a, a, b, a])
+    assert (balances(conn, a)[0], balances(conn, b)[0]) == (Decimal("14.00"), Decimal("9.00"))
+    # all of them again: every row skipped
+    conn.execute(insert + " ON CONFLICT DO NOTHING", [a, a, b, a])
+    assert (balances(conn, a)[0], balances(conn, b)[0]) == (Decimal("14.00"), Decimal("9.00"))
+    with pytest.raises(errors.UniqueViolation):
+        conn.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind, idempotency_key)"
+            " VALUES (%s, 1, 'prize', 'k3'), (%s, 1, 'prize', 'k2')",
+            [a, a],
+        )
+    assert balances(conn, a)[0] == Decimal("14.00")
+    assert running_sums_hold(conn)
+    assert drift(conn) == []
+
+
+def test_reversals_in_one_statement(conn, wallets):
+    a, b, c = wallets
+    first, second = post(conn, a, "3.00"), post(conn, b, "4.00")
+    conn.execute("SELECT economy.transfer(%s, %s, 2)", [a, c])
+    conn.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind, reverses_id)"
+        " SELECT wallet_id, -amount, kind, id FROM economy.transaction WHERE id = ANY(%s)",
+        [[first["id"], second["id"]]],
+    )
+    assert (balances(conn, a)[0], balances(conn, b)[0]) == (Decimal("3.00"), Decimal("5.00"))
+    # reversing one leg of a transfer reverses both, in a statement of several rows too
+    (debit,) = conn.execute(
+        "SELECT id FROM economy.transaction WHERE kind = 'transfer' AND amount < 0"
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind, reverses_id)"
+        " SELECT wallet_id, -amount, kind, id FROM economy.transaction WHERE id = %s"
+        " UNION ALL SELECT %s, 1, 'prize', NULL",
+        [debit, b],
+    )
+    assert [balances(conn, w)[0] for w in wallets] == [
+        Decimal("5.00"),
+        Decimal("6.00"),
+        Decimal("5.00"),
+    ]
+    assert running_sums_hold(conn)
+    assert drift(conn) == []
+
+
+def test_a_hot_wallets_credits_are_parked_and_its_debits_fold_them(conn, wallets):
+    treasury = wallets[2]
+    set_hot(conn, treasury)
+    credits = rows_written(
+        conn,
+        lambda: conn.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+            " SELECT %s, 1, 'fee' FROM generate_series(1, 500)",
+            [treasury],
+        ),
+    )
+    assert credits == {"wallet": 0, "profile": 0}  # no shared row written
+    assert wallet_balance(conn, treasury) == Decimal("505.00")
+    debits = rows_written(
+        conn,
+        lambda: conn.execute(
+            ROWS + "(%s, -100, 'purchase'), (%s, 1, 'fee'), (%s, -100, 'purchase')", [treasury] * 3
+        ),
+    )
+    assert debits == {"wallet": 2, "profile": 2}  # the fold, then the statement's sum
+    assert conn.execute(
+        "SELECT amount, balance_after FROM economy.transaction WHERE wallet_id = %s"
+        " ORDER BY id DESC LIMIT 3",
+        [treasury],
+    ).fetchall() == [
+        (Decimal("-100.00"), Decimal("305.00")),
+        (Decimal("1.00"), None),  # parked: a hot wallet's credits have no place in the order
+        (Decimal("-100.00"), Decimal("405.00")),
+    ]
+    assert wallet_balance(conn, treasury) == Decimal("306.00")
+    assert drift(conn) == []
+
+
+def test_a_setting_that_lies_gets_the_statement_refused_never_a_wrong_figure(login, wallets):
+    """The running balances a statement keeps in settings are only a hint:
+    whatever an app login puts there, each statement is applied exactly or
+    refused whole."""
+    a = wallets[0]
+    app = login("economy_app")
+    setting = f"economy.running_{a % 1024}"
+    lies = (f",{a}:1000000.00:false,", f",{a}:-4.00:false,", f",{a}:5.00:true,", "nonsense")
+    for lie in lies:
+        with app.transaction():
+            app.execute("SELECT set_config(%s, %s, true)", [setting, lie])
+            refused = (errors.SerializationFailure, errors.InvalidTextRepresentation)
+            try:
+                with app.transaction():
+                    app.execute(ROWS + "(%s, 4, 'prize'), (%s, -4, 'purchase')", [a, a])
+            except refused:
+                pass
+        # a lie that does not matter (no entry of the wallet, or its true balance)
+        # changes nothing either way
+    with app.transaction():  # an overdraft stays one, whatever the setting says
+        app.execute("SELECT set_config(%s, %s, true)", [setting, f",{a}:100.00:false,"])
+        with pytest.raises((errors.SerializationFailure, errors.CheckViolation)), app.transaction():
+            app.execute(ROWS + "(%s, -90, 'purchase'), (%s, 1, 'prize')", [a, a])
+    assert balances(app, a)[0] >= 0
+    assert running_sums_hold(app)
+    assert drift(app) == []
+
+
+def chained(conn, wallet_id) -> bool:
+    """Applied one after another (in the order their transactions got the
+    wallet, not their ids), each entry starts where the one before it ended:
+    the balances before the entries, plus the final balance, are the balances
+    after them, plus the opening 0."""
+    rows = conn.execute(
+        "SELECT amount, balance_after FROM economy.transaction WHERE wallet_id = %s", [wallet_id]
+    ).fetchall()
+    befores = sorted([after - amount for amount, after in rows] + [balances(conn, wallet_id)[0]])
+    return befores == sorted([after for _, after in rows] + [Decimal("0.00")])
+
+
+def test_statements_in_wallet_order_single_rows_transfers_and_reconcile_race(conn, connect):
+    """Multi-row statements (their rows in wallet order: rows lock their wallets
+    in the order they come), single entries, transfers, reconcile and folds of
+    a hot wallet race: no deadlock, nothing lost or doubled, every running sum
+    intact."""
+    ids = [open_wallet(conn, user, "1000") for user in range(1, 9)]
+    hot = ids[-1]
+    set_hot(conn, hot)
+    failures: list[BaseException] = []
+    start = threading.Barrier(5)
+
+    def guarded(work):
+        def run(number):
+            c, rng = connect(), random.Random(number)
+            start.wait()
+            try:
+                for _ in range(20):
+                    work(c, rng)
+            except Exception as error:  # reported below, with the others
+                failures.append(error)
+
+        return run
+
+    def statements(c, rng):
+        rows = sorted((rng.choice(ids), rng.randint(-3, 9) or 1) for _ in range(40))
+        c.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+            " SELECT w, a, 'prize' FROM unnest(%s::bigint[], %s::numeric[]) x (w, a)",
+            [[w for w, _ in rows], [a for _, a in rows]],
+        )
+
+    def singles(c, rng):
+        post(c, rng.choice(ids), Decimal(rng.randint(-3, 9) or 1))
+        c.execute("SELECT economy.transfer(%s, %s, 1)", rng.sample(ids, 2))
+
+    def operator(c, rng):
+        c.execute("SELECT * FROM economy.reconcile_economy(false)")
+        c.execute("SELECT economy.fold_hot_wallets()")
+
+    threads = [threading.Thread(target=guarded(statements), args=(n,)) for n in range(2)]
+    threads += [threading.Thread(target=guarded(singles), args=(n,)) for n in range(2, 4)]
+    threads.append(threading.Thread(target=guarded(operator), args=(9,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [], "\n".join(map(str, failures))
+    conn.execute("SELECT economy.fold_hot_wallets()")
+    assert drift(conn) == []
+    assert all(chained(conn, w) for w in ids if w != hot)
