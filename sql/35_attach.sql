@@ -540,12 +540,14 @@ AS $$
         END IF;$check$, amount) ELSE '' END;
 $$;
 
--- How an attachment's ledger INSERTs are synced: 'row' when it records
--- balance_after_column (each row needs its own balance, so a BEFORE row
--- trigger applies every row); 'statement' for a partitioned ledger (a row
--- trigger there cannot see the statement's rows: its statement trigger
--- applies them all); else 'row or statement': a one-row INSERT by the row
--- trigger, as cheap as ever, the rows of any other together, once per wallet.
+-- How an attachment's ledger INSERTs are synced: 'row or statement' (a
+-- one-row INSERT by the row trigger, as cheap as ever, the rows of any other
+-- together, once per wallet), or 'row', every row by the row trigger: where
+-- the attachment records balance_after_column (each row needs its own
+-- balance, so a BEFORE row trigger applies it), and on a partitioned ledger
+-- (a row trigger there cannot see the statement's rows, and a statement
+-- trigger of the parent misses rows written into a partition or moved to
+-- another one by an UPDATE).
 CREATE FUNCTION economy.insert_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -553,8 +555,7 @@ STABLE
 AS $$
     SELECT CASE
         WHEN a.balance_after_column IS NOT NULL THEN 'row'
-        WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p'
-            THEN 'statement'
+        WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p' THEN 'row'
         ELSE 'row or statement'
     END;
 $$;
@@ -726,9 +727,8 @@ $render$;
 -- such statements never deadlock whatever the order of their rows. As row by
 -- row, a hot wallet that only gets credits has them parked (one parked row
 -- per wallet, no shared row written); one that also gets a debit is folded
--- under its lock first. Not made for an attachment that records
--- balance_after_column: each row needs its own balance there, so its rows
--- are synced one by one (economy.insert_sync).
+-- under its lock first. Not made where the row trigger syncs every row
+-- (economy.insert_sync).
 CREATE FUNCTION economy.render_sync_rows(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -751,7 +751,9 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    %15$s
+    IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+        RETURN NULL;  -- no row, or one: the row trigger applied it
+    END IF;
     IF EXISTS (SELECT FROM sync_inserted n WHERE %12$s) THEN
         RAISE EXCEPTION '%%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
             USING ERRCODE = 'check_violation';
@@ -853,15 +855,7 @@ $template$,
     END IF;$check$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
-    ) ELSE '' END,
-    CASE economy.insert_sync(a)
-        WHEN 'row or statement' THEN $one$IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
-        RETURN NULL;  -- no row, or one: the row trigger applied it
-    END IF;$one$
-        ELSE $none$IF NOT EXISTS (SELECT FROM sync_inserted) THEN
-        RETURN NULL;
-    END IF;$none$
-    END
+    ) ELSE '' END
 );
 $render$;
 
@@ -1685,7 +1679,7 @@ AS $$
         -- BEFORE when it records balance_after: the row is written with it;
         -- else AFTER, seeing whether the statement has other rows
         ('economy_' || a.name || '_sync', a.ledger,
-            CASE economy.insert_sync(a) WHEN 'row' THEN 'BEFORE INSERT' ELSE 'AFTER INSERT' END,
+            CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
             CASE economy.insert_sync(a)
                 WHEN 'row' THEN 'FOR EACH ROW'
                 ELSE 'REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW'
@@ -1699,16 +1693,14 @@ AS $$
         ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
             'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
     ) AS t (trigger_name, tbl, event, rest, call)
-    WHERE t.trigger_name <> 'economy_' || a.name || '_sync' OR economy.insert_sync(a) <> 'statement'
     UNION ALL
-    -- inserts of several rows; each row needs its own balance_after, so not
-    -- where that is recorded
+    -- inserts of several rows
     SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
         'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
         ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',
         'economy_' || a.name || '_sync_rows', a.ledger,
         economy.attached_object(a.name, 'sync_rows'))
-    WHERE a.balance_after_column IS NULL
+    WHERE economy.insert_sync(a) = 'row or statement'
     UNION ALL
     -- guards of the cached columns: only the sync role writes them (no
     -- setting, no trigger depth: nothing another role can arrange opens them)
@@ -1778,8 +1770,8 @@ BEGIN
             (economy.render_balance_at(a), NULL),
             (economy.render_sync(a), a.ledger),
             (economy.render_truncate(a), a.ledger),
-            (CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
-                a.ledger),
+            (CASE WHEN economy.insert_sync(a) = 'row or statement'
+                THEN economy.render_sync_rows(a) END, a.ledger),
             (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
             (economy.render_guard(a, a.wallet), a.wallet),
             (economy.render_guard(a, a.profile), a.profile)

@@ -591,6 +591,92 @@ AS $$
     WHERE a.profile IS NOT NULL;
 $$;
 
+-- Creates (or, after an upgrade of the templates or a change of the app's
+-- tables, replaces) an attachment's sync role, functions, their grants and
+-- its triggers: as for the package's own functions, the app reads drift and
+-- balances, the operator reconciles and manages hot wallets (through
+-- balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets). Every function is given to the sync role, which may
+-- create in schema economy only for that moment (a new owner must).
+CREATE OR REPLACE FUNCTION economy.create_attached_functions(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
+AS $$
+DECLARE
+    generated record;
+BEGIN
+    PERFORM economy.create_sync_role(a);
+    -- its arguments may change (a reattach)
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE f.function_name = economy.attached_object(a.name, 'earns') AND f.signature IS NOT NULL
+    LOOP
+        EXECUTE format('DROP FUNCTION %s', generated.signature);
+    END LOOP;
+    EXECUTE economy.render_earning_function(a);
+    -- each with the table it may be a trigger of (NULL: no trigger function)
+    FOR generated IN
+        SELECT d.definition, d.tbl
+        FROM (
+            VALUES
+            (economy.render_fold(a), NULL::regclass),
+            (economy.render_drift(a), NULL),
+            (economy.render_reconcile(a), NULL),
+            (economy.render_set_hot(a), NULL),
+            (economy.render_balance(a), NULL),
+            (economy.render_wallet(a), NULL),
+            (economy.render_owners(a), NULL),
+            (economy.render_balance_at(a), NULL),
+            (economy.render_sync(a), a.ledger),
+            (economy.render_truncate(a), a.ledger),
+            (CASE WHEN a.balance_after_column IS NULL THEN economy.render_sync_rows(a) END,
+                a.ledger),
+            (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
+            (economy.render_guard(a, a.wallet), a.wallet),
+            (economy.render_guard(a, a.profile), a.profile)
+        ) AS d (definition, tbl)
+        WHERE d.definition IS NOT NULL
+    LOOP
+        EXECUTE economy.run_only_as(generated.definition, a.sync_role, generated.tbl);
+    END LOOP;
+    -- no one else may call them, or make them a trigger of another table
+    -- (grants made since by their owner are taken back too)
+    FOR generated IN
+        SELECT f.signature, f.granted_to, x.grantee::regrole::text AS other
+        FROM economy.attached_functions(a.name) f
+        JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)
+        CROSS JOIN LATERAL aclexplode(p.proacl) x
+        WHERE x.grantee NOT IN (0, p.proowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', generated.signature, generated.other);
+    END LOOP;
+    FOR generated IN
+        SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', generated.signature);
+        IF generated.granted_to IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                generated.signature, generated.granted_to);
+        END IF;
+    END LOOP;
+    EXECUTE format('GRANT CREATE ON SCHEMA economy TO %I', a.sync_role);
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', generated.signature, a.sync_role);
+    END LOOP;
+    EXECUTE format('REVOKE CREATE ON SCHEMA economy FROM %I', a.sync_role);
+    FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
+        EXECUTE generated.definition;
+    END LOOP;
+END;
+$$;
+
 -- every attachment regenerated from 0009's templates
 DO $$
 DECLARE

@@ -5,17 +5,20 @@ COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0010_bulk_writes)';
 
 -- The setting that holds, while a statement inserts into the ledger, the
--- running balances of its wallets whose id falls in one of 1,024 groups: a
+-- running balances of its wallets whose id falls in one of 256 groups: a
 -- list ',wallet:balance:hot,…' (transaction-local, emptied by apply_entries
 -- at the end of each statement). It only saves apply_entry a read per row:
 -- any role can change a setting, so apply_entries checks every row's
 -- balance_after against the cached balance, read under the wallet's lock.
+-- (256: each group is a setting for the rest of the session, and on
+-- PostgreSQL 15 every call of a function with a SET clause walks them all;
+-- fewer groups would make the lists of a statement over many wallets long.)
 CREATE FUNCTION economy.running_setting(wallet_id bigint)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 AS $$
-    SELECT 'economy.running_' || abs(wallet_id % 1024);
+    SELECT 'economy.running_' || abs(wallet_id % 256)::text;  -- ::text: immutable, inlined
 $$;
 
 -- Trigger function, AFTER INSERT on the ledger, once per statement: applies
@@ -30,7 +33,9 @@ $$;
 -- its wallet below -overdraft_limit at its place in the order. Only debits
 -- are refused: a credit to a wallet that is below its limit (after a repair
 -- of bad data) still brings it closer to allowed. Held amounts are not
--- available.
+-- available. A statement of one row (the most common) takes a short way:
+-- one UPDATE of the wallet that applies the entry only where it checks out,
+-- then one of the profile, as a row-by-row sync would.
 CREATE FUNCTION economy.apply_entries()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -39,8 +44,41 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     early economy.transaction;
+    entries_in_statement bigint;
+    owner_id bigint;
+    held numeric;
+    overdraft numeric;
     refused record;
 BEGIN
+    SELECT e AS entry, count(*) OVER () AS entries INTO refused FROM entries e LIMIT 1;
+    early := refused.entry;
+    entries_in_statement := refused.entries;
+    IF entries_in_statement = 1 THEN
+        PERFORM pg_catalog.set_config(economy.running_setting(early.wallet_id), '', true);
+        IF early.balance_after IS NULL THEN
+            RETURN NULL;  -- a parked credit (apply_entry checked its id)
+        END IF;
+        UPDATE economy.wallet w SET balance = w.balance + early.amount
+        WHERE w.id = early.wallet_id AND w.balance + early.amount = early.balance_after
+            AND early.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        RETURNING w.user_id, w.held, w.overdraft_limit INTO owner_id, held, overdraft;
+        IF FOUND THEN
+            IF early.amount < 0 AND early.balance_after - held < -overdraft THEN
+                RAISE EXCEPTION
+                    'wallet % would go below its overdraft limit: balance % - held % < -%',
+                    early.wallet_id, early.balance_after, held, overdraft
+                    USING ERRCODE = 'check_violation';
+            END IF;
+            UPDATE economy.profile p
+            SET balance = p.balance + early.amount,
+                lifetime_earnings = p.lifetime_earnings + economy.earned(early.amount, k.is_earning)
+            FROM economy.transaction_kind k
+            WHERE p.user_id = owner_id AND k.kind = early.kind;
+            RETURN NULL;
+        END IF;
+        -- else the checks below say what is wrong
+    END IF;
+
     PERFORM pg_catalog.set_config(s.setting, '', true)
     FROM (SELECT DISTINCT economy.running_setting(e.wallet_id) AS setting FROM entries e) s;
     SELECT e.* INTO early FROM entries e
@@ -70,8 +108,11 @@ BEGIN
     LIMIT 1;
     IF FOUND AND refused.balance_after <> refused.running THEN
         RAISE EXCEPTION 'wallet % changed while this statement was adding to it', refused.wallet_id
-            USING ERRCODE = 'serialization_failure',
-            HINT = 'its balance_after values would not be a running sum: run the statement again';
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'its balance_after values would not be a running sum: a write of the'
+            ' statement''s own (a function it calls, or the reversal of a transfer leg whose'
+            ' other wallet it also writes) changed the wallet; make that write in a statement'
+            ' of its own';
     ELSIF FOUND THEN
         RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
             refused.wallet_id, refused.running, refused.held, refused.overdraft_limit
@@ -103,12 +144,14 @@ BEGIN
 END;
 $$;
 
--- How an attachment's ledger INSERTs are synced: 'row' when it records
--- balance_after_column (each row needs its own balance, so a BEFORE row
--- trigger applies every row); 'statement' for a partitioned ledger (a row
--- trigger there cannot see the statement's rows: its statement trigger
--- applies them all); else 'row or statement': a one-row INSERT by the row
--- trigger, as cheap as ever, the rows of any other together, once per wallet.
+-- How an attachment's ledger INSERTs are synced: 'row or statement' (a
+-- one-row INSERT by the row trigger, as cheap as ever, the rows of any other
+-- together, once per wallet), or 'row', every row by the row trigger: where
+-- the attachment records balance_after_column (each row needs its own
+-- balance, so a BEFORE row trigger applies it), and on a partitioned ledger
+-- (a row trigger there cannot see the statement's rows, and a statement
+-- trigger of the parent misses rows written into a partition or moved to
+-- another one by an UPDATE).
 CREATE FUNCTION economy.insert_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -116,8 +159,7 @@ STABLE
 AS $$
     SELECT CASE
         WHEN a.balance_after_column IS NOT NULL THEN 'row'
-        WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p'
-            THEN 'statement'
+        WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p' THEN 'row'
         ELSE 'row or statement'
     END;
 $$;
@@ -171,11 +213,12 @@ BEGIN
     seen := nullif(split_part(split_part(running_list, ',' || NEW.wallet_id || ':', 2), ',', 1), '');
 
     IF seen IS NULL THEN
-        -- the table's lock for its update (apply_entries) before any row's:
-        -- a writer that holds a row must never queue for the table behind
-        -- a schema change (ALTER TABLE) that queues for that row
-        LOCK TABLE economy.wallet IN ROW EXCLUSIVE MODE;
-        -- (a credit to a hot wallet is parked below, without this lock)
+        -- (a credit to a hot wallet is parked below, without this lock) The
+        -- CTE, which updates nothing, takes the table's lock for the update at
+        -- the statement's end before the row's, as an UPDATE would: a writer
+        -- that holds a row must never queue for the table behind a schema
+        -- change (ALTER TABLE) that queues for that row.
+        WITH table_lock AS (UPDATE economy.wallet SET balance = balance WHERE false)
         SELECT w.balance, w.hot INTO running, is_hot
         FROM economy.wallet w
         WHERE w.id = NEW.wallet_id AND NOT (w.hot AND parkable)
@@ -440,9 +483,8 @@ $render$;
 -- such statements never deadlock whatever the order of their rows. As row by
 -- row, a hot wallet that only gets credits has them parked (one parked row
 -- per wallet, no shared row written); one that also gets a debit is folded
--- under its lock first. Not made for an attachment that records
--- balance_after_column: each row needs its own balance there, so its rows
--- are synced one by one (economy.insert_sync).
+-- under its lock first. Not made where the row trigger syncs every row
+-- (economy.insert_sync).
 CREATE OR REPLACE FUNCTION economy.render_sync_rows(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -465,7 +507,9 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    %15$s
+    IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+        RETURN NULL;  -- no row, or one: the row trigger applied it
+    END IF;
     IF EXISTS (SELECT FROM sync_inserted n WHERE %12$s) THEN
         RAISE EXCEPTION '%%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
             USING ERRCODE = 'check_violation';
@@ -567,15 +611,7 @@ $template$,
     END IF;$check$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
-    ) ELSE '' END,
-    CASE economy.insert_sync(a)
-        WHEN 'row or statement' THEN $one$IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
-        RETURN NULL;  -- no row, or one: the row trigger applied it
-    END IF;$one$
-        ELSE $none$IF NOT EXISTS (SELECT FROM sync_inserted) THEN
-        RETURN NULL;
-    END IF;$none$
-    END
+    ) ELSE '' END
 );
 $render$;
 
@@ -595,7 +631,7 @@ AS $$
         -- BEFORE when it records balance_after: the row is written with it;
         -- else AFTER, seeing whether the statement has other rows
         ('economy_' || a.name || '_sync', a.ledger,
-            CASE economy.insert_sync(a) WHEN 'row' THEN 'BEFORE INSERT' ELSE 'AFTER INSERT' END,
+            CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
             CASE economy.insert_sync(a)
                 WHEN 'row' THEN 'FOR EACH ROW'
                 ELSE 'REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW'
@@ -609,16 +645,14 @@ AS $$
         ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
             'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
     ) AS t (trigger_name, tbl, event, rest, call)
-    WHERE t.trigger_name <> 'economy_' || a.name || '_sync' OR economy.insert_sync(a) <> 'statement'
     UNION ALL
-    -- inserts of several rows; each row needs its own balance_after, so not
-    -- where that is recorded
+    -- inserts of several rows
     SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
         'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
         ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',
         'economy_' || a.name || '_sync_rows', a.ledger,
         economy.attached_object(a.name, 'sync_rows'))
-    WHERE a.balance_after_column IS NULL
+    WHERE economy.insert_sync(a) = 'row or statement'
     UNION ALL
     -- guards of the cached columns: only the sync role writes them (no
     -- setting, no trigger depth: nothing another role can arrange opens them)
@@ -647,6 +681,92 @@ AS $$
     WHERE a.profile IS NOT NULL;
 $$;
 
+-- Creates (or, after an upgrade of the templates or a change of the app's
+-- tables, replaces) an attachment's sync role, functions, their grants and
+-- its triggers: as for the package's own functions, the app reads drift and
+-- balances, the operator reconciles and manages hot wallets (through
+-- balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets). Every function is given to the sync role, which may
+-- create in schema economy only for that moment (a new owner must).
+CREATE OR REPLACE FUNCTION economy.create_attached_functions(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
+AS $$
+DECLARE
+    generated record;
+BEGIN
+    PERFORM economy.create_sync_role(a);
+    -- its arguments may change (a reattach)
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE f.function_name = economy.attached_object(a.name, 'earns') AND f.signature IS NOT NULL
+    LOOP
+        EXECUTE format('DROP FUNCTION %s', generated.signature);
+    END LOOP;
+    EXECUTE economy.render_earning_function(a);
+    -- each with the table it may be a trigger of (NULL: no trigger function)
+    FOR generated IN
+        SELECT d.definition, d.tbl
+        FROM (
+            VALUES
+            (economy.render_fold(a), NULL::regclass),
+            (economy.render_drift(a), NULL),
+            (economy.render_reconcile(a), NULL),
+            (economy.render_set_hot(a), NULL),
+            (economy.render_balance(a), NULL),
+            (economy.render_wallet(a), NULL),
+            (economy.render_owners(a), NULL),
+            (economy.render_balance_at(a), NULL),
+            (economy.render_sync(a), a.ledger),
+            (economy.render_truncate(a), a.ledger),
+            (CASE WHEN economy.insert_sync(a) = 'row or statement'
+                THEN economy.render_sync_rows(a) END, a.ledger),
+            (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
+            (economy.render_guard(a, a.wallet), a.wallet),
+            (economy.render_guard(a, a.profile), a.profile)
+        ) AS d (definition, tbl)
+        WHERE d.definition IS NOT NULL
+    LOOP
+        EXECUTE economy.run_only_as(generated.definition, a.sync_role, generated.tbl);
+    END LOOP;
+    -- no one else may call them, or make them a trigger of another table
+    -- (grants made since by their owner are taken back too)
+    FOR generated IN
+        SELECT f.signature, f.granted_to, x.grantee::regrole::text AS other
+        FROM economy.attached_functions(a.name) f
+        JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)
+        CROSS JOIN LATERAL aclexplode(p.proacl) x
+        WHERE x.grantee NOT IN (0, p.proowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', generated.signature, generated.other);
+    END LOOP;
+    FOR generated IN
+        SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', generated.signature);
+        IF generated.granted_to IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                generated.signature, generated.granted_to);
+        END IF;
+    END LOOP;
+    EXECUTE format('GRANT CREATE ON SCHEMA economy TO %I', a.sync_role);
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', generated.signature, a.sync_role);
+    END LOOP;
+    EXECUTE format('REVOKE CREATE ON SCHEMA economy FROM %I', a.sync_role);
+    FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
+        EXECUTE generated.definition;
+    END LOOP;
+END;
+$$;
+
 REVOKE ALL ON FUNCTION economy.running_setting(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.apply_entries() FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.insert_sync(economy.attachments) FROM PUBLIC;
@@ -664,14 +784,19 @@ REFERENCING NEW TABLE AS entries
 FOR EACH STATEMENT
 EXECUTE FUNCTION economy.apply_entries();
 
--- every attachment regenerated (a partitioned ledger loses its row trigger for INSERT)
+-- every attachment regenerated; a partitioned ledger's rows are all synced by its
+-- row trigger (which the setting economy.sync no longer switches off): its
+-- statement trigger goes
 DO $$
 DECLARE
     a economy.attachments;
 BEGIN
     FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
-        IF economy.insert_sync(a) = 'statement' THEN
-            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'economy_' || a.name || '_sync', a.ledger);
+        IF economy.insert_sync(a) = 'row' THEN
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
+                'economy_' || a.name || '_sync_rows', a.ledger);
+            EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+                economy.attached_object(a.name, 'sync_rows'));
         END IF;
         PERFORM economy.create_attached_functions(a);
     END LOOP;
