@@ -98,7 +98,12 @@ CREATE TABLE economy.transaction (
     -- loaded with the sync switched off.
     balance_after numeric(1000, 2),
     -- also the index behind per-wallet ledger sums
-    CONSTRAINT transaction_wallet_idempotency_key UNIQUE (wallet_id, idempotency_key)
+    CONSTRAINT transaction_wallet_idempotency_key UNIQUE (wallet_id, idempotency_key),
+    -- true for an entry that apply_entry left to apply_entries: an entry of a
+    -- multi-row statement after its wallet's first, whose caches were updated
+    -- together with the statement's others at its end (set by apply_entry
+    -- only: the package roles cannot name it)
+    applied_at_statement_end boolean NOT NULL DEFAULT false
 );
 
 -- economy.balance_at(): a wallet's entries up to a time, from the index alone.

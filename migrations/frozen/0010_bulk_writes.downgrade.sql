@@ -691,3 +691,5 @@ $$;
 DROP FUNCTION economy.insert_sync(economy.attachments);
 DROP FUNCTION economy.apply_entries();
 DROP FUNCTION economy.running_setting(bigint);
+
+ALTER TABLE economy.transaction DROP COLUMN applied_at_statement_end;

@@ -4,6 +4,9 @@
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0010_bulk_writes)';
 
+ALTER TABLE economy.transaction
+ADD COLUMN applied_at_statement_end boolean NOT NULL DEFAULT false;
+
 -- The setting that holds, while a statement inserts into the ledger, the
 -- running balances of its wallets whose id falls in one of 256 groups: a
 -- list ',wallet:balance:hot,…' (transaction-local, emptied by apply_entries
@@ -21,21 +24,18 @@ AS $$
     SELECT 'economy.running_' || abs(wallet_id % 256)::text;  -- ::text: immutable, inlined
 $$;
 
--- Trigger function, AFTER INSERT on the ledger, once per statement: applies
--- the statement's entries (those apply_entry gave a balance_after; a parked
--- credit has none) to the cached figures, each wallet and profile updated
--- once, and empties the running balances. Its wallets are locked already
--- (apply_entry, or apply_batch, took them): so this only checks, under those
--- locks, that each wallet's entries, in their order, form a running sum
--- that starts from its cached balance (the settings apply_entry read can be
--- anyone's), that none is at or below the checkpoint's safe horizon (which
--- cannot move while the statement is in flight), and that no debit takes
--- its wallet below -overdraft_limit at its place in the order. Only debits
--- are refused: a credit to a wallet that is below its limit (after a repair
--- of bad data) still brings it closer to allowed. Held amounts are not
--- available. A statement of one row (the most common) takes a short way:
--- one UPDATE of the wallet that applies the entry only where it checks out,
--- then one of the profile, as a row-by-row sync would.
+-- Trigger function, AFTER INSERT on the ledger, once per statement: empties
+-- the statement's running balances, then applies the entries apply_entry
+-- left to it (applied_at_statement_end: only apply_entry sets it) to the
+-- cached figures, each wallet and profile updated once. Their wallets are
+-- locked already: so this only checks, under those locks, that each
+-- wallet's entries, in their order, form a running sum that starts from its
+-- cached balance (the settings apply_entry read can be anyone's), that none
+-- is at or below the checkpoint's safe horizon (which cannot move while the
+-- statement is in flight), and that no debit takes its wallet below
+-- -overdraft_limit at its place in the order. Only debits are refused: a
+-- credit to a wallet that is below its limit (after a repair of bad data)
+-- still brings it closer to allowed. Held amounts are not available.
 CREATE FUNCTION economy.apply_entries()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -43,46 +43,22 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    any_left boolean;
     early economy.transaction;
-    entries_in_statement bigint;
-    owner_id bigint;
-    held numeric;
-    overdraft numeric;
     refused record;
 BEGIN
-    SELECT e AS entry, count(*) OVER () AS entries INTO refused FROM entries e LIMIT 1;
-    early := refused.entry;
-    entries_in_statement := refused.entries;
-    IF entries_in_statement = 1 THEN
-        PERFORM pg_catalog.set_config(economy.running_setting(early.wallet_id), '', true);
-        IF early.balance_after IS NULL THEN
-            RETURN NULL;  -- a parked credit (apply_entry checked its id)
-        END IF;
-        UPDATE economy.wallet w SET balance = w.balance + early.amount
-        WHERE w.id = early.wallet_id AND w.balance + early.amount = early.balance_after
-            AND early.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-        RETURNING w.user_id, w.held, w.overdraft_limit INTO owner_id, held, overdraft;
-        IF FOUND THEN
-            IF early.amount < 0 AND early.balance_after - held < -overdraft THEN
-                RAISE EXCEPTION
-                    'wallet % would go below its overdraft limit: balance % - held % < -%',
-                    early.wallet_id, early.balance_after, held, overdraft
-                    USING ERRCODE = 'check_violation';
-            END IF;
-            UPDATE economy.profile p
-            SET balance = p.balance + early.amount,
-                lifetime_earnings = p.lifetime_earnings + economy.earned(early.amount, k.is_earning)
-            FROM economy.transaction_kind k
-            WHERE p.user_id = owner_id AND k.kind = early.kind;
-            RETURN NULL;
-        END IF;
-        -- else the checks below say what is wrong
+    SELECT bool_or(x.left_here) INTO any_left
+    FROM (
+        SELECT e.applied_at_statement_end AS left_here,
+            pg_catalog.set_config(economy.running_setting(e.wallet_id), '', true)
+        FROM entries e
+    ) x;
+    IF any_left IS NOT TRUE THEN
+        RETURN NULL;  -- each was applied by apply_entry (or parked)
     END IF;
-
-    PERFORM pg_catalog.set_config(s.setting, '', true)
-    FROM (SELECT DISTINCT economy.running_setting(e.wallet_id) AS setting FROM entries e) s;
     SELECT e.* INTO early FROM entries e
-    WHERE e.id <= (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+    WHERE e.applied_at_statement_end
+        AND e.id <= (SELECT h.safe_up_to FROM economy.ledger_horizon h)
     LIMIT 1;
     IF FOUND THEN
         PERFORM economy.refuse_unapplied_entry(early);
@@ -96,17 +72,17 @@ BEGIN
         -- locked already (taken again, in id order, if a setting lied)
         JOIN (
             SELECT w.id, w.balance, w.held, w.overdraft_limit FROM economy.wallet w
-            WHERE w.id IN (SELECT x.wallet_id FROM entries x WHERE x.balance_after IS NOT NULL)
+            WHERE w.id IN (SELECT x.wallet_id FROM entries x WHERE x.applied_at_statement_end)
             ORDER BY w.id
             FOR NO KEY UPDATE
         ) w ON w.id = e.wallet_id
-        WHERE e.balance_after IS NOT NULL
+        WHERE e.applied_at_statement_end
     ) r
-    WHERE r.balance_after <> r.running
+    WHERE r.balance_after IS DISTINCT FROM r.running
         OR (r.amount < 0 AND r.running - r.held < -r.overdraft_limit)
     ORDER BY r.id
     LIMIT 1;
-    IF FOUND AND refused.balance_after <> refused.running THEN
+    IF FOUND AND refused.balance_after IS DISTINCT FROM refused.running THEN
         RAISE EXCEPTION 'wallet % changed while this statement was adding to it', refused.wallet_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'its balance_after values would not be a running sum: a write of the'
@@ -125,7 +101,7 @@ BEGIN
             sum(economy.earned(e.amount, k.is_earning)) AS earnings
         FROM entries e
         JOIN economy.transaction_kind k ON k.kind = e.kind
-        WHERE e.balance_after IS NOT NULL
+        WHERE e.applied_at_statement_end
         GROUP BY e.wallet_id
     ),
 
@@ -165,24 +141,27 @@ AS $$
 $$;
 
 -- Trigger function, BEFORE INSERT on the ledger, for each row: checks the
--- entry and records the wallet's balance right after it (balance_after): the
--- cached balance, read under the wallet's row lock at the wallet's first
--- entry of the statement, plus the statement's entries before this one
--- (economy.running_setting). The cached figures themselves are updated once
--- per statement, at its end, by apply_entries: so a statement writes each
--- wallet and profile row once, whatever its number of rows (a row-by-row
--- update would walk a growing chain of row versions: quadratic). The lock,
--- FOR NO KEY UPDATE, is the one every writer of the wallet, and reconcile,
--- queue on, so entries are applied one statement at a time, in a definite
--- order. Under that lock an idempotency key already used is seen for sure:
--- such a row is about to be skipped by ON CONFLICT DO NOTHING (or refused
--- as a duplicate), so it counts for nothing. BEFORE, because the ledger is
--- append-only: balance_after must be known before the row is written; and
--- the foreign key's check, at the end of the statement, then finds the
--- wallet row already locked by this transaction.
+-- entry and applies it to the cached figures, or leaves that to the end of
+-- its statement (apply_entries), and records the wallet's balance right
+-- after it (balance_after). A wallet's first entry in a statement is applied
+-- at once, as a single entry always was: one UPDATE of the wallet row both
+-- applies the amount and takes the row lock every writer of that wallet, and
+-- reconcile, queue on; then the profile's. Its later entries in the
+-- statement are left to apply_entries (applied_at_statement_end), each with
+-- its running balance, kept in a setting as the statement goes
+-- (economy.running_setting): so a statement writes each wallet and profile
+-- row at most twice, whatever its number of rows (a row-by-row update would
+-- walk a growing chain of row versions: quadratic). Under the wallet's lock
+-- an idempotency key already used is seen for sure: such a row is about to
+-- be skipped by ON CONFLICT DO NOTHING (or refused as a duplicate), so it
+-- counts for nothing. BEFORE, because the ledger is append-only:
+-- balance_after must be known before the row is written; and the foreign
+-- key's check, at the end of the statement, then finds the wallet row
+-- already locked by this transaction.
 -- A credit to a hot wallet takes no row lock but KEY SHARE (set_hot(false)
 -- waits for it) and is parked, with balance_after NULL. Any other entry on a
--- hot wallet folds the parked credits first, under the lock.
+-- hot wallet locks it and folds the parked credits first (the wallet's first
+-- write), then is left to apply_entries (its second).
 CREATE OR REPLACE FUNCTION economy.apply_entry()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -192,10 +171,13 @@ AS $$
 DECLARE
     setting text;
     running_list text;
-    seen text;  -- 'balance:hot' once the statement has an entry of the wallet
+    seen text;  -- 'balance:hot' once the statement has applied an entry of the wallet
     running numeric;
     is_hot boolean;
     parkable boolean;
+    owner_id bigint;
+    held numeric;
+    overdraft numeric;
 BEGIN
     IF NEW.wallet_id IS NULL OR NEW.kind IS NULL
         OR NEW.amount IS NULL OR NEW.amount IN ('NaN', 'Infinity', '-Infinity') THEN
@@ -208,29 +190,62 @@ BEGIN
         PERFORM economy.check_reversal(NEW);
     END IF;
     parkable := NEW.amount > 0 AND NEW.reverses_id IS NULL;
+    NEW.applied_at_statement_end := false;
     setting := economy.running_setting(NEW.wallet_id);
     running_list := coalesce(pg_catalog.current_setting(setting, true), '');
     seen := nullif(split_part(split_part(running_list, ',' || NEW.wallet_id || ':', 2), ',', 1), '');
 
     IF seen IS NULL THEN
-        -- (a credit to a hot wallet is parked below, without this lock) The
-        -- CTE, which updates nothing, takes the table's lock for the update at
-        -- the statement's end before the row's, as an UPDATE would: a writer
-        -- that holds a row must never queue for the table behind a schema
-        -- change (ALTER TABLE) that queues for that row.
-        WITH table_lock AS (UPDATE economy.wallet SET balance = balance WHERE false)
-        SELECT w.balance, w.hot INTO running, is_hot
-        FROM economy.wallet w
-        WHERE w.id = NEW.wallet_id AND NOT (w.hot AND parkable)
+        UPDATE economy.wallet w
+        SET balance = w.balance + NEW.amount
+        WHERE w.id = NEW.wallet_id AND NOT w.hot
             -- the safe horizon: no entry at or below it may commit any more
-            -- (also checked for every row at the end of the statement)
             AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-        FOR NO KEY UPDATE;
+        RETURNING w.user_id, w.balance, w.held, w.overdraft_limit
+        INTO owner_id, running, held, overdraft;
+        IF FOUND THEN
+            IF NEW.idempotency_key IS NOT NULL AND EXISTS (
+                SELECT FROM economy.transaction t
+                WHERE t.wallet_id = NEW.wallet_id AND t.idempotency_key = NEW.idempotency_key
+            ) THEN
+                UPDATE economy.wallet w SET balance = w.balance - NEW.amount
+                WHERE w.id = NEW.wallet_id
+                RETURNING w.balance INTO running;
+                NEW.balance_after := NULL;
+            ELSE
+                -- Only debits are refused: a credit to a wallet that is below its
+                -- limit (after a repair of bad data) still brings it closer to
+                -- allowed. Held amounts are not available.
+                IF NEW.amount < 0 AND running - held < -overdraft THEN
+                    RAISE EXCEPTION
+                        'wallet % would go below its overdraft limit: balance % - held % < -%',
+                        NEW.wallet_id, running, held, overdraft
+                        USING ERRCODE = 'check_violation';
+                END IF;
+                UPDATE economy.profile p
+                SET balance = p.balance + NEW.amount,
+                    lifetime_earnings = p.lifetime_earnings
+                    + economy.earned(NEW.amount, k.is_earning)
+                FROM economy.transaction_kind k
+                WHERE p.user_id = owner_id AND k.kind = NEW.kind;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION 'unknown transaction kind %', NEW.kind
+                        USING ERRCODE = 'foreign_key_violation';
+                END IF;
+                NEW.balance_after := running;
+            END IF;
+            -- (an assignment, not PERFORM: evaluated without a query)
+            running_list := pg_catalog.set_config(setting, coalesce(nullif(running_list, ''), ',')
+                || NEW.wallet_id || ':' || running || ':false,', true);
+            RETURN NEW;
+        END IF;
     ELSE
         running := split_part(seen, ':', 1)::numeric;
         is_hot := split_part(seen, ':', 2) = 'true';
     END IF;
-    IF parkable AND (running IS NULL OR is_hot) THEN
+
+    -- a hot wallet (or an unknown one, or an id below the horizon)
+    IF parkable AND (seen IS NULL OR is_hot) THEN
         IF NEW.idempotency_key IS NULL THEN
             INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
             SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
@@ -249,19 +264,26 @@ BEGIN
             NEW.balance_after := NULL;
             RETURN NEW;
         END IF;
-        IF running IS NULL THEN  -- turned back to normal meanwhile
-            SELECT w.balance, w.hot INTO running, is_hot
-            FROM economy.wallet w
-            WHERE w.id = NEW.wallet_id
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
-            FOR NO KEY UPDATE;
+    END IF;
+    IF seen IS NULL THEN
+        -- a debit on a hot wallet (or one turned back to normal meanwhile):
+        -- locked and folded, then left to the end of the statement. The CTE,
+        -- which updates nothing, takes the table's lock for that update
+        -- before the row's, as an UPDATE would: a writer that holds a row
+        -- must never queue for the table behind a schema change (ALTER TABLE)
+        -- that queues for that row.
+        WITH table_lock AS (UPDATE economy.wallet SET balance = balance WHERE false)
+        SELECT w.balance, w.hot INTO running, is_hot
+        FROM economy.wallet w
+        WHERE w.id = NEW.wallet_id
+            AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            PERFORM economy.refuse_unapplied_entry(NEW);
         END IF;
-    END IF;
-    IF running IS NULL THEN
-        PERFORM economy.refuse_unapplied_entry(NEW);
-    END IF;
-    IF seen IS NULL AND is_hot THEN
-        running := running + economy.fold_hot_credits(NEW.wallet_id);
+        IF is_hot THEN
+            running := running + economy.fold_hot_credits(NEW.wallet_id);
+        END IF;
     END IF;
 
     IF NEW.idempotency_key IS NOT NULL AND EXISTS (
@@ -272,7 +294,8 @@ BEGIN
     END IF;
     running := running + NEW.amount;
     NEW.balance_after := running;
-    PERFORM pg_catalog.set_config(setting, CASE
+    NEW.applied_at_statement_end := true;
+    running_list := pg_catalog.set_config(setting, CASE
         WHEN seen IS NULL THEN coalesce(nullif(running_list, ''), ',')
             || NEW.wallet_id || ':' || running || ':' || is_hot || ','
         ELSE replace(running_list, ',' || NEW.wallet_id || ':' || seen || ',',

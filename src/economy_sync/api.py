@@ -99,6 +99,8 @@ class LedgerEntry:
     created_at: datetime
     transfer_debit_id: int | None
     balance_after: Decimal | None
+    # applied with the other entries of its (multi-row) statement, at its end
+    applied_at_statement_end: bool
 
 
 @dataclass
