@@ -4,8 +4,9 @@ at most twice, its first entry at once and the others together at the end
 (counted inside the transaction, not timed), gives every row its running
 balance_after in its order, checks every debit against the overdraft limit and
 holds at its place, parks hot credits, and keeps idempotency keys and
-reversals as row by row. A setting that lies about the running balances gets a
-statement refused, never a wrong figure."""
+reversals as row by row. A setting that lies can at most change the order in
+which a statement's own entries are applied (the figures are those of that
+order): never an amount lost, doubled, or past the limit."""
 
 import random
 import threading
@@ -309,6 +310,40 @@ def test_a_setting_that_lies_gets_the_statement_refused_never_a_wrong_figure(log
     assert balances(app, a)[0] >= 0
     assert running_sums_hold(app)
     assert drift(app) == []
+
+
+def test_lies_that_reorder_a_statement_leave_every_figure_that_of_the_order_applied(login, wallets):
+    """Found by an attacker review: a setting forged before the statement and
+    cleared inside it, or a COPY beside a transfer reversal, applies the
+    statement's rows in another order than their ids; each balance_after is
+    still the wallet's balance right after its entry in the order applied, the
+    caches equal the ledger, and no debit took the wallet below its limit."""
+    a, b, _ = wallets
+    app = login("economy_app")
+    with app.transaction():
+        app.execute(
+            "SELECT set_config(%s, %s, true)", [f"economy.running_{a % 256}", f",{a}:105.00:false,"]
+        )
+        app.execute(
+            "INSERT INTO economy.transaction (wallet_id, amount, kind, memo)"
+            " SELECT %s, v.a, v.k, CASE WHEN v.n = 2 THEN"
+            " set_config(%s, '', true) END"
+            " FROM (VALUES (1, -100.00, 'purchase'), (2, 100.00, 'prize')) v (n, a, k)",
+            [a, f"economy.running_{a % 256}"],
+        )
+    (debit,) = app.execute("SELECT id FROM economy.transfer(%s, %s, 3) LIMIT 1", [a, b]).fetchone()
+    with app.transaction():  # b's balance as if the credit below had been applied before
+        app.execute(
+            "SELECT set_config(%s, %s, true)", [f"economy.running_{b % 256}", f",{b}:5.00:false,"]
+        )
+        with app.cursor().copy(
+            "COPY economy.transaction (wallet_id, amount, kind, reverses_id) FROM STDIN"
+        ) as cp:
+            cp.write_row((b, Decimal("3.00"), "prize", None))
+            cp.write_row((a, Decimal("3.00"), "transfer", debit))  # reverses both legs
+    assert drift(app) == []
+    assert chained(app, a) and chained(app, b)
+    assert all(balance >= 0 for (balance,) in app.execute("SELECT balance FROM economy.wallet"))
 
 
 def chained(conn, wallet_id) -> bool:
