@@ -690,6 +690,8 @@ END;
 $$;
 DROP FUNCTION economy.insert_sync(economy.attachments);
 DROP FUNCTION economy.apply_entries();
+DROP FUNCTION economy.refuse_overdraft(bigint, numeric, numeric, numeric);
+DROP FUNCTION economy.with_running_balance(text, bigint, text, numeric, boolean);
 DROP FUNCTION economy.running_setting(bigint);
 
 ALTER TABLE economy.transaction DROP COLUMN applied_at_statement_end;

@@ -24,6 +24,38 @@ AS $$
     SELECT 'economy.running_' || abs(wallet_id % 256)::text;  -- ::text: immutable, inlined
 $$;
 
+-- The running list with the wallet's entry set to balance:hot (replacing
+-- `seen`, its entry so far, if any).
+CREATE FUNCTION economy.with_running_balance(
+    running_list text, wallet_id bigint, seen text, balance numeric, hot boolean
+)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT CASE
+        WHEN seen IS NULL THEN coalesce(nullif(running_list, ''), ',')
+            || wallet_id::text || ':' || balance::text || ':' || hot::text || ','
+        ELSE replace(running_list, ',' || wallet_id::text || ':' || seen || ',',
+            ',' || wallet_id::text || ':' || balance::text || ':' || hot::text || ',')
+    END;
+$$;
+
+-- Raises the overdraft refusal of a debit that would take its wallet to
+-- `balance` (the one wording of it, for apply_entry and apply_entries).
+CREATE FUNCTION economy.refuse_overdraft(
+    wallet_id bigint, balance numeric, held numeric, overdraft_limit numeric
+)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
+        wallet_id, balance, held, overdraft_limit
+        USING ERRCODE = 'check_violation';
+END;
+$$;
+
 -- Trigger function, AFTER INSERT on the ledger, once per statement: empties
 -- the statement's running balances, then applies the entries apply_entry
 -- left to it (applied_at_statement_end: only apply_entry sets it) to the
@@ -47,12 +79,13 @@ DECLARE
     early economy.transaction;
     refused record;
 BEGIN
-    SELECT bool_or(x.left_here) INTO any_left
+    SELECT bool_or(g.left_here) INTO any_left
     FROM (
-        SELECT e.applied_at_statement_end AS left_here,
+        SELECT bool_or(e.applied_at_statement_end) AS left_here,
             pg_catalog.set_config(economy.running_setting(e.wallet_id), '', true)
         FROM entries e
-    ) x;
+        GROUP BY economy.running_setting(e.wallet_id)
+    ) g;
     IF any_left IS NOT TRUE THEN
         RETURN NULL;  -- each was applied by apply_entry (or parked)
     END IF;
@@ -90,9 +123,8 @@ BEGIN
             ' other wallet it also writes) changed the wallet; make that write in a statement'
             ' of its own';
     ELSIF FOUND THEN
-        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % - held % < -%',
-            refused.wallet_id, refused.running, refused.held, refused.overdraft_limit
-            USING ERRCODE = 'check_violation';
+        PERFORM economy.refuse_overdraft(
+            refused.wallet_id, refused.running, refused.held, refused.overdraft_limit);
     END IF;
 
     WITH totals AS (
@@ -175,6 +207,7 @@ DECLARE
     running numeric;
     is_hot boolean;
     parkable boolean;
+    beyond_horizon boolean;
     owner_id bigint;
     held numeric;
     overdraft numeric;
@@ -217,10 +250,7 @@ BEGIN
                 -- limit (after a repair of bad data) still brings it closer to
                 -- allowed. Held amounts are not available.
                 IF NEW.amount < 0 AND running - held < -overdraft THEN
-                    RAISE EXCEPTION
-                        'wallet % would go below its overdraft limit: balance % - held % < -%',
-                        NEW.wallet_id, running, held, overdraft
-                        USING ERRCODE = 'check_violation';
+                    PERFORM economy.refuse_overdraft(NEW.wallet_id, running, held, overdraft);
                 END IF;
                 UPDATE economy.profile p
                 SET balance = p.balance + NEW.amount,
@@ -235,8 +265,8 @@ BEGIN
                 NEW.balance_after := running;
             END IF;
             -- (an assignment, not PERFORM: evaluated without a query)
-            running_list := pg_catalog.set_config(setting, coalesce(nullif(running_list, ''), ',')
-                || NEW.wallet_id || ':' || running || ':false,', true);
+            running_list := pg_catalog.set_config(setting,
+                economy.with_running_balance(running_list, NEW.wallet_id, NULL, running, false), true);
             RETURN NEW;
         END IF;
     ELSE
@@ -244,20 +274,23 @@ BEGIN
         is_hot := split_part(seen, ':', 2) = 'true';
     END IF;
 
-    -- a hot wallet (or an unknown one, or an id below the horizon)
+    -- a hot wallet (or an unknown one, or an id below the horizon); read
+    -- once: the horizon cannot move while this insert is in flight
+    -- (mark_ledger_horizon waits for it)
+    IF seen IS NULL OR (parkable AND is_hot) THEN
+        beyond_horizon := NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h);
+    END IF;
     IF parkable AND (seen IS NULL OR is_hot) THEN
         IF NEW.idempotency_key IS NULL THEN
             INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
             SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
             FROM economy.wallet w, economy.transaction_kind k
-            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            WHERE w.id = NEW.wallet_id AND w.hot AND k.kind = NEW.kind AND beyond_horizon
             FOR KEY SHARE OF w;
         ELSE
             -- parked by apply_hot_credit once written: ON CONFLICT may skip it
             PERFORM FROM economy.wallet w
-            WHERE w.id = NEW.wallet_id AND w.hot
-                AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+            WHERE w.id = NEW.wallet_id AND w.hot AND beyond_horizon
             FOR KEY SHARE;
         END IF;
         IF FOUND THEN
@@ -275,8 +308,7 @@ BEGIN
         WITH table_lock AS (UPDATE economy.wallet SET balance = balance WHERE false)
         SELECT w.balance, w.hot INTO running, is_hot
         FROM economy.wallet w
-        WHERE w.id = NEW.wallet_id
-            AND NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h)
+        WHERE w.id = NEW.wallet_id AND beyond_horizon
         FOR NO KEY UPDATE;
         IF NOT FOUND THEN
             PERFORM economy.refuse_unapplied_entry(NEW);
@@ -295,12 +327,8 @@ BEGIN
     running := running + NEW.amount;
     NEW.balance_after := running;
     NEW.applied_at_statement_end := true;
-    running_list := pg_catalog.set_config(setting, CASE
-        WHEN seen IS NULL THEN coalesce(nullif(running_list, ''), ',')
-            || NEW.wallet_id || ':' || running || ':' || is_hot || ','
-        ELSE replace(running_list, ',' || NEW.wallet_id || ':' || seen || ',',
-            ',' || NEW.wallet_id || ':' || running || ':' || is_hot || ',')
-    END, true);
+    running_list := pg_catalog.set_config(setting,
+        economy.with_running_balance(running_list, NEW.wallet_id, seen, running, is_hot), true);
     RETURN NEW;
 END;
 $$;
@@ -791,6 +819,8 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION economy.running_setting(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.with_running_balance(text, bigint, text, numeric, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.refuse_overdraft(bigint, numeric, numeric, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.apply_entries() FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.insert_sync(economy.attachments) FROM PUBLIC;
 
