@@ -156,3 +156,30 @@ def pay(conn, wallet, amount, reason="prize"):
         "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES (%s, %s, %s)",
         [wallet, amount, reason],
     )
+
+
+def rows_updated(conn, tables, write) -> dict[str, int]:
+    """{table: row versions write() updated in it}, counted in one transaction
+    (two readings: pending statistics may still hold an earlier transaction's)."""
+
+    def updated(table):
+        return conn.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass)", [table]
+        ).fetchone()[0]
+
+    with conn.transaction():
+        before = {table: updated(table) for table in tables}
+        write()
+        return {table: updated(table) - before[table] for table in tables}
+
+
+def chained(conn, wallet_id) -> bool:
+    """Applied one after another (in the order their transactions got the
+    wallet, not their ids), each entry starts where the one before it ended:
+    the balances before the entries, plus the final balance, are the balances
+    after them, plus the opening 0."""
+    rows = conn.execute(
+        "SELECT amount, balance_after FROM economy.transaction WHERE wallet_id = %s", [wallet_id]
+    ).fetchall()
+    befores = sorted([after - amount for amount, after in rows] + [balances(conn, wallet_id)[0]])
+    return befores == sorted([after for _, after in rows] + [Decimal("0.00")])

@@ -9,7 +9,7 @@ import random
 import threading
 
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, pay, run, seed_figures
+from helpers import SEED_ATTACH, SEED_TABLES, pay, rows_updated, run, seed_figures
 from helpers import attached_drift as drift
 from psycopg import errors
 
@@ -114,27 +114,11 @@ def test_updates_and_deletes_go_row_by_row(seed):
     assert drift(seed, "seed") == []
 
 
-def updates_in_this_transaction(conn, table):
-    """Row versions written so far (pending statistics: may include an earlier
-    transaction's, so compare two readings of one transaction)."""
-    return conn.execute("SELECT pg_stat_get_xact_tuples_updated(%s::regclass)", [table]).fetchone()[
-        0
-    ]
-
-
-def writes(conn, tables, write):
-    """{table: rows it had updated} by write(), in one transaction."""
-    with conn.transaction():
-        before = {t: updates_in_this_transaction(conn, t) for t in tables}
-        write()
-        return {t: updates_in_this_transaction(conn, t) - before[t] for t in tables}
-
-
 @pytest.mark.parametrize("rows", [1, 2, 1000, 20_000])
 def test_each_wallet_and_profile_is_written_once_per_statement(seed, rows):
     """Counted inside the transaction: a statement of any size writes each of
     its wallets and profiles once (so its cost is linear in its rows)."""
-    written = writes(
+    written = rows_updated(
         seed,
         ["app_wallet", "app_profile"],
         lambda: seed.execute(
@@ -157,7 +141,10 @@ def test_copy_writes_each_wallet_once(seed):
                 cp.write_row((1 + n % 5, 2, "prize"))
 
     # wallets 3 and 5 share profile 3
-    assert writes(seed, ["app_wallet", "app_profile"], copy) == {"app_wallet": 5, "app_profile": 3}
+    assert rows_updated(seed, ["app_wallet", "app_profile"], copy) == {
+        "app_wallet": 5,
+        "app_profile": 3,
+    }
     assert seed_figures(seed)[0] == applied_once(seed)
     assert drift(seed, "seed") == []
 
@@ -217,7 +204,7 @@ def test_a_partitioned_ledger_syncs_every_row_however_it_is_written(conn):
     conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
     conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (1)")
     pay(conn, 1, 7)
-    written = writes(
+    written = rows_updated(
         conn,
         ["app_wallet"],
         lambda: conn.execute(

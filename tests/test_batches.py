@@ -7,7 +7,7 @@ import threading
 from decimal import Decimal
 
 import pytest
-from helpers import balances, drift, open_wallet, post, state
+from helpers import balances, chained, drift, open_wallet, post, state
 from psycopg import errors
 
 from economy_sync import post_batch, set_hot, wallet_balance
@@ -182,19 +182,7 @@ def test_racing_batches_single_entries_and_transfers(conn, connect):
         t.join()
     assert failures == []
     assert drift(conn) == []
-    for wallet_id in ids:
-        # applied one after another, each entry starts where the one before it
-        # ended: the balances before the entries, plus the final balance, are
-        # the balances after them, plus the opening 0
-        rows = conn.execute(
-            "SELECT amount, balance_after FROM economy.transaction WHERE wallet_id = %s",
-            [wallet_id],
-        ).fetchall()
-        befores = sorted(
-            [after - amount for amount, after in rows] + [balances(conn, wallet_id)[0]]
-        )
-        afters = sorted([after for _, after in rows] + [Decimal("0.00")])
-        assert befores == afters
+    assert all(chained(conn, wallet_id) for wallet_id in ids)
 
 
 def test_post_batch_from_python(conn, wallets):

@@ -13,12 +13,13 @@ import threading
 from decimal import Decimal
 
 import pytest
-from helpers import balances, drift, open_wallet, post
+from helpers import balances, chained, drift, open_wallet, post, rows_updated
 from psycopg import errors
 
 from economy_sync import set_hot, wallet_balance
 
 ROWS = "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES "
+TABLES = ["economy.wallet", "economy.profile"]
 
 
 @pytest.fixture
@@ -28,23 +29,6 @@ def wallets(conn):
     for wallet in ids:
         post(conn, wallet, "5.00", kind="prize")
     return ids
-
-
-def rows_written(conn, write) -> dict[str, int]:
-    """Row versions write() made of the wallet and profile tables, counted in
-    one transaction (two readings: pending statistics may hold older ones)."""
-
-    def updated():
-        return conn.execute(
-            "SELECT pg_stat_get_xact_tuples_updated('economy.wallet'::regclass),"
-            " pg_stat_get_xact_tuples_updated('economy.profile'::regclass)"
-        ).fetchone()
-
-    with conn.transaction():
-        before = updated()
-        write()
-        after = updated()
-    return {"wallet": after[0] - before[0], "profile": after[1] - before[1]}
 
 
 def running_sums_hold(conn, hot_wallet=0) -> bool:
@@ -64,15 +48,16 @@ def running_sums_hold(conn, hot_wallet=0) -> bool:
 
 @pytest.mark.parametrize("rows", [1, 2, 1000, 20_000])
 def test_a_statement_of_any_size_writes_each_wallet_and_profile_at_most_twice(conn, wallets, rows):
-    written = rows_written(
+    written = rows_updated(
         conn,
+        TABLES,
         lambda: conn.execute(
             "INSERT INTO economy.transaction (wallet_id, amount, kind)"
             " SELECT %s, 1, 'prize' FROM generate_series(1, %s)",
             [wallets[0], rows],
         ),
     )
-    assert written == {"wallet": min(rows, 2), "profile": min(rows, 2)}
+    assert written == {"economy.wallet": min(rows, 2), "economy.profile": min(rows, 2)}
     assert balances(conn, wallets[0]) == (5 + rows, 5 + rows, 5 + rows)
     assert running_sums_hold(conn)
     assert drift(conn) == []
@@ -88,7 +73,7 @@ def test_copy_writes_each_wallet_twice_with_running_balances(conn, wallets):
                     (wallets[n % 3], Decimal("1.25") if n % 4 else Decimal("-0.50"), "prize")
                 )
 
-    assert rows_written(conn, copy) == {"wallet": 6, "profile": 6}
+    assert rows_updated(conn, TABLES, copy) == {"economy.wallet": 6, "economy.profile": 6}
     assert running_sums_hold(conn)
     assert drift(conn) == []
 
@@ -251,23 +236,28 @@ def test_reversing_a_transfer_leg_beside_rows_of_the_other_wallet(conn, wallets)
 def test_a_hot_wallets_credits_are_parked_and_its_debits_fold_them(conn, wallets):
     treasury = wallets[2]
     set_hot(conn, treasury)
-    credits = rows_written(
+    credits = rows_updated(
         conn,
+        TABLES,
         lambda: conn.execute(
             "INSERT INTO economy.transaction (wallet_id, amount, kind)"
             " SELECT %s, 1, 'fee' FROM generate_series(1, 500)",
             [treasury],
         ),
     )
-    assert credits == {"wallet": 0, "profile": 0}  # no shared row written
+    assert credits == {"economy.wallet": 0, "economy.profile": 0}  # no shared row written
     assert wallet_balance(conn, treasury) == Decimal("505.00")
-    debits = rows_written(
+    debits = rows_updated(
         conn,
+        TABLES,
         lambda: conn.execute(
             ROWS + "(%s, -100, 'purchase'), (%s, 1, 'fee'), (%s, -100, 'purchase')", [treasury] * 3
         ),
     )
-    assert debits == {"wallet": 2, "profile": 2}  # the fold, then the statement's sum
+    assert debits == {
+        "economy.wallet": 2,
+        "economy.profile": 2,
+    }  # the fold, then the statement's sum
     assert conn.execute(
         "SELECT amount, balance_after FROM economy.transaction WHERE wallet_id = %s"
         " ORDER BY id DESC LIMIT 3",
@@ -344,18 +334,6 @@ def test_lies_that_reorder_a_statement_leave_every_figure_that_of_the_order_appl
     assert drift(app) == []
     assert chained(app, a) and chained(app, b)
     assert all(balance >= 0 for (balance,) in app.execute("SELECT balance FROM economy.wallet"))
-
-
-def chained(conn, wallet_id) -> bool:
-    """Applied one after another (in the order their transactions got the
-    wallet, not their ids), each entry starts where the one before it ended:
-    the balances before the entries, plus the final balance, are the balances
-    after them, plus the opening 0."""
-    rows = conn.execute(
-        "SELECT amount, balance_after FROM economy.transaction WHERE wallet_id = %s", [wallet_id]
-    ).fetchall()
-    befores = sorted([after - amount for amount, after in rows] + [balances(conn, wallet_id)[0]])
-    return befores == sorted([after for _, after in rows] + [Decimal("0.00")])
 
 
 def test_statements_in_wallet_order_single_rows_transfers_and_reconcile_race(conn, connect):

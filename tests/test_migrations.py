@@ -9,7 +9,16 @@ import psycopg
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, open_wallet, pay, post, run
+from helpers import (
+    SEED_ATTACH,
+    SEED_TABLES,
+    attached_drift,
+    open_wallet,
+    pay,
+    post,
+    rows_updated,
+    run,
+)
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from economy_sync import migrate
@@ -293,19 +302,15 @@ def test_attachments_made_before_0010_sync_bulk_writes_by_statement_up_and_down(
     included; downgrading syncs them row by row again; nothing drifts."""
 
     def wallet_writes(conn, rows):
-        with conn.transaction():
-            (before,) = conn.execute(
-                "SELECT pg_stat_get_xact_tuples_updated('app_wallet'::regclass)"
-            ).fetchone()
-            conn.execute(
+        return rows_updated(
+            conn,
+            ["app_wallet"],
+            lambda: conn.execute(
                 "INSERT INTO app_transaction (wallet_id, amount, reason)"
                 " SELECT 1, 1, 'prize' FROM generate_series(1, %s)",
                 [rows],
-            )
-            (after,) = conn.execute(
-                "SELECT pg_stat_get_xact_tuples_updated('app_wallet'::regclass)"
-            ).fetchone()
-        return after - before
+            ),
+        )["app_wallet"]
 
     migrate.upgrade(empty_dsn, "0009_one_engine_foundations")
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
