@@ -98,18 +98,29 @@ CREATE TABLE economy.attached_hot_wallet (
 );
 
 -- Credits to attached hot wallets, not folded into the app's cached columns
--- yet (as economy.hot_credit for the package's wallets): the exact figures
--- are the cached ones plus these. Folded under the wallet's lock by a debit,
--- economy.fold_hot_wallets(attachment => N) or a real reconcile.
+-- yet: the exact figures are the cached ones plus the sum of the wallet's
+-- rows here. Kept as running sums, so that summing them stays cheap however
+-- many credits are parked (the overflow guard does it for every credit): a
+-- credit adds to a row of its wallet that no other transaction holds, or
+-- starts one (economy.park_attached_credit), so a wallet has about as many
+-- rows as it had credits in flight at once; `credits` counts them. A fold
+-- (under the wallet's lock, by a debit, economy.fold_hot_wallets(attachment
+-- => N) or a real reconcile) adds what it took, negated, to the wallet's one
+-- fold row: it never waits for a credit in flight.
 CREATE TABLE economy.attached_hot_credit (
     attachment text NOT NULL,
     wallet_id bigint NOT NULL,
     amount numeric NOT NULL,
     earnings numeric NOT NULL,
-    sync_role name NOT NULL DEFAULT current_user
+    sync_role name NOT NULL DEFAULT current_user,
+    credits bigint NOT NULL DEFAULT 1,
+    folds boolean NOT NULL DEFAULT false
 );
 
 CREATE INDEX attached_hot_credit_wallet ON economy.attached_hot_credit (attachment, wallet_id);
+
+CREATE UNIQUE INDEX attached_hot_credit_fold ON economy.attached_hot_credit (attachment, wallet_id)
+WHERE folds;
 
 -- Each attachment's sync role reads and writes its own rows of both, no
 -- other attachment's (the installer, their owner, is not bound by this);
@@ -132,6 +143,45 @@ WITH CHECK (
     sync_role = current_user
     AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
 );
+
+-- Parks a credit to an attached hot wallet (run as the attachment's sync
+-- role): added to one of the wallet's rows that no other transaction holds,
+-- or, when all are held, to a new row once the wallet is seen hot under KEY
+-- SHARE (which set_hot(false) waits for). False, and nothing written, when
+-- the wallet is not hot. A row held by a credit in flight is what
+-- set_hot(false) waits for too.
+CREATE FUNCTION economy.park_attached_credit(
+    attachment text, wallet_id bigint, amount numeric, earnings numeric
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    free tid;
+BEGIN
+    SELECT c.ctid INTO free
+    FROM economy.attached_hot_credit c
+    WHERE c.attachment = $1 AND c.wallet_id = $2 AND NOT c.folds
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        UPDATE economy.attached_hot_credit c
+        SET amount = c.amount + $3, earnings = c.earnings + $4, credits = c.credits + 1
+        WHERE c.ctid = free;
+        RETURN true;
+    END IF;
+    PERFORM FROM economy.attached_hot_wallet h
+    WHERE h.attachment = $1 AND h.wallet_id = $2
+    FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+    VALUES ($1, $2, $3, $4);
+    RETURN true;
+END;
+$$;
 
 -- The name of an object generated for an attachment.
 CREATE FUNCTION economy.attached_object(attachment text, suffix text)
@@ -193,8 +243,10 @@ BEGIN
     -- UPDATE: a credit holds its hot wallet's row FOR KEY SHARE
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet TO %I',
         a.sync_role);
-    EXECUTE format('GRANT SELECT, INSERT, DELETE ON economy.attached_hot_credit TO %I',
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_credit TO %I',
         a.sync_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
+        ' numeric) TO %I', a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -609,12 +661,7 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
-            PERFORM FROM economy.attached_hot_wallet h
-            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
-            FOR KEY SHARE;
-            IF FOUND THEN
-                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-                VALUES (%16$L, NEW.%8$I, sync_amount, sync_earned);
+            IF economy.park_attached_credit(%16$L, NEW.%8$I, sync_amount, sync_earned) THEN
                 %20$s
                 %18$s
             END IF;
@@ -725,8 +772,8 @@ $render$;
 -- wallets locked in ascending key order, each updated once with the sum of
 -- its rows, then each owner's profile once; so the cost is linear, and two
 -- such statements never deadlock whatever the order of their rows. As row by
--- row, a hot wallet that only gets credits has them parked (one parked row
--- per wallet, no shared row written); one that also gets a debit is folded
+-- row, a hot wallet that only gets credits has them parked (once per
+-- wallet, no shared row written); one that also gets a debit is folded
 -- under its lock first. Not made where the row trigger syncs every row
 -- (economy.insert_sync).
 CREATE FUNCTION economy.render_sync_rows(a economy.attachments)
@@ -783,19 +830,12 @@ BEGIN
         PERFORM economy.%11$I(sync_folded);
     END IF;
     -- each wallet's sums, once: parked or added to its cached columns
-    WITH totals AS (
-        SELECT n.%4$I AS wallet_key, sum(n.%5$I) AS amount,
-            sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END) AS earnings
-        FROM sync_inserted n
-        GROUP BY n.%4$I
-    ),
-
-    parked AS (
-        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-        SELECT %10$L, t.wallet_key, t.amount, t.earnings
-        FROM totals t
-        WHERE t.wallet_key = ANY (sync_parked)
-    ),
+    IF cardinality(sync_parked) > 0 THEN
+        PERFORM economy.park_attached_credit(%10$L, t.wallet_key, t.amount, t.earnings)
+        FROM (%6$s) t
+        WHERE t.wallet_key = ANY (sync_parked);
+    END IF;
+    WITH totals AS (%6$s),
 
     updated AS (
         UPDATE %2$s w SET %7$s
@@ -819,7 +859,12 @@ $template$,
     a.wallet_key_column,
     a.ledger_wallet_column,
     a.amount_column,
-    a.earning,
+    format($totals$
+        SELECT n.%1$I AS wallet_key, sum(n.%2$I) AS amount,
+            sum(CASE WHEN coalesce((%3$s), false) THEN n.%2$I ELSE 0 END) AS earnings
+        FROM sync_inserted n
+        GROUP BY n.%1$I
+    $totals$, a.ledger_wallet_column, a.amount_column, a.earning),
     economy.render_additions(
         'w', a.wallet_balance_column, a.wallet_earnings_column, 't.amount', 't.earnings'
     ),
@@ -1173,7 +1218,10 @@ BEGIN
         SELECT w.%5$I::bigint AS wallet_id, %4$s::bigint AS owner_id
         FROM %3$s w
         WHERE w.%5$I IN (
-            SELECT c.wallet_id FROM economy.attached_hot_credit c WHERE c.attachment = %9$L
+            SELECT c.wallet_id FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L
+            GROUP BY c.wallet_id
+            HAVING sum(c.credits) > 0
         )
     ) h
     WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
@@ -1291,7 +1339,8 @@ $render$;
 -- Template: folds the parked credits of the given hot wallets (all when
 -- NULL) into the cached columns; returns how many wallets it folded. Their
 -- rows are locked first, in ascending key order; a credit still in flight is
--- not seen and stays parked.
+-- not seen and stays parked. What it took is subtracted in the wallet's fold
+-- row, so it never waits for a credit's row.
 CREATE FUNCTION economy.render_fold(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -1316,19 +1365,28 @@ BEGIN
         WHERE w.%2$I IN (
             SELECT c.wallet_id FROM economy.attached_hot_credit c
             WHERE c.attachment = %4$L AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
+            GROUP BY c.wallet_id
+            HAVING sum(c.credits) > 0
         )
     );
     PERFORM economy.lock_rows(%8$s, %2$L, locked, %9$s);
-    WITH taken AS (
-        DELETE FROM economy.attached_hot_credit c
+    WITH per_wallet AS (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings,
+            sum(c.credits) AS credits
+        FROM economy.attached_hot_credit c
         WHERE c.attachment = %4$L AND c.wallet_id = ANY (locked)
-        RETURNING c.wallet_id, c.amount, c.earnings
+        GROUP BY c.wallet_id
+        HAVING sum(c.credits) > 0
     ),
 
-    per_wallet AS (
-        SELECT t.wallet_id, sum(t.amount) AS amount, sum(t.earnings) AS earnings
-        FROM taken t
-        GROUP BY t.wallet_id
+    taken AS (
+        INSERT INTO economy.attached_hot_credit AS c
+            (attachment, wallet_id, amount, earnings, credits, folds)
+        SELECT %4$L, pw.wallet_id, -pw.amount, -pw.earnings, -pw.credits, true
+        FROM per_wallet pw
+        ON CONFLICT (attachment, wallet_id) WHERE folds DO UPDATE
+        SET amount = c.amount + excluded.amount, earnings = c.earnings + excluded.earnings,
+            credits = c.credits + excluded.credits
     ),
 
     folded AS (
@@ -1365,7 +1423,8 @@ $render$;
 
 -- Template: set_hot(…, attachment => N). Turning a wallet back to normal
 -- deletes its row of attached_hot_wallet, so it first waits for the credits
--- in flight (each holds KEY SHARE on that row), then folds them.
+-- in flight that hold KEY SHARE on that row, then for those that hold one of
+-- its parked rows, and folds them all: its parked rows, all zero, go.
 CREATE FUNCTION economy.render_set_hot(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -1391,7 +1450,12 @@ BEGIN
     ELSE
         DELETE FROM economy.attached_hot_wallet h
         WHERE h.attachment = %4$L AND h.wallet_id = $1;
+        PERFORM FROM economy.attached_hot_credit c
+        WHERE c.attachment = %4$L AND c.wallet_id = $1 AND NOT c.folds
+        FOR UPDATE;
         PERFORM economy.%5$I(ARRAY[$1]);
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.attachment = %4$L AND c.wallet_id = $1;
     END IF;
 END;
 $fn$

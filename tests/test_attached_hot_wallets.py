@@ -48,8 +48,8 @@ def seed(conn):
 
 def parked(conn, wallet):
     return conn.execute(
-        "SELECT count(*), coalesce(sum(amount), 0) FROM economy.attached_hot_credit"
-        " WHERE attachment = 'seed' AND wallet_id = %s",
+        "SELECT coalesce(sum(credits), 0), coalesce(sum(amount), 0)"
+        " FROM economy.attached_hot_credit WHERE attachment = 'seed' AND wallet_id = %s",
         [wallet],
     ).fetchone()
 
@@ -176,6 +176,67 @@ def test_set_hot_false_waits_for_credits_in_flight_and_folds_them(seed, connect)
     assert seed_figures(seed)[0][TREASURY] == (110, 110)
 
 
+def parked_rows(conn, wallet):
+    return conn.execute(
+        "SELECT count(*) FROM economy.attached_hot_credit"
+        " WHERE attachment = 'seed' AND wallet_id = %s",
+        [wallet],
+    ).fetchone()[0]
+
+
+def test_parked_credits_are_running_sums_so_the_overflow_guard_reads_few_rows(seed, connect):
+    # the guard sums the wallet's parked rows for every credit: they must not
+    # grow with the credits, only with the credits in flight at once
+    for _ in range(200):
+        pay(seed, TREASURY, 1, "fee")
+    assert parked(seed, TREASURY) == (200, 200) and parked_rows(seed, TREASURY) == 1
+    in_flight = [connect(autocommit=False) for _ in range(3)]
+    for conn in in_flight:
+        pay(conn, TREASURY, 10, "fee")  # each holds a row: the others start their own
+    for conn in in_flight:
+        conn.commit()
+    assert parked_rows(seed, TREASURY) == 3
+    fold_hot_wallets(seed, attachment="seed")  # one fold row, whatever the folds
+    pay(seed, TREASURY, 5, "fee")
+    pay(seed, TREASURY, -1, "payout")
+    assert parked_rows(seed, TREASURY) == 4 and parked(seed, TREASURY) == (0, 0)
+    assert_exact(seed)
+
+
+def test_a_fold_never_waits_for_a_credit_in_flight(seed, connect):
+    pay(seed, TREASURY, 10, "fee")
+    in_flight = connect(autocommit=False)
+    pay(in_flight, TREASURY, 1000, "fee")  # adds to the committed credit's row, holds it
+    seed.execute("SET lock_timeout = '1s'")
+    pay(seed, TREASURY, -50, "payout")  # folds the committed 10 without waiting
+    assert seed_figures(seed)[0][TREASURY] == (60, 110)
+    assert fold_hot_wallets(seed, attachment="seed") == 0
+    in_flight.commit()
+    assert wallet_balance(seed, TREASURY, attachment="seed") == 1060
+    assert_exact(seed)
+
+
+def test_set_hot_false_waits_for_a_credit_holding_a_parked_row_which_may_then_debit(seed, connect):
+    pay(seed, TREASURY, 10, "fee")
+    in_flight = connect(autocommit=False)
+    pay(in_flight, TREASURY, 7, "fee")  # holds the wallet's parked row
+    operator = connect()
+    turned = threading.Thread(
+        target=set_hot, args=(operator, TREASURY, False), kwargs={"attachment": "seed"}
+    )
+    turned.start()
+    turned.join(0.5)
+    assert turned.is_alive()  # waiting for the credit in flight
+    in_flight.execute("SET lock_timeout = '5s'")
+    pay(in_flight, TREASURY, -3, "payout")  # the same transaction debits: no deadlock
+    in_flight.commit()
+    turned.join(10)
+    assert not turned.is_alive()
+    assert parked_rows(seed, TREASURY) == 0
+    assert seed_figures(seed)[0][TREASURY] == (114, 117)
+    assert_exact(seed)
+
+
 def test_detach_folds_first_so_the_app_keeps_exact_caches(seed):
     pay(seed, TREASURY, 5, "fee")
     pay(seed, ANA, 5, "prize")
@@ -209,6 +270,8 @@ def test_roles(seed, login):
         # parked rows are money: the app may read them, never write them
         "INSERT INTO economy.attached_hot_credit VALUES ('seed', 3, 1000, 0)",
         "DELETE FROM economy.attached_hot_credit",
+        "UPDATE economy.attached_hot_credit SET amount = amount + 1000",
+        "SELECT economy.park_attached_credit('seed', 3, 1000, 0)",
         "INSERT INTO economy.attached_hot_wallet VALUES ('seed', 2)",
     ):
         with pytest.raises(errors.InsufficientPrivilege), app.transaction():

@@ -347,6 +347,48 @@ def test_attachments_made_before_0010_sync_bulk_writes_by_statement_up_and_down(
         assert attached_drift(conn, "part") == []
 
 
+def test_parked_credits_made_before_0011_become_running_sums_up_and_down(empty_dsn):
+    """Upgrading to 0011 turns each hot wallet's parked rows into one running sum
+    (and back); the exact figures never change and nothing drifts."""
+
+    def parked(conn):
+        return conn.execute(
+            "SELECT wallet_id, count(*), sum(amount) FROM economy.attached_hot_credit"
+            " GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+
+    def exact(conn):
+        return [
+            conn.execute("SELECT economy.wallet_balance(%s, attachment => 'seed')", [w]).fetchone()[
+                0
+            ]
+            for w in (1, 2)
+        ]
+
+    migrate.upgrade(empty_dsn, "0010_bulk_writes")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(SEED_TABLES)
+        conn.execute(SEED_ATTACH)
+        conn.execute("INSERT INTO app_profile DEFAULT VALUES")
+        conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (NULL)")
+        for wallet in (1, 2):
+            conn.execute("SELECT economy.set_hot(%s, attachment => 'seed')", [wallet])
+            for amount in (3, 4, 5):
+                pay(conn, wallet, amount, "fee")
+        assert parked(conn) == [(1, 3, 12), (2, 3, 12)]
+        migrate.upgrade(empty_dsn)
+        assert parked(conn) == [(1, 1, 12), (2, 1, 12)] and exact(conn) == [12, 12]
+        pay(conn, 1, 1, "fee")
+        pay(conn, 2, -2, "payout")  # folds: wallet 2 keeps a zero-sum row and its fold row
+        assert exact(conn) == [13, 10]
+        migrate.downgrade(empty_dsn, "0010_bulk_writes")
+        assert parked(conn) == [(1, 1, 13)] and exact(conn) == [13, 10]
+        pay(conn, 1, 1, "fee")
+        migrate.upgrade(empty_dsn)
+        assert parked(conn) == [(1, 1, 14)] and exact(conn) == [14, 10]
+        assert attached_drift(conn, "seed") == []
+
+
 def test_the_wheel_alone_installs_the_schema(empty_dsn, tmp_path):
     """`economy-sync migrate` from an installed wheel, far from any checkout: the
     wheel carries sql/ and migrations/."""

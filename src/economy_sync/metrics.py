@@ -86,7 +86,8 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
             parked.labels(name).set(
                 one(
                     conn,
-                    "SELECT count(*) FROM economy.attached_hot_credit c WHERE c.attachment = %s",
+                    "SELECT coalesce(sum(c.credits), 0) FROM economy.attached_hot_credit c"
+                    " WHERE c.attachment = %s",
                     [name],
                 )
             )

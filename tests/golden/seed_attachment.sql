@@ -145,19 +145,28 @@ BEGIN
         WHERE w.id IN (
             SELECT c.wallet_id FROM economy.attached_hot_credit c
             WHERE c.attachment = 'seed' AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
+            GROUP BY c.wallet_id
+            HAVING sum(c.credits) > 0
         )
     );
     PERFORM economy.lock_rows(<oid>::regclass, 'id', locked, <oid>::regclass, 'id', ARRAY(SELECT w.profile_id::bigint FROM public.app_wallet w WHERE w.id = ANY (locked)));
-    WITH taken AS (
-        DELETE FROM economy.attached_hot_credit c
+    WITH per_wallet AS (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings,
+            sum(c.credits) AS credits
+        FROM economy.attached_hot_credit c
         WHERE c.attachment = 'seed' AND c.wallet_id = ANY (locked)
-        RETURNING c.wallet_id, c.amount, c.earnings
+        GROUP BY c.wallet_id
+        HAVING sum(c.credits) > 0
     ),
 
-    per_wallet AS (
-        SELECT t.wallet_id, sum(t.amount) AS amount, sum(t.earnings) AS earnings
-        FROM taken t
-        GROUP BY t.wallet_id
+    taken AS (
+        INSERT INTO economy.attached_hot_credit AS c
+            (attachment, wallet_id, amount, earnings, credits, folds)
+        SELECT 'seed', pw.wallet_id, -pw.amount, -pw.earnings, -pw.credits, true
+        FROM per_wallet pw
+        ON CONFLICT (attachment, wallet_id) WHERE folds DO UPDATE
+        SET amount = c.amount + excluded.amount, earnings = c.earnings + excluded.earnings,
+            credits = c.credits + excluded.credits
     ),
 
     folded AS (
@@ -348,7 +357,10 @@ BEGIN
         SELECT w.id::bigint AS wallet_id, w.profile_id::bigint AS owner_id
         FROM public.app_wallet w
         WHERE w.id IN (
-            SELECT c.wallet_id FROM economy.attached_hot_credit c WHERE c.attachment = 'seed'
+            SELECT c.wallet_id FROM economy.attached_hot_credit c
+            WHERE c.attachment = 'seed'
+            GROUP BY c.wallet_id
+            HAVING sum(c.credits) > 0
         )
     ) h
     WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
@@ -450,7 +462,12 @@ BEGIN
     ELSE
         DELETE FROM economy.attached_hot_wallet h
         WHERE h.attachment = 'seed' AND h.wallet_id = $1;
+        PERFORM FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed' AND c.wallet_id = $1 AND NOT c.folds
+        FOR UPDATE;
         PERFORM economy.attached_seed_fold(ARRAY[$1]);
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.attachment = 'seed' AND c.wallet_id = $1;
     END IF;
 END;
 $function$
@@ -495,12 +512,7 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
-            PERFORM FROM economy.attached_hot_wallet h
-            WHERE h.attachment = 'seed' AND h.wallet_id = NEW.wallet_id
-            FOR KEY SHARE;
-            IF FOUND THEN
-                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-                VALUES ('seed', NEW.wallet_id, sync_amount, sync_earned);
+            IF economy.park_attached_credit('seed', NEW.wallet_id, sync_amount, sync_earned) THEN
                 PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + pk.amount)::numeric(10,2), (p.lifetime_earnings + pk.earnings)::numeric(10,2)
     FROM public.app_wallet w
     JOIN (
@@ -623,18 +635,21 @@ BEGIN
         PERFORM economy.attached_seed_fold(sync_folded);
     END IF;
     -- each wallet's sums, once: parked or added to its cached columns
+    IF cardinality(sync_parked) > 0 THEN
+        PERFORM economy.park_attached_credit('seed', t.wallet_key, t.amount, t.earnings)
+        FROM (
+        SELECT n.wallet_id AS wallet_key, sum(n.amount) AS amount,
+            sum(CASE WHEN coalesce((amount > 0), false) THEN n.amount ELSE 0 END) AS earnings
+        FROM sync_inserted n
+        GROUP BY n.wallet_id
+    ) t
+        WHERE t.wallet_key = ANY (sync_parked);
+    END IF;
     WITH totals AS (
         SELECT n.wallet_id AS wallet_key, sum(n.amount) AS amount,
             sum(CASE WHEN coalesce((amount > 0), false) THEN n.amount ELSE 0 END) AS earnings
         FROM sync_inserted n
         GROUP BY n.wallet_id
-    ),
-
-    parked AS (
-        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-        SELECT 'seed', t.wallet_key, t.amount, t.earnings
-        FROM totals t
-        WHERE t.wallet_key = ANY (sync_parked)
     ),
 
     updated AS (

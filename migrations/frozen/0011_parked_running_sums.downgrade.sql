@@ -1,0 +1,663 @@
+-- 0011_parked_running_sums: back to 0010_bulk_writes.
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0010_bulk_writes)';
+
+-- Creates an attachment's sync role, the owner of its generated functions:
+-- NOLOGIN, a member of no role, and granted exactly what those functions
+-- need: to read the app's three tables and write their cached columns, to
+-- keep its own rows of the parked credits (row level security), and
+-- lock_rows. Whatever runs in those functions (the `earning` expression and
+-- what it calls, the app owner's own triggers on its tables) runs with these
+-- rights, never the installer's. The installer becomes its only member, to
+-- give it the functions and to replace or drop them later. A role of that
+-- name left behind by this database (NOLOGIN, no other member, no
+-- membership) is taken over; any other is refused.
+CREATE OR REPLACE FUNCTION economy.create_sync_role(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing pg_catalog.pg_roles;
+    cached record;
+BEGIN
+    SELECT * INTO existing FROM pg_catalog.pg_roles r WHERE r.rolname = a.sync_role;
+    IF NOT FOUND THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', a.sync_role);
+    ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole
+        OR existing.rolcreatedb OR existing.rolbypassrls OR existing.rolreplication
+        OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member = existing.oid)
+        OR EXISTS (
+            SELECT FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
+        ) THEN
+        RAISE EXCEPTION 'role % exists already and is not a bare sync role: drop it first',
+            a.sync_role
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA economy TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT ON economy.attachments TO %I', a.sync_role);
+    -- UPDATE: a credit holds its hot wallet's row FOR KEY SHARE
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON economy.attached_hot_credit TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
+        ' regclass, name, bigint[], text) TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
+    FOR cached IN SELECT * FROM economy.cached_tables(a) LOOP
+        EXECUTE format('GRANT SELECT, UPDATE (%s) ON %s TO %I',
+            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cached.cached) c),
+            cached.tbl, a.sync_role);
+    END LOOP;
+END;
+$$;
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was. A credit to a hot wallet is parked instead; any other entry on
+-- a hot wallet folds its parked credits first. Where the rows of an INSERT
+-- may be synced together (economy.insert_sync), this trigger syncs a
+-- one-row INSERT and leaves the rows of any other to sync_rows (below):
+-- both see the statement's rows (its transition table), so each row is
+-- applied once, by one of them, whatever any setting says.
+CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_wallet bigint;
+    sync_balance numeric;
+    sync_limit numeric;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    %19$s
+    IF TG_OP <> 'DELETE' THEN
+        sync_amount := NEW.%4$I;
+        IF %2$s THEN
+            RAISE EXCEPTION '%%: amount %% cannot be cached exactly', TG_TABLE_NAME, sync_amount
+                USING ERRCODE = 'check_violation';
+        END IF;
+        sync_earned := CASE WHEN %3$s THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
+            FOR KEY SHARE;
+            IF FOUND THEN
+                INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+                VALUES (%16$L, NEW.%8$I, sync_amount, sync_earned);
+                %20$s
+                %18$s
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
+        ) THEN
+            PERFORM economy.%17$I(ARRAY[NEW.%8$I::bigint]);  -- the balance is exact after it
+        END IF;
+        UPDATE %5$s w SET %6$s
+        WHERE w.%7$I = NEW.%8$I
+        RETURNING %9$s, w.%7$I, w.%14$I, %21$s
+        INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+        %22$s
+        %10$s
+        %15$s
+    END IF;
+
+    sync_wallets := ARRAY[OLD.%8$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN %11$s THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.%8$I = OLD.%8$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%8$I > OLD.%8$I THEN
+            sync_wallets := sync_wallets || NEW.%8$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%8$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %5$s w SET %12$s
+            WHERE w.%7$I = sync_wallets[i]
+            RETURNING %9$s, w.%7$I, w.%14$I, %21$s
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            %23$s
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %13$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    economy.render_inexact(a, 'sync_amount'),
+    economy.render_earning(a, 'NEW'),
+    a.amount_column,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column
+    ) ELSE '' END,
+    economy.render_earning(a, 'OLD'),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := NULL;  -- a parked credit has no place in the order'
+        || E'\n                RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    CASE WHEN economy.insert_sync(a) = 'row or statement' THEN $statement$
+    IF TG_OP = 'INSERT' THEN
+        IF EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+            RETURN NULL;  -- one of several rows: applied together (sync_rows)
+        END IF;
+    END IF;$statement$ ELSE '' END,
+    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
+    economy.render_limit(a),
+    economy.render_limit_check(a, 'sync_amount'),
+    economy.render_limit_check(a, 'sync_amounts[i]')
+);
+$render$;
+
+-- Template: the ledger's statement trigger, for an INSERT of several rows (a
+-- multi-row INSERT, INSERT … SELECT, COPY, Django's bulk_create): its
+-- wallets locked in ascending key order, each updated once with the sum of
+-- its rows, then each owner's profile once; so the cost is linear, and two
+-- such statements never deadlock whatever the order of their rows. As row by
+-- row, a hot wallet that only gets credits has them parked (one parked row
+-- per wallet, no shared row written); one that also gets a debit is folded
+-- under its lock first. Not made where the row trigger syncs every row
+-- (economy.insert_sync).
+CREATE OR REPLACE FUNCTION economy.render_sync_rows(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_refused record;
+    sync_parked bigint[];
+    sync_folded bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+        RETURN NULL;  -- no row, or one: the row trigger applied it
+    END IF;
+    IF EXISTS (SELECT FROM sync_inserted n WHERE %12$s) THEN
+        RAISE EXCEPTION '%%: an amount of the statement cannot be cached exactly', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- the hot wallets of the statement: parked if it only credits them
+    -- (KEY SHARE, as a credit row by row), else folded below
+    SELECT coalesce(array_agg(h.wallet_id) FILTER (WHERE h.credits_only), '{}'),
+        coalesce(array_agg(h.wallet_id) FILTER (WHERE NOT h.credits_only), '{}')
+    INTO sync_parked, sync_folded
+    FROM (
+        SELECT h.wallet_id, i.credits_only
+        FROM economy.attached_hot_wallet h
+        JOIN (
+            SELECT n.%4$I AS wallet_key, bool_and(n.%5$I > 0) AS credits_only
+            FROM sync_inserted n
+            GROUP BY n.%4$I
+        ) i ON i.wallet_key = h.wallet_id
+        WHERE h.attachment = %10$L
+        ORDER BY h.wallet_id
+        FOR KEY SHARE OF h
+    ) h;
+    PERFORM FROM %2$s w
+    WHERE w.%3$I IN (SELECT n.%4$I FROM sync_inserted n WHERE n.%4$I <> ALL (sync_parked))
+    ORDER BY w.%3$I
+    FOR NO KEY UPDATE;
+    IF cardinality(sync_folded) > 0 THEN
+        PERFORM economy.%11$I(sync_folded);
+    END IF;
+    -- each wallet's sums, once: parked or added to its cached columns
+    WITH totals AS (
+        SELECT n.%4$I AS wallet_key, sum(n.%5$I) AS amount,
+            sum(CASE WHEN coalesce((%6$s), false) THEN n.%5$I ELSE 0 END) AS earnings
+        FROM sync_inserted n
+        GROUP BY n.%4$I
+    ),
+
+    parked AS (
+        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+        SELECT %10$L, t.wallet_key, t.amount, t.earnings
+        FROM totals t
+        WHERE t.wallet_key = ANY (sync_parked)
+    ),
+
+    updated AS (
+        UPDATE %2$s w SET %7$s
+        FROM totals t
+        WHERE w.%3$I = t.wallet_key AND t.wallet_key <> ALL (sync_parked)
+        RETURNING (%8$s)::bigint AS owner_key, t.amount, t.earnings
+    )
+
+    SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM updated u;
+    %13$s
+    %14$s
+    %9$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync_rows'),
+    a.wallet,
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 't.amount', 't.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    economy.render_inexact(a, format('n.%I', a.amount_column)),
+    economy.render_parked_fit(a, 'sync_parked'),
+    CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        $check$-- every debit of the statement, in its order, against the overdraft limit
+    SELECT r.wallet_key, r.running, r.overdraft INTO sync_refused
+    FROM (
+        SELECT n.wallet_key, n.amount, b.overdraft,
+            b.balance - sum(n.amount) OVER (PARTITION BY n.wallet_key)
+            + sum(n.amount) OVER (PARTITION BY n.wallet_key ORDER BY n.position) AS running
+        FROM (
+            SELECT row_number() OVER () AS position, s.%1$I AS wallet_key, s.%2$I AS amount
+            FROM sync_inserted s
+        ) n
+        JOIN (
+            SELECT w.%3$I AS wallet_key, w.%4$I::numeric AS balance, %5$s AS overdraft
+            FROM %6$s w
+            WHERE w.%3$I IN (SELECT s.%1$I FROM sync_inserted s)
+        ) b ON b.wallet_key = n.wallet_key
+    ) r
+    WHERE r.amount < 0 AND r.running < -r.overdraft
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+            sync_refused.wallet_key, sync_refused.running, sync_refused.overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;$check$,
+        a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
+        economy.render_limit(a), a.wallet
+    ) ELSE '' END
+);
+$render$;
+
+-- Template: reconcile an attachment as reconcile_economy does the package's
+-- tables: lock the drifted owners' wallets and the drifted ownerless ones
+-- (ascending keys), then their profiles, fold the parked credits of the hot
+-- ones, measure again with a snapshot taken after the locks, and set each
+-- drifted cache to its ledger value (less the credits parked since).
+CREATE OR REPLACE FUNCTION economy.render_reconcile(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(dry_run boolean, user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric,
+    fixed boolean
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    drifted_owners bigint[];
+    drifted_wallets bigint[];
+    locked_wallets bigint[];
+    repaired jsonb;
+BEGIN
+    IF dry_run THEN
+        RETURN QUERY SELECT d.*, false FROM economy.%2$I(user_ids) d;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(DISTINCT d.user_id) FILTER (WHERE d.user_id IS NOT NULL), '{}'),
+        coalesce(array_agg(DISTINCT d.wallet_id) FILTER (WHERE d.user_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM economy.%2$I(user_ids) d;
+    -- and the hot wallets with parked credits, which a real run folds
+    SELECT
+        drifted_owners
+        || coalesce(array_agg(h.owner_id) FILTER (WHERE h.owner_id IS NOT NULL), '{}'),
+        drifted_wallets
+        || coalesce(array_agg(h.wallet_id) FILTER (WHERE h.owner_id IS NULL), '{}')
+    INTO drifted_owners, drifted_wallets
+    FROM (
+        SELECT w.%5$I::bigint AS wallet_id, %4$s::bigint AS owner_id
+        FROM %3$s w
+        WHERE w.%5$I IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c WHERE c.attachment = %9$L
+        )
+    ) h
+    WHERE user_ids IS NULL OR h.owner_id = ANY (user_ids)
+        OR (h.owner_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL);
+
+    locked_wallets := ARRAY(
+        SELECT w.%5$I::bigint FROM %3$s w
+        WHERE %4$s = ANY (drifted_owners) OR w.%5$I = ANY (drifted_wallets)
+    );
+    PERFORM economy.lock_rows(%11$s, %5$L, locked_wallets, %6$s, drifted_owners);
+    PERFORM economy.%10$I(locked_wallets);
+
+    -- A new statement, so a new snapshot: taken after the locks.
+    WITH drift AS (
+        SELECT d.*
+        FROM economy.%2$I(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+        WHERE d.user_id = ANY (drifted_owners) OR d.wallet_id = ANY (drifted_wallets)
+    ),
+
+    -- credits parked since the fold: the caches are set to the ledger less them
+    parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %9$L
+        GROUP BY c.wallet_id
+    ),
+
+    wallet_fix AS (
+        UPDATE %3$s w SET %7$s
+        FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%%') u
+        LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
+        LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        LEFT JOIN parked pk ON pk.wallet_id = u.wallet_id
+        WHERE w.%5$I = u.wallet_id
+    ),
+
+    profile_fix AS (%8$s)
+
+    SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') INTO repaired
+    FROM drift d;
+
+    -- fixed: equal to the ledger now (a value its column cannot hold is not)
+    RETURN QUERY
+    WITH still AS (
+        SELECT d.*
+        FROM economy.%2$I(
+            drifted_owners
+            || CASE WHEN drifted_wallets = '{}' THEN '{}' ELSE ARRAY[NULL::bigint] END
+        ) d
+    )
+
+    SELECT r.user_id, r.wallet_id, r.field, r.cached_value, r.ledger_value,
+        NOT EXISTS (
+            SELECT FROM still s
+            WHERE s.field = r.field AND s.user_id IS NOT DISTINCT FROM r.user_id
+                AND s.wallet_id IS NOT DISTINCT FROM r.wallet_id
+        )
+    FROM jsonb_to_recordset(repaired) AS r (
+        user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+    );
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'reconcile'),
+    economy.attached_object(a.name, 'drift'),
+    a.wallet,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_key_column,
+    CASE WHEN a.profile IS NULL THEN 'NULL, NULL' ELSE format(
+        '%s::regclass, %L', a.profile::oid, a.profile_key_column) END,
+    concat_ws(', ',
+        economy.render_set(
+            '%1$I = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.%1$I)',
+            a.wallet_balance_column),
+        economy.render_set(
+            '%1$I = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.%1$I)',
+            a.wallet_earnings_column)),
+    CASE WHEN a.profile IS NULL THEN 'SELECT' ELSE format(
+        $profiles$
+        UPDATE %1$s p SET %3$s
+        FROM (SELECT DISTINCT d.user_id FROM drift d WHERE d.field LIKE 'profile.%%') u
+        LEFT JOIN drift b ON b.user_id = u.user_id AND b.field = 'profile.balance'
+        LEFT JOIN drift e ON e.user_id = u.user_id AND e.field = 'profile.lifetime_earnings'
+        LEFT JOIN (
+            SELECT %4$s::bigint AS owner_id, sum(pk.balance) AS balance,
+                sum(pk.earnings) AS earnings
+            FROM parked pk
+            JOIN %5$s w ON w.%6$I = pk.wallet_id
+            GROUP BY 1
+        ) po ON po.owner_id = u.user_id
+        WHERE p.%2$I = u.user_id
+    $profiles$,
+        a.profile,
+        a.profile_key_column,
+        concat_ws(', ',
+            economy.render_set(
+                '%1$I = coalesce(b.ledger_value - coalesce(po.balance, 0), p.%1$I)',
+                a.profile_balance_column),
+            economy.render_set(
+                '%1$I = coalesce(e.ledger_value - coalesce(po.earnings, 0), p.%1$I)',
+                a.profile_earnings_column)),
+        economy.render_column('w', a.wallet_owner_column),
+        a.wallet,
+        a.wallet_key_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    format('%s::regclass', a.wallet::oid)
+);
+$render$;
+
+-- Template: folds the parked credits of the given hot wallets (all when
+-- NULL) into the cached columns; returns how many wallets it folded. Their
+-- rows are locked first, in ascending key order; a credit still in flight is
+-- not seen and stays parked.
+CREATE OR REPLACE FUNCTION economy.render_fold(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    locked bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    locked := ARRAY(
+        SELECT w.%2$I::bigint FROM %3$s w
+        WHERE w.%2$I IN (
+            SELECT c.wallet_id FROM economy.attached_hot_credit c
+            WHERE c.attachment = %4$L AND (wallet_ids IS NULL OR c.wallet_id = ANY (wallet_ids))
+        )
+    );
+    PERFORM economy.lock_rows(%8$s, %2$L, locked, %9$s);
+    WITH taken AS (
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.attachment = %4$L AND c.wallet_id = ANY (locked)
+        RETURNING c.wallet_id, c.amount, c.earnings
+    ),
+
+    per_wallet AS (
+        SELECT t.wallet_id, sum(t.amount) AS amount, sum(t.earnings) AS earnings
+        FROM taken t
+        GROUP BY t.wallet_id
+    ),
+
+    folded AS (
+        UPDATE %3$s w SET %5$s
+        FROM per_wallet pw
+        WHERE w.%2$I = pw.wallet_id
+        RETURNING %6$s::bigint AS owner_key, pw.amount, pw.earnings
+    )
+
+    SELECT array_agg(f.owner_key), array_agg(f.amount), array_agg(f.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM folded f;
+    %7$s
+    RETURN cardinality(locked);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'fold'),
+    a.wallet_key_column,
+    a.wallet,
+    a.name,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'pw.amount', 'pw.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    format('%s::regclass', a.wallet::oid),
+    CASE WHEN a.profile IS NULL THEN 'NULL, NULL, NULL' ELSE format(
+        '%s::regclass, %L, ARRAY(SELECT %s::bigint FROM %s w WHERE w.%I = ANY (locked))',
+        a.profile::oid, a.profile_key_column, economy.render_column('w', a.wallet_owner_column),
+        a.wallet, a.wallet_key_column) END
+);
+$render$;
+
+-- Template: set_hot(…, attachment => N). Turning a wallet back to normal
+-- deletes its row of attached_hot_wallet, so it first waits for the credits
+-- in flight (each holds KEY SHARE on that row), then folds them.
+CREATE OR REPLACE FUNCTION economy.render_set_hot(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(wallet_id bigint, hot boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM FROM %2$s w WHERE w.%3$I = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF $2 THEN
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES (%4$L, $1)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM economy.attached_hot_wallet h
+        WHERE h.attachment = %4$L AND h.wallet_id = $1;
+        PERFORM economy.%5$I(ARRAY[$1]);
+    END IF;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'set_hot'),
+    a.wallet,
+    a.wallet_key_column,
+    a.name,
+    economy.attached_object(a.name, 'fold')
+);
+$render$;
+
+-- every attachment regenerated from 0010's templates
+DO $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
+        EXECUTE format('REVOKE UPDATE ON economy.attached_hot_credit FROM %I', a.sync_role);
+        PERFORM economy.create_attached_functions(a);
+    END LOOP;
+END;
+$$;
+DROP FUNCTION economy.park_attached_credit(text, bigint, numeric, numeric);
+
+WITH gone AS (
+    DELETE FROM economy.attached_hot_credit c
+    RETURNING c.*
+)
+INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings, sync_role)
+SELECT g.attachment, g.wallet_id, sum(g.amount), sum(g.earnings), min(g.sync_role)
+FROM gone g
+GROUP BY g.attachment, g.wallet_id
+HAVING sum(g.credits) > 0;
+
+DROP INDEX economy.attached_hot_credit_fold;
+
+ALTER TABLE economy.attached_hot_credit
+DROP COLUMN credits,
+DROP COLUMN folds;
