@@ -1079,11 +1079,18 @@ BEGIN
             OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
     ),
 
+    -- the whole ledger, or the given owners' wallets' entries through the
+    -- index on its wallet column: a branch each, as the plan is made for
+    -- the call's arguments, it runs only the one that applies
     ledger AS (
         SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
             coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
-        FROM %10$s AS r
-        WHERE user_ids IS NULL OR r.%7$I IN (SELECT wl.wallet_id FROM wallets wl)
+        FROM (
+            SELECT * FROM %10$s WHERE user_ids IS NULL
+            UNION ALL
+            SELECT * FROM %10$s
+            WHERE user_ids IS NOT NULL AND %7$I IN (SELECT wl.wallet_id FROM wallets wl)
+        ) AS r
         GROUP BY r.%7$I
     ),
 

@@ -520,6 +520,38 @@ def test_max_wallets_bounds_a_reconcile_of_an_attachment(seed):
     assert len(drift(seed, "seed")) == 2  # profile 2's wallet and the treasury: left for the next
 
 
+def test_a_reconcile_batch_reads_only_its_owners_ledger_entries(conn):
+    # reconcile runs drift per batch of owners: a batch must not read the
+    # whole ledger (a full scan per batch made reconcile --all quadratic)
+    conn.execute(SEED_TABLES)
+    conn.execute("CREATE INDEX ON app_transaction (wallet_id)")  # as Django makes it
+    conn.execute(SEED_ATTACH)
+    conn.execute("INSERT INTO app_profile SELECT FROM generate_series(1, 50)")
+    conn.execute("INSERT INTO app_wallet (profile_id) SELECT g FROM generate_series(1, 50) g")
+    conn.execute(
+        "INSERT INTO app_transaction (wallet_id, amount, reason)"
+        " SELECT 1 + g % 50, 1, 'prize' FROM generate_series(1, 2000) g"
+    )
+    conn.execute("ANALYZE app_transaction, app_wallet, app_profile")
+
+    def ledger_rows_read(user_ids):  # by scans of the table or through its index
+        def returned():
+            return conn.execute(
+                "SELECT pg_stat_get_xact_tuples_returned(t) + pg_stat_get_xact_tuples_fetched(t)"
+                " FROM CAST('app_transaction' AS regclass) t"
+            ).fetchone()[0]
+
+        with conn.transaction():
+            before = returned()
+            conn.execute(
+                "SELECT * FROM economy.balance_drift(%s, attachment => 'seed')", [user_ids]
+            )
+            return returned() - before
+
+    assert ledger_rows_read([7]) == 40
+    assert ledger_rows_read(None) == 2000
+
+
 # balance_at on an attachment
 
 

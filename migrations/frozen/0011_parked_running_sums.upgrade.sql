@@ -405,6 +405,146 @@ $template$,
 );
 $render$;
 
+-- Template: the drift of an attachment, with balance_drift's columns. A
+-- profile row names its wallet when the owner has exactly one.
+CREATE OR REPLACE FUNCTION economy.render_drift(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(user_ids bigint[])
+RETURNS TABLE (
+    user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH parked AS (
+        SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %15$L
+        GROUP BY c.wallet_id
+    ),
+
+    -- a hot wallet's cached figures with its parked credits: the exact ones
+    wallets AS (
+        SELECT w.%2$I::bigint AS wallet_id, %3$s::bigint AS owner_id,
+            w.%4$I::numeric + coalesce(pk.balance, 0) AS cached_balance,
+            %5$s::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
+            coalesce(pk.balance, 0) AS parked_balance,
+            coalesce(pk.earnings, 0) AS parked_earnings
+        FROM %6$s w
+        LEFT JOIN parked pk ON pk.wallet_id = w.%2$I
+        WHERE user_ids IS NULL OR %3$s = ANY (user_ids)
+            OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+    ),
+
+    -- the whole ledger, or the given owners' wallets' entries through the
+    -- index on its wallet column: a branch each, as the plan is made for
+    -- the call's arguments, it runs only the one that applies
+    ledger AS (
+        SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
+            coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
+        FROM (
+            SELECT * FROM %10$s WHERE user_ids IS NULL
+            UNION ALL
+            SELECT * FROM %10$s
+            WHERE user_ids IS NOT NULL AND %7$I IN (SELECT wl.wallet_id FROM wallets wl)
+        ) AS r
+        GROUP BY r.%7$I
+    ),
+
+    per_wallet AS (
+        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) AS ledger_earnings
+        FROM wallets w
+        LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+    ),
+
+    per_profile AS (%11$s),
+
+    compared AS (
+        SELECT pw.owner_id AS user_id, pw.wallet_id, 1 AS position, 'wallet.balance' AS field,
+            pw.cached_balance AS cached_value, pw.ledger_balance AS ledger_value
+        FROM per_wallet pw
+        UNION ALL
+        SELECT pw.owner_id, pw.wallet_id, 2, 'wallet.lifetime_earnings',
+            pw.cached_earnings, pw.ledger_earnings
+        FROM per_wallet pw
+        WHERE %12$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+            pp.cached_balance, pp.ledger_balance
+        FROM per_profile pp
+        WHERE %13$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+            pp.cached_earnings, pp.ledger_earnings
+        FROM per_profile pp
+        WHERE %14$L
+    )
+
+    SELECT c.user_id, c.wallet_id, c.field, c.cached_value, c.ledger_value
+    FROM compared c
+    WHERE c.cached_value IS DISTINCT FROM c.ledger_value
+    ORDER BY c.user_id NULLS LAST, c.position, c.wallet_id;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'drift'),
+    a.wallet_key_column,
+    economy.render_column('w', a.wallet_owner_column),
+    a.wallet_balance_column,
+    economy.render_column('w', a.wallet_earnings_column),
+    a.wallet,
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    CASE WHEN a.profile IS NULL THEN
+        'SELECT NULL::bigint AS user_id, NULL::bigint AS wallet_id,'
+        ' NULL::numeric AS cached_balance, NULL::numeric AS cached_earnings,'
+        ' NULL::numeric AS ledger_balance, NULL::numeric AS ledger_earnings WHERE false'
+    ELSE format(
+        $profiles$
+        SELECT g.user_id, g.wallet_id,
+            g.cached_balance + g.parked_balance AS cached_balance,
+            g.cached_earnings + g.parked_earnings AS cached_earnings,
+            g.ledger_balance, g.ledger_earnings
+        FROM (
+            SELECT p.%1$I::bigint AS user_id,
+                CASE WHEN count(pw.wallet_id) = 1 THEN min(pw.wallet_id) END AS wallet_id,
+                %2$s::numeric AS cached_balance, %3$s::numeric AS cached_earnings,
+                coalesce(sum(pw.ledger_balance), 0) AS ledger_balance,
+                coalesce(sum(pw.ledger_earnings), 0) AS ledger_earnings,
+                coalesce(sum(pw.parked_balance), 0) AS parked_balance,
+                coalesce(sum(pw.parked_earnings), 0) AS parked_earnings
+            FROM %4$s p
+            LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
+            WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
+            GROUP BY p.%1$I, 3, 4
+        ) g
+    $profiles$,
+        a.profile_key_column,
+        economy.render_column('p', a.profile_balance_column),
+        economy.render_column('p', a.profile_earnings_column),
+        a.profile
+    ) END,
+    a.wallet_earnings_column IS NOT NULL,
+    a.profile_balance_column IS NOT NULL,
+    a.profile_earnings_column IS NOT NULL,
+    a.name
+);
+$render$;
+
 -- Template: reconcile an attachment as reconcile_economy does the package's
 -- tables: lock the drifted owners' wallets and the drifted ownerless ones
 -- (ascending keys), then their profiles, fold the parked credits of the hot

@@ -169,6 +169,7 @@ CREATE TABLE app_transaction (id bigserial PRIMARY KEY,
     wallet_id integer NOT NULL REFERENCES app_wallet DEFERRABLE INITIALLY DEFERRED,
     amount integer NOT NULL, reason varchar(32) NOT NULL);
 CREATE INDEX ON app_transaction (wallet_id);
+CREATE INDEX ON app_wallet (profile_id);
 """
 # ATTACHED_SYNC: every trigger attach made on the ledger (its row and statement
 # triggers), so that bare runs capture no transition table either
