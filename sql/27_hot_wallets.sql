@@ -54,6 +54,12 @@ BEGIN
     IF hot IS NULL THEN
         RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
     END IF;
+    -- an older snapshot would not see the credits it waits for: they would
+    -- stay parked on a wallet that is no longer hot
+    IF NOT hot AND current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'set_hot(false) folds the credits it waits for: run it in READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     IF NOT economy.own_tables(attachment) THEN
         settings := economy.session_settings();  -- before code run for the attachment
         EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(

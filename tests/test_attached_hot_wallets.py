@@ -7,6 +7,7 @@ figures throughout."""
 import io
 import random
 import threading
+import time
 from contextlib import redirect_stdout
 from decimal import Decimal
 
@@ -176,6 +177,21 @@ def test_set_hot_false_waits_for_credits_in_flight_and_folds_them(seed, connect)
     assert seed_figures(seed)[0][TREASURY] == (110, 110)
 
 
+def in_thread(target, *args, **kwargs):
+    """target run in a thread: (the thread, [its result or its exception])."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(target(*args, **kwargs))
+        except Exception as exc:  # reported through outcome
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def parked_rows(conn, wallet):
     return conn.execute(
         "SELECT count(*) FROM economy.attached_hot_credit"
@@ -220,21 +236,107 @@ def test_set_hot_false_waits_for_a_credit_holding_a_parked_row_which_may_then_de
     pay(seed, TREASURY, 10, "fee")
     in_flight = connect(autocommit=False)
     pay(in_flight, TREASURY, 7, "fee")  # holds the wallet's parked row
-    operator = connect()
-    turned = threading.Thread(
-        target=set_hot, args=(operator, TREASURY, False), kwargs={"attachment": "seed"}
-    )
-    turned.start()
+    turned, outcome = in_thread(set_hot, connect(), TREASURY, False, attachment="seed")
     turned.join(0.5)
     assert turned.is_alive()  # waiting for the credit in flight
     in_flight.execute("SET lock_timeout = '5s'")
     pay(in_flight, TREASURY, -3, "payout")  # the same transaction debits: no deadlock
     in_flight.commit()
     turned.join(10)
-    assert not turned.is_alive()
+    assert not turned.is_alive() and outcome == [None]
     assert parked_rows(seed, TREASURY) == 0
     assert seed_figures(seed)[0][TREASURY] == (114, 117)
     assert_exact(seed)
+
+
+def test_detach_waits_for_a_credit_in_flight_that_adds_to_a_parked_row(seed, connect):
+    pay(seed, TREASURY, 10, "fee")  # a parked row: the next credit adds to it
+    in_flight = connect(autocommit=False)
+    pay(in_flight, TREASURY, 9, "fee")
+    thread, outcome = in_thread(connect().execute, "SELECT economy.detach('seed')")
+    thread.join(0.5)
+    assert thread.is_alive()
+    in_flight.commit()
+    thread.join(15)
+    assert not thread.is_alive() and not isinstance(outcome[0], Exception)
+    assert seed_figures(seed)[0][TREASURY] == (119, 119)
+
+
+def test_a_multi_row_insert_after_set_hot_false_began_does_not_deadlock(seed, connect):
+    pay(seed, TREASURY, 10, "fee")
+    buyer = connect(autocommit=False)
+    pay(buyer, TREASURY, 1, "fee")
+    thread, outcome = in_thread(set_hot, connect(), TREASURY, False, attachment="seed")
+    thread.join(0.5)
+    assert thread.is_alive()  # waiting for the buyer
+    buyer.execute(
+        "INSERT INTO app_transaction (wallet_id, amount, reason)"
+        " VALUES (%s, 2, 'fee'), (%s, 3, 'fee')",
+        [TREASURY, TREASURY],
+    )
+    buyer.commit()
+    thread.join(15)
+    assert not thread.is_alive() and outcome == [None]
+    assert seed_figures(seed)[0][TREASURY] == (116, 116)
+
+
+def test_two_purchases_crediting_two_hot_wallets_never_deadlock_with_two_set_hot_false(
+    seed, connect
+):
+    pay(seed, TREASURY, 10, "fee")
+    pay(seed, ANA, 10, "prize")  # both wallets have a parked row
+    first, second = connect(autocommit=False), connect(autocommit=False)
+    pay(first, ANA, 1, "prize")
+    pay(second, TREASURY, 1, "fee")
+    turns = [in_thread(set_hot, connect(), w, False, attachment="seed") for w in (ANA, TREASURY)]
+    time.sleep(0.5)
+
+    def then_credit(conn, wallet):
+        pay(conn, wallet, 2, "fee")
+        conn.commit()
+
+    credits = [in_thread(then_credit, first, TREASURY), in_thread(then_credit, second, ANA)]
+    for thread, outcome in credits + turns:
+        thread.join(30)
+        assert not thread.is_alive() and outcome == [None]
+    assert_exact(seed)
+
+
+def test_a_repeatable_read_credit_parks_beside_credits_committed_since_its_snapshot(seed, connect):
+    pay(seed, TREASURY, 10, "fee")
+    buyer = connect(autocommit=False)
+    buyer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    buyer.execute("SELECT 1")  # the snapshot
+    pay(seed, TREASURY, 5, "fee")  # adds to the row the buyer's snapshot has older
+    pay(buyer, TREASURY, 7, "fee")
+    buyer.commit()
+    assert wallet_balance(seed, TREASURY, attachment="seed") == 122
+    assert_exact(seed)
+
+
+def test_set_hot_false_is_refused_outside_read_committed(seed, connect):
+    operator = connect(autocommit=False)
+    operator.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with pytest.raises(errors.InvalidTransactionState, match="READ COMMITTED"):
+        set_hot(operator, TREASURY, False, attachment="seed")
+
+
+def test_the_overflow_guard_counts_every_hot_wallet_of_the_owner(seed):
+    seed.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")  # ana's second wallet
+    set_hot(seed, 4, attachment="seed")
+    pay(seed, ANA, 60_000_000, "prize")  # profile 1: 60,000,100.00 fits numeric(10, 2)
+    with pytest.raises(errors.NumericValueOutOfRange):
+        pay(seed, 4, 60_000_000, "prize")  # 120,000,100.00 would not
+    with pytest.raises(errors.NumericValueOutOfRange):
+        seed.execute(
+            "INSERT INTO app_transaction (wallet_id, amount, reason)"
+            " VALUES (4, 30000000, 'prize'), (4, 30000000, 'prize')"
+        )
+    pay(seed, ANA, -5, "payout")  # the wallets keep working
+    pay(seed, 4, 5, "prize")
+    assert fold_hot_wallets(seed, attachment="seed") == 1
+    assert seed_figures(seed)[1][1] == (Decimal("60000100.00"), Decimal("60000105.00"))
+    assert drift(seed, "seed") == []
 
 
 def test_detach_folds_first_so_the_app_keeps_exact_caches(seed):

@@ -3,6 +3,50 @@
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0010_bulk_writes)';
 
+-- Marks a wallet hot, or back to normal: then it first waits for the credits
+-- in flight (FOR UPDATE conflicts with the KEY SHARE lock each of them holds)
+-- and folds them. With an attachment: that attachment's generated set_hot.
+CREATE OR REPLACE FUNCTION economy.set_hot(
+    wallet_id bigint, hot boolean DEFAULT true, attachment text DEFAULT NULL
+)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    settings text;
+BEGIN
+    IF hot IS NULL THEN
+        RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
+            (economy.attachment(set_hot.attachment)).name, 'set_hot'))
+        USING wallet_id, hot;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN;
+    END IF;
+    -- the wallet, and its profile, which a fold writes
+    PERFORM economy.lock_rows(
+        'economy.wallet', 'id', ARRAY[wallet_id],
+        'economy.profile', 'user_id',
+        ARRAY(SELECT w.user_id FROM economy.wallet w WHERE w.id = set_hot.wallet_id),
+        CASE WHEN hot THEN 'NO KEY UPDATE' ELSE 'UPDATE' END
+    );
+    IF NOT EXISTS (SELECT FROM economy.wallet w WHERE w.id = set_hot.wallet_id) THEN
+        RAISE EXCEPTION 'wallet % does not exist', wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    UPDATE economy.wallet w SET hot = set_hot.hot WHERE w.id = set_hot.wallet_id;
+    IF NOT hot THEN
+        PERFORM economy.fold_hot_credits(wallet_id);
+    END IF;
+END;
+$$;
+
 -- Creates an attachment's sync role, the owner of its generated functions:
 -- NOLOGIN, a member of no role, and granted exactly what those functions
 -- need: to read the app's three tables and write their cached columns, to
@@ -53,6 +97,46 @@ BEGIN
             cached.tbl, a.sync_role);
     END LOOP;
 END;
+$$;
+
+-- Template part: refuses (numeric_value_out_of_range, nothing written) a
+-- parked credit after which the wallet's exact figures, or its owner's,
+-- would no longer fit a cached column of a bounded type (an integer, or a
+-- numeric with a precision): a fold could never write them. Parked credits
+-- still in flight elsewhere are not seen.
+CREATE OR REPLACE FUNCTION economy.render_parked_fit(a economy.attachments, wallet_keys text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN count(*) > 0 THEN format(
+        $template$PERFORM %1$s
+    FROM %2$s w
+    JOIN (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %3$L AND c.wallet_id = ANY (%4$s)
+        GROUP BY c.wallet_id
+    ) pk ON pk.wallet_id = w.%5$I%6$s;$template$,
+        string_agg(format('(%s.%I + pk.%s)::%s', f.alias, f.col, f.part,
+            pg_catalog.format_type(att.atttypid, att.atttypmod)), ', '),
+        a.wallet,
+        a.name,
+        wallet_keys,
+        a.wallet_key_column,
+        CASE WHEN a.profile IS NOT NULL THEN format(E'\n    LEFT JOIN %s p ON p.%I = w.%I',
+            a.profile, a.profile_key_column, a.wallet_owner_column) ELSE '' END
+    ) ELSE '' END
+    FROM (
+        VALUES
+        ('w', a.wallet, a.wallet_balance_column, 'amount'),
+        ('w', a.wallet, a.wallet_earnings_column, 'earnings'),
+        ('p', a.profile, a.profile_balance_column, 'amount'),
+        ('p', a.profile, a.profile_earnings_column, 'earnings')
+    ) AS f (alias, tbl, col, part)
+    JOIN pg_catalog.pg_attribute att ON att.attrelid = f.tbl AND att.attname = f.col
+    WHERE att.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+        OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0);
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,

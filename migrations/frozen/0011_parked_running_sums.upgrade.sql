@@ -21,11 +21,12 @@ CREATE UNIQUE INDEX attached_hot_credit_fold ON economy.attached_hot_credit (att
 WHERE folds;
 
 -- Parks a credit to an attached hot wallet (run as the attachment's sync
--- role): added to one of the wallet's rows that no other transaction holds,
--- or, when all are held, to a new row once the wallet is seen hot under KEY
--- SHARE (which set_hot(false) waits for). False, and nothing written, when
--- the wallet is not hot. A row held by a credit in flight is what
--- set_hot(false) waits for too.
+-- role): false, and nothing written, when the wallet is not hot. The
+-- wallet's hot row is held FOR KEY SHARE, which set_hot(false) and detach
+-- wait for; the credit is added to one of the wallet's rows that no other
+-- transaction holds, or to a new row when all are held (or when the
+-- transaction's snapshot is older than its statement's, where a row updated
+-- since could not be locked).
 CREATE FUNCTION economy.park_attached_credit(
     attachment text, wallet_id bigint, amount numeric, earnings numeric
 )
@@ -36,26 +37,78 @@ AS $$
 DECLARE
     free tid;
 BEGIN
-    SELECT c.ctid INTO free
-    FROM economy.attached_hot_credit c
-    WHERE c.attachment = $1 AND c.wallet_id = $2 AND NOT c.folds
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
-        UPDATE economy.attached_hot_credit c
-        SET amount = c.amount + $3, earnings = c.earnings + $4, credits = c.credits + 1
-        WHERE c.ctid = free;
-        RETURN true;
-    END IF;
     PERFORM FROM economy.attached_hot_wallet h
     WHERE h.attachment = $1 AND h.wallet_id = $2
     FOR KEY SHARE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
-    VALUES ($1, $2, $3, $4);
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        SELECT c.ctid INTO free
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = $1 AND c.wallet_id = $2 AND NOT c.folds
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+    END IF;
+    IF free IS NULL THEN
+        INSERT INTO economy.attached_hot_credit (attachment, wallet_id, amount, earnings)
+        VALUES ($1, $2, $3, $4);
+    ELSE
+        UPDATE economy.attached_hot_credit c
+        SET amount = c.amount + $3, earnings = c.earnings + $4, credits = c.credits + 1
+        WHERE c.ctid = free;
+    END IF;
     RETURN true;
+END;
+$$;
+
+-- Marks a wallet hot, or back to normal: then it first waits for the credits
+-- in flight (FOR UPDATE conflicts with the KEY SHARE lock each of them holds)
+-- and folds them. With an attachment: that attachment's generated set_hot.
+CREATE OR REPLACE FUNCTION economy.set_hot(
+    wallet_id bigint, hot boolean DEFAULT true, attachment text DEFAULT NULL
+)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    settings text;
+BEGIN
+    IF hot IS NULL THEN
+        RAISE EXCEPTION 'hot must be true or false' USING ERRCODE = 'not_null_violation';
+    END IF;
+    -- an older snapshot would not see the credits it waits for: they would
+    -- stay parked on a wallet that is no longer hot
+    IF NOT hot AND current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'set_hot(false) folds the credits it waits for: run it in READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT economy.%I($1, $2)', economy.attached_object(
+            (economy.attachment(set_hot.attachment)).name, 'set_hot'))
+        USING wallet_id, hot;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN;
+    END IF;
+    -- the wallet, and its profile, which a fold writes
+    PERFORM economy.lock_rows(
+        'economy.wallet', 'id', ARRAY[wallet_id],
+        'economy.profile', 'user_id',
+        ARRAY(SELECT w.user_id FROM economy.wallet w WHERE w.id = set_hot.wallet_id),
+        CASE WHEN hot THEN 'NO KEY UPDATE' ELSE 'UPDATE' END
+    );
+    IF NOT EXISTS (SELECT FROM economy.wallet w WHERE w.id = set_hot.wallet_id) THEN
+        RAISE EXCEPTION 'wallet % does not exist', wallet_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    UPDATE economy.wallet w SET hot = set_hot.hot WHERE w.id = set_hot.wallet_id;
+    IF NOT hot THEN
+        PERFORM economy.fold_hot_credits(wallet_id);
+    END IF;
 END;
 $$;
 
@@ -111,6 +164,58 @@ BEGIN
             cached.tbl, a.sync_role);
     END LOOP;
 END;
+$$;
+
+-- Template part: refuses (numeric_value_out_of_range, nothing written) a
+-- parked credit after which the wallet's exact figures, or its owner's
+-- (with what every hot wallet of the owner has parked), would no longer fit
+-- a cached column of a bounded type (an integer, or a numeric with a
+-- precision): a fold could never write them. Parked credits still in flight
+-- elsewhere are not seen.
+CREATE OR REPLACE FUNCTION economy.render_parked_fit(a economy.attachments, wallet_keys text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN count(*) > 0 THEN format(
+        $template$PERFORM %1$s
+    FROM %2$s w
+    JOIN (
+        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
+        FROM economy.attached_hot_credit c
+        WHERE c.attachment = %3$L AND c.wallet_id = ANY (%4$s)
+        GROUP BY c.wallet_id
+    ) pk ON pk.wallet_id = w.%5$I%6$s;$template$,
+        string_agg(format('(%s.%I + %s.%s)::%s', f.alias, f.col, f.parked, f.part,
+            pg_catalog.format_type(att.atttypid, att.atttypmod)), ', '),
+        a.wallet,
+        a.name,
+        wallet_keys,
+        a.wallet_key_column,
+        CASE WHEN a.profile IS NOT NULL THEN format(
+            $profile$
+    LEFT JOIN %1$s p ON p.%2$I = w.%3$I
+    LEFT JOIN LATERAL (
+        SELECT coalesce(sum(c.amount), 0) AS amount, coalesce(sum(c.earnings), 0) AS earnings
+        FROM economy.attached_hot_wallet h
+        JOIN %4$s ow ON ow.%5$I = h.wallet_id
+        JOIN economy.attached_hot_credit c
+            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
+        WHERE h.attachment = %6$L AND ow.%3$I = w.%3$I
+    ) op ON true$profile$,
+            a.profile, a.profile_key_column, a.wallet_owner_column, a.wallet,
+            a.wallet_key_column, a.name) ELSE '' END
+    ) ELSE '' END
+    FROM (
+        VALUES
+        ('w', a.wallet, a.wallet_balance_column, 'pk', 'amount'),
+        ('w', a.wallet, a.wallet_earnings_column, 'pk', 'earnings'),
+        ('p', a.profile, a.profile_balance_column, 'op', 'amount'),
+        ('p', a.profile, a.profile_earnings_column, 'op', 'earnings')
+    ) AS f (alias, tbl, col, parked, part)
+    JOIN pg_catalog.pg_attribute att ON att.attrelid = f.tbl AND att.attname = f.col
+    WHERE att.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+        OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0);
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
@@ -798,8 +903,8 @@ $render$;
 
 -- Template: set_hot(…, attachment => N). Turning a wallet back to normal
 -- deletes its row of attached_hot_wallet, so it first waits for the credits
--- in flight that hold KEY SHARE on that row, then for those that hold one of
--- its parked rows, and folds them all: its parked rows, all zero, go.
+-- in flight (each holds KEY SHARE on that row), then folds them: its parked
+-- rows, all zero then, go.
 CREATE OR REPLACE FUNCTION economy.render_set_hot(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -825,9 +930,6 @@ BEGIN
     ELSE
         DELETE FROM economy.attached_hot_wallet h
         WHERE h.attachment = %4$L AND h.wallet_id = $1;
-        PERFORM FROM economy.attached_hot_credit c
-        WHERE c.attachment = %4$L AND c.wallet_id = $1 AND NOT c.folds
-        FOR UPDATE;
         PERFORM economy.%5$I(ARRAY[$1]);
         DELETE FROM economy.attached_hot_credit c
         WHERE c.attachment = %4$L AND c.wallet_id = $1;

@@ -469,9 +469,6 @@ BEGIN
     ELSE
         DELETE FROM economy.attached_hot_wallet h
         WHERE h.attachment = 'seed' AND h.wallet_id = $1;
-        PERFORM FROM economy.attached_hot_credit c
-        WHERE c.attachment = 'seed' AND c.wallet_id = $1 AND NOT c.folds
-        FOR UPDATE;
         PERFORM economy.attached_seed_fold(ARRAY[$1]);
         DELETE FROM economy.attached_hot_credit c
         WHERE c.attachment = 'seed' AND c.wallet_id = $1;
@@ -520,7 +517,7 @@ BEGIN
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
             IF economy.park_attached_credit('seed', NEW.wallet_id, sync_amount, sync_earned) THEN
-                PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + pk.amount)::numeric(10,2), (p.lifetime_earnings + pk.earnings)::numeric(10,2)
+                PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + op.amount)::numeric(10,2), (p.lifetime_earnings + op.earnings)::numeric(10,2)
     FROM public.app_wallet w
     JOIN (
         SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
@@ -528,7 +525,15 @@ BEGIN
         WHERE c.attachment = 'seed' AND c.wallet_id = ANY (ARRAY[NEW.wallet_id::bigint])
         GROUP BY c.wallet_id
     ) pk ON pk.wallet_id = w.id
-    LEFT JOIN public.app_profile p ON p.id = w.profile_id;
+    LEFT JOIN public.app_profile p ON p.id = w.profile_id
+    LEFT JOIN LATERAL (
+        SELECT coalesce(sum(c.amount), 0) AS amount, coalesce(sum(c.earnings), 0) AS earnings
+        FROM economy.attached_hot_wallet h
+        JOIN public.app_wallet ow ON ow.id = h.wallet_id
+        JOIN economy.attached_hot_credit c
+            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
+        WHERE h.attachment = 'seed' AND ow.profile_id = w.profile_id
+    ) op ON true;
                 RETURN NULL;
             END IF;
         ELSIF EXISTS (
@@ -669,7 +674,7 @@ BEGIN
     SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
     INTO sync_owners, sync_amounts, sync_earnings
     FROM updated u;
-    PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + pk.amount)::numeric(10,2), (p.lifetime_earnings + pk.earnings)::numeric(10,2)
+    PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + op.amount)::numeric(10,2), (p.lifetime_earnings + op.earnings)::numeric(10,2)
     FROM public.app_wallet w
     JOIN (
         SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
@@ -677,7 +682,15 @@ BEGIN
         WHERE c.attachment = 'seed' AND c.wallet_id = ANY (sync_parked)
         GROUP BY c.wallet_id
     ) pk ON pk.wallet_id = w.id
-    LEFT JOIN public.app_profile p ON p.id = w.profile_id;
+    LEFT JOIN public.app_profile p ON p.id = w.profile_id
+    LEFT JOIN LATERAL (
+        SELECT coalesce(sum(c.amount), 0) AS amount, coalesce(sum(c.earnings), 0) AS earnings
+        FROM economy.attached_hot_wallet h
+        JOIN public.app_wallet ow ON ow.id = h.wallet_id
+        JOIN economy.attached_hot_credit c
+            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
+        WHERE h.attachment = 'seed' AND ow.profile_id = w.profile_id
+    ) op ON true;
     
     
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
