@@ -124,7 +124,9 @@ def test_ledger_columns_named_like_the_generated_codes_variables_work(conn):
     conn.execute(SEED_TABLES)
     conn.execute(
         "ALTER TABLE app_transaction ADD COLUMN tg_op text, ADD COLUMN sync_amount integer,"
-        " ADD COLUMN sync_earned integer"
+        " ADD COLUMN sync_earned integer, ADD COLUMN user_ids bigint[];"
+        "ALTER TABLE app_wallet ADD COLUMN user_ids bigint[];"
+        "ALTER TABLE app_profile ADD COLUMN user_ids bigint[]"
     )
     conn.execute(
         SEED_ATTACH.rstrip().removesuffix(")") + ",\n"
@@ -133,13 +135,19 @@ def test_ledger_columns_named_like_the_generated_codes_variables_work(conn):
     conn.execute("INSERT INTO app_profile DEFAULT VALUES")
     conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
     conn.execute(
-        "INSERT INTO app_transaction (wallet_id, amount, reason, tg_op, sync_amount, sync_earned)"
-        " VALUES (1, 30, 'prize', 'prize', 999, 999), (1, 4, 'fee', 'fee', 999, 999)"
+        "INSERT INTO app_transaction (wallet_id, amount, reason, tg_op, sync_amount, sync_earned,"
+        " user_ids) VALUES (1, 30, 'prize', 'prize', 999, 999, '{2}'), (1, 4, 'fee', 'fee', 999,"
+        " 999, '{2}')"
     )
     assert seed_figures(conn) == ({1: (34, 30)}, {1: (Decimal("34.00"), Decimal("30.00"))})
     conn.execute("UPDATE app_transaction SET amount = 5 WHERE tg_op = 'fee'")
     assert seed_figures(conn)[0] == {1: (35, 30)}
     assert drift(conn, "seed") == []
+    conn.execute("INSERT INTO app_profile DEFAULT VALUES")
+    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (2)")
+    break_cache(conn, "UPDATE app_wallet SET cached_balance = 1")
+    assert {row[0] for row in drift(conn, "seed")} == {1, 2}
+    assert {row[0] for row in drift(conn, "seed", [2])} == {2}  # not the column user_ids
 
 
 def test_reattach_follows_renamed_columns_and_keeps_hot_wallets(seed):

@@ -530,6 +530,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $fn$
 #variable_conflict use_column
+-- ($1 is user_ids: the app's tables may have a column of that name)
 BEGIN
     RETURN QUERY
     WITH parked AS (
@@ -548,8 +549,8 @@ BEGIN
             coalesce(pk.earnings, 0) AS parked_earnings
         FROM %6$s w
         LEFT JOIN parked pk ON pk.wallet_id = w.%2$I
-        WHERE user_ids IS NULL OR %3$s = ANY (user_ids)
-            OR (%3$s IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+        WHERE $1 IS NULL OR %3$s = ANY ($1)
+            OR (%3$s IS NULL AND array_position($1, NULL) IS NOT NULL)
     ),
 
     -- the whole ledger, or the given owners' wallets' entries through the
@@ -559,10 +560,10 @@ BEGIN
         SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
             coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
         FROM (
-            SELECT * FROM %10$s WHERE user_ids IS NULL
+            SELECT * FROM %10$s WHERE $1 IS NULL
             UNION ALL
             SELECT * FROM %10$s
-            WHERE user_ids IS NOT NULL AND %7$I IN (SELECT wl.wallet_id FROM wallets wl)
+            WHERE $1 IS NOT NULL AND %7$I IN (SELECT wl.wallet_id FROM wallets wl)
         ) AS r
         GROUP BY r.%7$I
     ),
@@ -634,7 +635,7 @@ $template$,
                 coalesce(sum(pw.parked_earnings), 0) AS parked_earnings
             FROM %4$s p
             LEFT JOIN per_wallet pw ON pw.owner_id = p.%1$I
-            WHERE user_ids IS NULL OR p.%1$I = ANY (user_ids)
+            WHERE $1 IS NULL OR p.%1$I = ANY ($1)
             GROUP BY p.%1$I, 3, 4
         ) g
     $profiles$,

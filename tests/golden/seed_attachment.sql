@@ -28,6 +28,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_drift(user_ids bigint[])
  SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
 #variable_conflict use_column
+-- ($1 is user_ids: the app's tables may have a column of that name)
 BEGIN
     IF CURRENT_USER <> '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
@@ -50,8 +51,8 @@ BEGIN
             coalesce(pk.earnings, 0) AS parked_earnings
         FROM public.app_wallet w
         LEFT JOIN parked pk ON pk.wallet_id = w.id
-        WHERE user_ids IS NULL OR w.profile_id = ANY (user_ids)
-            OR (w.profile_id IS NULL AND array_position(user_ids, NULL) IS NOT NULL)
+        WHERE $1 IS NULL OR w.profile_id = ANY ($1)
+            OR (w.profile_id IS NULL AND array_position($1, NULL) IS NOT NULL)
     ),
 
     -- the whole ledger, or the given owners' wallets' entries through the
@@ -61,10 +62,10 @@ BEGIN
         SELECT r.wallet_id::bigint AS wallet_id, sum(r.amount)::numeric AS balance,
             coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)::numeric AS earnings
         FROM (
-            SELECT * FROM public.app_transaction WHERE user_ids IS NULL
+            SELECT * FROM public.app_transaction WHERE $1 IS NULL
             UNION ALL
             SELECT * FROM public.app_transaction
-            WHERE user_ids IS NOT NULL AND wallet_id IN (SELECT wl.wallet_id FROM wallets wl)
+            WHERE $1 IS NOT NULL AND wallet_id IN (SELECT wl.wallet_id FROM wallets wl)
         ) AS r
         GROUP BY r.wallet_id
     ),
@@ -91,7 +92,7 @@ BEGIN
                 coalesce(sum(pw.parked_earnings), 0) AS parked_earnings
             FROM public.app_profile p
             LEFT JOIN per_wallet pw ON pw.owner_id = p.id
-            WHERE user_ids IS NULL OR p.id = ANY (user_ids)
+            WHERE $1 IS NULL OR p.id = ANY ($1)
             GROUP BY p.id, 3, 4
         ) g
     ),
