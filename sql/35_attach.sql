@@ -1402,11 +1402,32 @@ BEGIN
         HAVING sum(c.credits) > 0
     ),
 
+    -- their other rows that no credit holds, merged into the fold row: a
+    -- credit in REPEATABLE READ starts a row of its own, this keeps them few
+    merged AS (
+        DELETE FROM economy.attached_hot_credit c
+        WHERE c.ctid IN (
+            SELECT m.ctid FROM economy.attached_hot_credit m
+            WHERE m.attachment = %4$L AND m.wallet_id IN (SELECT pw.wallet_id FROM per_wallet pw)
+                AND NOT m.folds
+                AND current_setting('transaction_isolation') = 'read committed'
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING c.wallet_id, c.amount, c.earnings, c.credits
+    ),
+
     taken AS (
         INSERT INTO economy.attached_hot_credit AS c
             (attachment, wallet_id, amount, earnings, credits, folds)
-        SELECT %4$L, pw.wallet_id, -pw.amount, -pw.earnings, -pw.credits, true
+        SELECT %4$L, pw.wallet_id, coalesce(m.amount, 0) - pw.amount,
+            coalesce(m.earnings, 0) - pw.earnings, coalesce(m.credits, 0) - pw.credits, true
         FROM per_wallet pw
+        LEFT JOIN (
+            SELECT m.wallet_id, sum(m.amount) AS amount, sum(m.earnings) AS earnings,
+                sum(m.credits) AS credits
+            FROM merged m
+            GROUP BY m.wallet_id
+        ) m ON m.wallet_id = pw.wallet_id
         ON CONFLICT (attachment, wallet_id) WHERE folds DO UPDATE
         SET amount = c.amount + excluded.amount, earnings = c.earnings + excluded.earnings,
             credits = c.credits + excluded.credits

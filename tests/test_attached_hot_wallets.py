@@ -212,10 +212,23 @@ def test_parked_credits_are_running_sums_so_the_overflow_guard_reads_few_rows(se
     for conn in in_flight:
         conn.commit()
     assert parked_rows(seed, TREASURY) == 3
-    fold_hot_wallets(seed, attachment="seed")  # one fold row, whatever the folds
+    fold_hot_wallets(seed, attachment="seed")  # merges them into its one fold row
+    assert parked_rows(seed, TREASURY) == 1 and parked(seed, TREASURY) == (0, 0)
     pay(seed, TREASURY, 5, "fee")
     pay(seed, TREASURY, -1, "payout")
-    assert parked_rows(seed, TREASURY) == 4 and parked(seed, TREASURY) == (0, 0)
+    assert parked_rows(seed, TREASURY) == 1 and parked(seed, TREASURY) == (0, 0)
+    assert_exact(seed)
+
+
+def test_repeatable_read_credits_start_rows_that_the_next_fold_merges(seed, connect):
+    buyer = connect(autocommit=False)
+    for _ in range(40):
+        buyer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        pay(buyer, TREASURY, 1, "fee")  # a row of its own
+        buyer.commit()
+    assert parked(seed, TREASURY) == (40, 40) and parked_rows(seed, TREASURY) == 40
+    fold_hot_wallets(seed, attachment="seed")
+    assert parked_rows(seed, TREASURY) == 1
     assert_exact(seed)
 
 
