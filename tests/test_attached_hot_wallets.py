@@ -352,6 +352,51 @@ def test_the_overflow_guard_counts_every_hot_wallet_of_the_owner(seed):
     assert drift(seed, "seed") == []
 
 
+# Any write that raises a bounded cached column is checked against what is
+# parked for the wallet and its owner: else no fold could write the figures,
+# and every debit of the hot wallet (which folds first) would fail.
+
+
+def overflowing_writes(seed):
+    seed.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")  # ana's wallet 4, not hot
+    pay(seed, ANA, 60_000_000, "prize")  # parked: profile 1's exact 60,000,100.00 fits
+    pay(seed, TREASURY, 2_000_000_000, "fee")  # parked: the exact 2,000,000,100 fits integer
+    pay(seed, 2, 60_000_000, "prize")  # bo, a normal wallet: 60,000,100.00
+    return {
+        "a credit to the owner's normal wallet": lambda: pay(seed, 4, 60_000_000, "prize"),
+        "a multi-row insert": lambda: seed.execute(
+            "INSERT INTO app_transaction (wallet_id, amount, reason)"
+            " VALUES (4, 30000000, 'prize'), (4, 30000000, 'prize')"
+        ),
+        "an owner move": lambda: seed.execute(
+            "UPDATE app_wallet SET profile_id = 2 WHERE id = %s", [ANA]
+        ),
+        "a ledger update": lambda: seed.execute(
+            "UPDATE app_transaction SET amount = 200000000 WHERE wallet_id = %s AND amount = 100",
+            [TREASURY],
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "a credit to the owner's normal wallet",
+        "a multi-row insert",
+        "an owner move",
+        "a ledger update",
+    ],
+)
+def test_a_write_that_would_overflow_with_the_parked_credits_is_refused(seed, write):
+    writes = overflowing_writes(seed)
+    with pytest.raises(errors.NumericValueOutOfRange), seed.transaction():
+        writes[write]()
+    assert fold_hot_wallets(seed, attachment="seed") == 2  # the wallets keep working
+    pay(seed, ANA, -1, "payout")
+    pay(seed, TREASURY, -1, "payout")
+    assert drift(seed, "seed") == []
+
+
 def test_detach_folds_first_so_the_app_keeps_exact_caches(seed):
     pay(seed, TREASURY, 5, "fee")
     pay(seed, ANA, 5, "prize")

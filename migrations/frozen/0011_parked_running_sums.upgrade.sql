@@ -20,6 +20,10 @@ GROUP BY g.attachment, g.wallet_id;
 CREATE UNIQUE INDEX attached_hot_credit_fold ON economy.attached_hot_credit (attachment, wallet_id)
 WHERE folds;
 
+ALTER TABLE economy.attached_hot_wallet ADD COLUMN owner_id bigint;
+
+CREATE INDEX attached_hot_wallet_owner ON economy.attached_hot_wallet (attachment, owner_id);
+
 -- Parks a credit to an attached hot wallet (run as the attachment's sync
 -- role): false, and nothing written, when the wallet is not hot. The
 -- wallet's hot row is held FOR KEY SHARE, which set_hot(false) and detach
@@ -60,6 +64,88 @@ BEGIN
     END IF;
     RETURN true;
 END;
+$$;
+
+-- What the hot wallets of an owner of an attachment have parked: {amount,
+-- earnings} (run as its sync role, for the overflow guard of a profile;
+-- PL/pgSQL, so that its plan is kept from one call to the next).
+CREATE FUNCTION economy.parked_for_owner(attachment text, owner_id bigint)
+RETURNS numeric[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+        SELECT ARRAY[coalesce(sum(c.amount), 0), coalesce(sum(c.earnings), 0)]
+        FROM economy.attached_hot_wallet h
+        JOIN economy.attached_hot_credit c
+            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
+        WHERE h.attachment = $1 AND h.owner_id = $2
+    );
+END;
+$$;
+
+-- The type of a cached column when it is bounded (an integer, or a numeric
+-- with a precision), as SQL text; NULL when it is not (or no column).
+CREATE FUNCTION economy.bounded_type(tbl regclass, col name)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT pg_catalog.format_type(att.atttypid, att.atttypmod)
+    FROM pg_catalog.pg_attribute att
+    WHERE att.attrelid = tbl AND att.attname = col
+        AND (att.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0));
+$$;
+
+-- Template parts: a boolean expression over the wallet row `w` (the profile
+-- row `p`) that fails with numeric_value_out_of_range when its cached
+-- figures plus what is parked for it (for the profile: on every hot wallet
+-- of its owner) would not fit their bounded columns; a fold could never
+-- write them. NULL when no cached column of the table is bounded. Parked
+-- credits still in flight elsewhere are not seen.
+CREATE FUNCTION economy.render_wallet_fit(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT format('(SELECT ROW(%s) IS NOT NULL FROM economy.attached_hot_credit c'
+        ' WHERE c.attachment = %L AND c.wallet_id = w.%I)',
+        string_agg(format('(w.%I + coalesce(sum(c.%s), 0))::%s', f.col, f.part, f.type), ', '),
+        a.name, a.wallet_key_column)
+    FROM (
+        SELECT a.wallet_balance_column, 'amount',
+            economy.bounded_type(a.wallet, a.wallet_balance_column)
+        UNION ALL
+        SELECT a.wallet_earnings_column, 'earnings',
+            economy.bounded_type(a.wallet, a.wallet_earnings_column)
+    ) f (col, part, type)
+    WHERE f.type IS NOT NULL
+    HAVING count(*) > 0;
+$$;
+
+CREATE FUNCTION economy.render_profile_fit(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT format('CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h'
+        ' WHERE h.attachment = %1$L AND h.owner_id = p.%2$I) THEN ROW(%3$s) IS NOT NULL'
+        ' ELSE true END',
+        a.name, a.profile_key_column,
+        string_agg(format('(p.%I + (economy.parked_for_owner(%L, p.%I))[%s])::%s',
+            f.col, a.name, a.profile_key_column, f.part, f.type), ', '))
+    FROM (
+        SELECT a.profile_balance_column, 1,
+            economy.bounded_type(a.profile, a.profile_balance_column)
+        UNION ALL
+        SELECT a.profile_earnings_column, 2,
+            economy.bounded_type(a.profile, a.profile_earnings_column)
+    ) f (col, part, type)
+    WHERE a.profile IS NOT NULL AND f.type IS NOT NULL
+    HAVING count(*) > 0;
 $$;
 
 -- Marks a wallet hot, or back to normal: then it first waits for the credits
@@ -154,7 +240,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_credit TO %I',
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
-        ' numeric) TO %I', a.sync_role);
+        ' numeric), economy.parked_for_owner(text, bigint) TO %I', a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -166,56 +252,66 @@ BEGIN
 END;
 $$;
 
--- Template part: refuses (numeric_value_out_of_range, nothing written) a
--- parked credit after which the wallet's exact figures, or its owner's
--- (with what every hot wallet of the owner has parked), would no longer fit
--- a cached column of a bounded type (an integer, or a numeric with a
--- precision): a fold could never write them. Parked credits still in flight
--- elsewhere are not seen.
+-- Template part: adds the (owner key, amount, earnings) rows of `source` to
+-- the owners' profiles (the keys are also in the array sync_owners; NULL for
+-- an ownerless wallet), locked first in ascending key order when there are
+-- several, each checked against what its owner has parked (render_profile_fit).
+-- Empty for an attachment without profiles.
+CREATE OR REPLACE FUNCTION economy.render_profile_update(a economy.attachments, source text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT CASE WHEN a.profile IS NOT NULL THEN format(
+    $template$
+    IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
+        PERFORM FROM %1$s p WHERE p.%2$I = ANY (sync_owners) ORDER BY p.%2$I FOR NO KEY UPDATE;
+    END IF;
+    <<profiles>>
+    DECLARE
+        updated bigint;
+    BEGIN
+        WITH updated AS (
+            UPDATE %1$s p SET %3$s
+            FROM (
+                SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+                FROM %4$s AS d (owner_key, amount, earnings)
+                GROUP BY d.owner_key
+            ) d
+            WHERE p.%2$I = d.owner_key
+            RETURNING %5$s
+        )
+        SELECT count(*) INTO profiles.updated FROM updated;
+    END;$template$,
+    a.profile,
+    a.profile_key_column,
+    economy.render_additions(
+        'p', a.profile_balance_column, a.profile_earnings_column, 'd.amount', 'd.earnings'
+    ),
+    source,
+    coalesce(economy.render_profile_fit(a), 'true')
+) ELSE '' END;
+$render$;
+
+-- Template part: refuses a parked credit to the wallets `wallet_keys` after
+-- which their figures or their owners' would not fit (the two above).
 CREATE OR REPLACE FUNCTION economy.render_parked_fit(a economy.attachments, wallet_keys text)
 RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT CASE WHEN count(*) > 0 THEN format(
+    SELECT CASE WHEN economy.render_wallet_fit(a) IS NOT NULL
+        OR economy.render_profile_fit(a) IS NOT NULL THEN format(
         $template$PERFORM %1$s
-    FROM %2$s w
-    JOIN (
-        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
-        FROM economy.attached_hot_credit c
-        WHERE c.attachment = %3$L AND c.wallet_id = ANY (%4$s)
-        GROUP BY c.wallet_id
-    ) pk ON pk.wallet_id = w.%5$I%6$s;$template$,
-        string_agg(format('(%s.%I + %s.%s)::%s', f.alias, f.col, f.parked, f.part,
-            pg_catalog.format_type(att.atttypid, att.atttypmod)), ', '),
+    FROM %2$s w%3$s
+    WHERE w.%4$I = ANY (%5$s);$template$,
+        concat_ws(', ', economy.render_wallet_fit(a), economy.render_profile_fit(a)),
         a.wallet,
-        a.name,
-        wallet_keys,
+        CASE WHEN a.profile IS NOT NULL THEN format(E'\n    LEFT JOIN %s p ON p.%I = w.%I',
+            a.profile, a.profile_key_column, a.wallet_owner_column) END,
         a.wallet_key_column,
-        CASE WHEN a.profile IS NOT NULL THEN format(
-            $profile$
-    LEFT JOIN %1$s p ON p.%2$I = w.%3$I
-    LEFT JOIN LATERAL (
-        SELECT coalesce(sum(c.amount), 0) AS amount, coalesce(sum(c.earnings), 0) AS earnings
-        FROM economy.attached_hot_wallet h
-        JOIN %4$s ow ON ow.%5$I = h.wallet_id
-        JOIN economy.attached_hot_credit c
-            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
-        WHERE h.attachment = %6$L AND ow.%3$I = w.%3$I
-    ) op ON true$profile$,
-            a.profile, a.profile_key_column, a.wallet_owner_column, a.wallet,
-            a.wallet_key_column, a.name) ELSE '' END
-    ) ELSE '' END
-    FROM (
-        VALUES
-        ('w', a.wallet, a.wallet_balance_column, 'pk', 'amount'),
-        ('w', a.wallet, a.wallet_earnings_column, 'pk', 'earnings'),
-        ('p', a.profile, a.profile_balance_column, 'op', 'amount'),
-        ('p', a.profile, a.profile_earnings_column, 'op', 'earnings')
-    ) AS f (alias, tbl, col, parked, part)
-    JOIN pg_catalog.pg_attribute att ON att.attrelid = f.tbl AND att.attname = f.col
-    WHERE att.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
-        OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0);
+        wallet_keys
+    ) ELSE '' END;
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
@@ -250,6 +346,7 @@ DECLARE
     sync_wallet bigint;
     sync_balance numeric;
     sync_limit numeric;
+    sync_fits boolean;
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
@@ -308,8 +405,8 @@ BEGIN
         IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
             UPDATE %5$s w SET %12$s
             WHERE w.%7$I = sync_wallets[i]
-            RETURNING %9$s, w.%7$I, w.%14$I, %21$s
-            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            RETURNING %9$s, w.%7$I, w.%14$I, %21$s, %24$s
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit, sync_fits;
             %23$s
         END IF;
         sync_owners := sync_owners || sync_owner;
@@ -332,14 +429,16 @@ $template$,
     economy.render_column('w', a.wallet_owner_column),
     CASE WHEN a.profile IS NOT NULL THEN format(
         $profile$IF sync_owner IS NOT NULL THEN
-            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner;
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner
+            RETURNING %4$s INTO sync_fits;
         END IF;$profile$,
         a.profile,
         economy.render_additions(
             'p', a.profile_balance_column, a.profile_earnings_column,
             'sync_amount', 'sync_earned'
         ),
-        a.profile_key_column
+        a.profile_key_column,
+        coalesce(economy.render_profile_fit(a), 'true')
     ) ELSE '' END,
     economy.render_earning(a, 'OLD'),
     economy.render_additions(
@@ -369,7 +468,8 @@ $template$,
     economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
     economy.render_limit(a),
     economy.render_limit_check(a, 'sync_amount'),
-    economy.render_limit_check(a, 'sync_amounts[i]')
+    economy.render_limit_check(a, 'sync_amounts[i]'),
+    coalesce(economy.render_wallet_fit(a), 'true')
 );
 $render$;
 
@@ -507,6 +607,67 @@ $template$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
     ) ELSE '' END
+);
+$render$;
+
+-- Template: a wallet given to another owner takes its ledger figures from the
+-- old owner's profile to the new one's.
+CREATE OR REPLACE FUNCTION economy.render_move(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_owners bigint[] := ARRAY[OLD.%2$I, NEW.%2$I];
+    moved numeric;
+    moved_earnings numeric;
+BEGIN
+    -- what the wallet brought to the old owner's cached profile: its ledger
+    -- less its parked credits (those count through whoever owns it), both
+    -- read in one snapshot
+    SELECT coalesce(sum(r.%3$I), 0) - (
+            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
+        ),
+        coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0) - (
+            SELECT coalesce(sum(c.earnings), 0) FROM economy.attached_hot_credit c
+            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
+        )
+    INTO moved, moved_earnings
+    FROM %5$s AS r
+    WHERE r.%6$I = NEW.%7$I;
+    UPDATE economy.attached_hot_wallet h SET owner_id = NEW.%2$I
+    WHERE h.attachment = %9$L AND h.wallet_id = NEW.%7$I;
+    %8$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'move'),
+    a.wallet_owner_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    a.ledger_wallet_column,
+    a.wallet_key_column,
+    economy.render_profile_update(
+        a,
+        format(
+            '(VALUES (%1$s, -moved, -moved_earnings), (%2$s, moved, moved_earnings))',
+            format('OLD.%I::bigint', a.wallet_owner_column),
+            format('NEW.%I::bigint', a.wallet_owner_column)
+        )
+    ),
+    a.name
 );
 $render$;
 
@@ -946,8 +1107,8 @@ BEGIN
         RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF $2 THEN
-        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
-        VALUES (%4$L, $1)
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id, owner_id)
+        SELECT %4$L, $1, %6$s FROM %2$s w WHERE w.%3$I = $1
         ON CONFLICT DO NOTHING;
     ELSE
         DELETE FROM economy.attached_hot_wallet h
@@ -963,21 +1124,32 @@ $template$,
     a.wallet,
     a.wallet_key_column,
     a.name,
-    economy.attached_object(a.name, 'fold')
+    economy.attached_object(a.name, 'fold'),
+    economy.render_column('w', a.wallet_owner_column)
 );
 $render$;
 
 REVOKE ALL ON FUNCTION economy.park_attached_credit(text, bigint, numeric, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.parked_for_owner(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.bounded_type(regclass, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_wallet_fit(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_profile_fit(economy.attachments) FROM PUBLIC;
 
--- every attachment's sync role may update its parked rows; its code regenerated
+-- every attachment's sync role may update its parked rows; its hot wallets'
+-- owners recorded; its code regenerated
 DO $$
 DECLARE
     a economy.attachments;
 BEGIN
     FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
         EXECUTE format('GRANT UPDATE ON economy.attached_hot_credit TO %I', a.sync_role);
+        IF a.wallet_owner_column IS NOT NULL THEN
+            EXECUTE format('UPDATE economy.attached_hot_wallet h SET owner_id = w.%I FROM %s w'
+                ' WHERE h.attachment = %L AND w.%I = h.wallet_id',
+                a.wallet_owner_column, a.wallet, a.name, a.wallet_key_column);
+        END IF;
         EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint,'
-            ' numeric, numeric) TO %I', a.sync_role);
+            ' numeric, numeric), economy.parked_for_owner(text, bigint) TO %I', a.sync_role);
         PERFORM economy.create_attached_functions(a);
     END LOOP;
 END;

@@ -212,13 +212,22 @@ BEGIN
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
         PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
     END IF;
-    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
-    FROM (
-        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
-        FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
-        GROUP BY d.owner_key
-    ) d
-    WHERE p.id = d.owner_key;
+    <<profiles>>
+    DECLARE
+        updated bigint;
+    BEGIN
+        WITH updated AS (
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+            FROM (
+                SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+                FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
+                GROUP BY d.owner_key
+            ) d
+            WHERE p.id = d.owner_key
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+        )
+        SELECT count(*) INTO profiles.updated FROM updated;
+    END;
     RETURN cardinality(locked);
 END;
 $function$
@@ -315,17 +324,28 @@ BEGIN
     INTO moved, moved_earnings
     FROM public.app_transaction AS r
     WHERE r.wallet_id = NEW.id;
+    UPDATE economy.attached_hot_wallet h SET owner_id = NEW.profile_id
+    WHERE h.attachment = 'seed' AND h.wallet_id = NEW.id;
     
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
         PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
     END IF;
-    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
-    FROM (
-        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
-        FROM (VALUES (OLD.profile_id::bigint, -moved, -moved_earnings), (NEW.profile_id::bigint, moved, moved_earnings)) AS d (owner_key, amount, earnings)
-        GROUP BY d.owner_key
-    ) d
-    WHERE p.id = d.owner_key;
+    <<profiles>>
+    DECLARE
+        updated bigint;
+    BEGIN
+        WITH updated AS (
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+            FROM (
+                SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+                FROM (VALUES (OLD.profile_id::bigint, -moved, -moved_earnings), (NEW.profile_id::bigint, moved, moved_earnings)) AS d (owner_key, amount, earnings)
+                GROUP BY d.owner_key
+            ) d
+            WHERE p.id = d.owner_key
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+        )
+        SELECT count(*) INTO profiles.updated FROM updated;
+    END;
     RETURN NULL;
 END;
 $function$
@@ -485,8 +505,8 @@ BEGIN
         RAISE EXCEPTION 'wallet % does not exist', $1 USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF $2 THEN
-        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
-        VALUES ('seed', $1)
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id, owner_id)
+        SELECT 'seed', $1, w.profile_id FROM public.app_wallet w WHERE w.id = $1
         ON CONFLICT DO NOTHING;
     ELSE
         DELETE FROM economy.attached_hot_wallet h
@@ -512,6 +532,7 @@ DECLARE
     sync_wallet bigint;
     sync_balance numeric;
     sync_limit numeric;
+    sync_fits boolean;
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
@@ -539,23 +560,10 @@ BEGIN
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
             IF economy.park_attached_credit('seed', NEW.wallet_id, sync_amount, sync_earned) THEN
-                PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + op.amount)::numeric(10,2), (p.lifetime_earnings + op.earnings)::numeric(10,2)
+                PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
     FROM public.app_wallet w
-    JOIN (
-        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
-        FROM economy.attached_hot_credit c
-        WHERE c.attachment = 'seed' AND c.wallet_id = ANY (ARRAY[NEW.wallet_id::bigint])
-        GROUP BY c.wallet_id
-    ) pk ON pk.wallet_id = w.id
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
-    LEFT JOIN LATERAL (
-        SELECT coalesce(sum(c.amount), 0) AS amount, coalesce(sum(c.earnings), 0) AS earnings
-        FROM economy.attached_hot_wallet h
-        JOIN public.app_wallet ow ON ow.id = h.wallet_id
-        JOIN economy.attached_hot_credit c
-            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
-        WHERE h.attachment = 'seed' AND ow.profile_id = w.profile_id
-    ) op ON true;
+    WHERE w.id = ANY (ARRAY[NEW.wallet_id::bigint]);
                 RETURN NULL;
             END IF;
         ELSIF EXISTS (
@@ -570,7 +578,8 @@ BEGIN
         INTO sync_owner, sync_wallet, sync_balance, sync_limit;
         
         IF sync_owner IS NOT NULL THEN
-            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner;
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END INTO sync_fits;
         END IF;
         RETURN NULL;
     END IF;
@@ -597,8 +606,8 @@ BEGIN
         IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
             UPDATE public.app_wallet w SET cached_balance = w.cached_balance + sync_amounts[i], lifetime_earnings = w.lifetime_earnings + sync_earnings[i]
             WHERE w.id = sync_wallets[i]
-            RETURNING w.profile_id, w.id, w.cached_balance, NULL::numeric
-            INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+            RETURNING w.profile_id, w.id, w.cached_balance, NULL::numeric, (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id)
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit, sync_fits;
             
         END IF;
         sync_owners := sync_owners || sync_owner;
@@ -607,13 +616,22 @@ BEGIN
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
         PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
     END IF;
-    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
-    FROM (
-        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
-        FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
-        GROUP BY d.owner_key
-    ) d
-    WHERE p.id = d.owner_key;
+    <<profiles>>
+    DECLARE
+        updated bigint;
+    BEGIN
+        WITH updated AS (
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+            FROM (
+                SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+                FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
+                GROUP BY d.owner_key
+            ) d
+            WHERE p.id = d.owner_key
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+        )
+        SELECT count(*) INTO profiles.updated FROM updated;
+    END;
     RETURN NULL;
 END;
 $function$
@@ -696,35 +714,31 @@ BEGIN
     SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
     INTO sync_owners, sync_amounts, sync_earnings
     FROM updated u;
-    PERFORM (w.cached_balance + pk.amount)::integer, (w.lifetime_earnings + pk.earnings)::integer, (p.deltacoin_balance + op.amount)::numeric(10,2), (p.lifetime_earnings + op.earnings)::numeric(10,2)
+    PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
     FROM public.app_wallet w
-    JOIN (
-        SELECT c.wallet_id, sum(c.amount) AS amount, sum(c.earnings) AS earnings
-        FROM economy.attached_hot_credit c
-        WHERE c.attachment = 'seed' AND c.wallet_id = ANY (sync_parked)
-        GROUP BY c.wallet_id
-    ) pk ON pk.wallet_id = w.id
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
-    LEFT JOIN LATERAL (
-        SELECT coalesce(sum(c.amount), 0) AS amount, coalesce(sum(c.earnings), 0) AS earnings
-        FROM economy.attached_hot_wallet h
-        JOIN public.app_wallet ow ON ow.id = h.wallet_id
-        JOIN economy.attached_hot_credit c
-            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
-        WHERE h.attachment = 'seed' AND ow.profile_id = w.profile_id
-    ) op ON true;
+    WHERE w.id = ANY (sync_parked);
     
     
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
         PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
     END IF;
-    UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
-    FROM (
-        SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
-        FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
-        GROUP BY d.owner_key
-    ) d
-    WHERE p.id = d.owner_key;
+    <<profiles>>
+    DECLARE
+        updated bigint;
+    BEGIN
+        WITH updated AS (
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + d.amount, lifetime_earnings = p.lifetime_earnings + d.earnings
+            FROM (
+                SELECT d.owner_key, sum(d.amount) AS amount, sum(d.earnings) AS earnings
+                FROM unnest(sync_owners, sync_amounts, sync_earnings) AS d (owner_key, amount, earnings)
+                GROUP BY d.owner_key
+            ) d
+            WHERE p.id = d.owner_key
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+        )
+        SELECT count(*) INTO profiles.updated FROM updated;
+    END;
     RETURN NULL;
 END;
 $function$
