@@ -94,13 +94,8 @@ CREATE TABLE economy.attached_hot_wallet (
     wallet_id bigint,
     PRIMARY KEY (attachment, wallet_id),
     -- the attachment's sync role, which wrote the row (row level security)
-    sync_role name NOT NULL DEFAULT current_user,
-    -- the wallet's owner (kept by the sync's owner moves): a profile's
-    -- overflow guard finds its owner's hot wallets without the wallet table
-    owner_id bigint
+    sync_role name NOT NULL DEFAULT current_user
 );
-
-CREATE INDEX attached_hot_wallet_owner ON economy.attached_hot_wallet (attachment, owner_id);
 
 -- Credits to attached hot wallets, not folded into the app's cached columns
 -- yet: the exact figures are the cached ones plus the sum of the wallet's
@@ -191,26 +186,6 @@ BEGIN
 END;
 $$;
 
--- What the hot wallets of an owner of an attachment have parked: {amount,
--- earnings} (run as its sync role, for the overflow guard of a profile;
--- PL/pgSQL, so that its plan is kept from one call to the next).
-CREATE FUNCTION economy.parked_for_owner(attachment text, owner_id bigint)
-RETURNS numeric[]
-LANGUAGE plpgsql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (
-        SELECT ARRAY[coalesce(sum(c.amount), 0), coalesce(sum(c.earnings), 0)]
-        FROM economy.attached_hot_wallet h
-        JOIN economy.attached_hot_credit c
-            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
-        WHERE h.attachment = $1 AND h.owner_id = $2
-    );
-END;
-$$;
-
 -- The name of an object generated for an attachment.
 CREATE FUNCTION economy.attached_object(attachment text, suffix text)
 RETURNS name
@@ -274,7 +249,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_credit TO %I',
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
-        ' numeric), economy.parked_for_owner(text, bigint) TO %I', a.sync_role);
+        ' numeric) TO %I', a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -465,16 +440,18 @@ LANGUAGE sql
 STABLE
 AS $$
     SELECT format('CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h'
-        ' WHERE h.attachment = %1$L AND h.owner_id = p.%2$I) THEN ROW(%3$s) IS NOT NULL'
-        ' ELSE true END',
-        a.name, a.profile_key_column,
-        string_agg(format('(p.%I + (economy.parked_for_owner(%L, p.%I))[%s])::%s',
-            f.col, a.name, a.profile_key_column, f.part, f.type), ', '))
+        ' JOIN %1$s ow ON ow.%2$I = h.wallet_id WHERE h.attachment = %3$L AND ow.%4$I = p.%5$I)'
+        ' THEN (SELECT ROW(%6$s) IS NOT NULL FROM economy.attached_hot_wallet h'
+        ' JOIN %1$s ow ON ow.%2$I = h.wallet_id JOIN economy.attached_hot_credit c'
+        ' ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id'
+        ' WHERE h.attachment = %3$L AND ow.%4$I = p.%5$I) ELSE true END',
+        a.wallet, a.wallet_key_column, a.name, a.wallet_owner_column, a.profile_key_column,
+        string_agg(format('(p.%I + coalesce(sum(c.%s), 0))::%s', f.col, f.part, f.type), ', '))
     FROM (
-        SELECT a.profile_balance_column, 1,
+        SELECT a.profile_balance_column, 'amount',
             economy.bounded_type(a.profile, a.profile_balance_column)
         UNION ALL
-        SELECT a.profile_earnings_column, 2,
+        SELECT a.profile_earnings_column, 'earnings',
             economy.bounded_type(a.profile, a.profile_earnings_column)
     ) f (col, part, type)
     WHERE a.profile IS NOT NULL AND f.type IS NOT NULL
@@ -1025,8 +1002,6 @@ BEGIN
     INTO moved, moved_earnings
     FROM %5$s AS r
     WHERE r.%6$I = NEW.%7$I;
-    UPDATE economy.attached_hot_wallet h SET owner_id = NEW.%2$I
-    WHERE h.attachment = %9$L AND h.wallet_id = NEW.%7$I;
     %8$s
     RETURN NULL;
 END;
@@ -1561,8 +1536,8 @@ BEGIN
         RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF $2 THEN
-        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id, owner_id)
-        SELECT %4$L, $1, %6$s FROM %2$s w WHERE w.%3$I = $1
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES (%4$L, $1)
         ON CONFLICT DO NOTHING;
     ELSE
         DELETE FROM economy.attached_hot_wallet h
@@ -1578,8 +1553,7 @@ $template$,
     a.wallet,
     a.wallet_key_column,
     a.name,
-    economy.attached_object(a.name, 'fold'),
-    economy.render_column('w', a.wallet_owner_column)
+    economy.attached_object(a.name, 'fold')
 );
 $render$;
 

@@ -397,6 +397,24 @@ def test_a_write_that_would_overflow_with_the_parked_credits_is_refused(seed, wr
     assert drift(seed, "seed") == []
 
 
+def test_the_guard_reads_a_hot_wallets_owner_from_the_wallet_table(seed, connect):
+    # the owner the guard charges is the wallet's own, whatever moved it (here
+    # a move committed while set_hot made it hot)
+    seed.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")  # ana's wallet 4
+    mover = connect(autocommit=False)
+    mover.execute("UPDATE app_wallet SET profile_id = 2 WHERE id = 4")
+    set_hot(seed, 4, attachment="seed")
+    mover.commit()
+    pay(seed, 4, 60_000_000, "prize")  # parked for bo, now its owner
+    pay(seed, ANA, 60_000_000, "prize")  # ana's figures fit: not charged with wallet 4's
+    with pytest.raises(errors.NumericValueOutOfRange):
+        pay(seed, 2, 60_000_000, "prize")  # bo's would be 120,000,100.00
+    with pytest.raises(errors.NumericValueOutOfRange), seed.transaction():
+        seed.execute("UPDATE app_wallet SET profile_id = 1 WHERE id = 4")  # ana: 120,000,100.00
+    assert fold_hot_wallets(seed, attachment="seed") == 2  # each owner's 60,000,100.00 fits
+    assert drift(seed, "seed") == []
+
+
 def test_detach_folds_first_so_the_app_keeps_exact_caches(seed):
     pay(seed, TREASURY, 5, "fee")
     pay(seed, ANA, 5, "prize")

@@ -468,65 +468,6 @@ $template$,
 );
 $render$;
 
--- Template: a wallet given to another owner takes its ledger figures from the
--- old owner's profile to the new one's.
-CREATE OR REPLACE FUNCTION economy.render_move(a economy.attachments)
-RETURNS text
-LANGUAGE sql
-STABLE
-AS $render$
-SELECT format(
-    $template$
-CREATE OR REPLACE FUNCTION economy.%1$I()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-#variable_conflict use_column
-DECLARE
-    sync_owners bigint[] := ARRAY[OLD.%2$I, NEW.%2$I];
-    moved numeric;
-    moved_earnings numeric;
-BEGIN
-    -- what the wallet brought to the old owner's cached profile: its ledger
-    -- less its parked credits (those count through whoever owns it), both
-    -- read in one snapshot
-    SELECT coalesce(sum(r.%3$I), 0) - (
-            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
-            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
-        ),
-        coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0) - (
-            SELECT coalesce(sum(c.earnings), 0) FROM economy.attached_hot_credit c
-            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
-        )
-    INTO moved, moved_earnings
-    FROM %5$s AS r
-    WHERE r.%6$I = NEW.%7$I;
-    %8$s
-    RETURN NULL;
-END;
-$fn$
-$template$,
-    economy.attached_object(a.name, 'move'),
-    a.wallet_owner_column,
-    a.amount_column,
-    a.earning,
-    a.ledger,
-    a.ledger_wallet_column,
-    a.wallet_key_column,
-    economy.render_profile_update(
-        a,
-        format(
-            '(VALUES (%1$s, -moved, -moved_earnings), (%2$s, moved, moved_earnings))',
-            format('OLD.%I::bigint', a.wallet_owner_column),
-            format('NEW.%I::bigint', a.wallet_owner_column)
-        )
-    ),
-    a.name
-);
-$render$;
-
 -- Template: the drift of an attachment, with balance_drift's columns. A
 -- profile row names its wallet when the owner has exactly one.
 CREATE OR REPLACE FUNCTION economy.render_drift(a economy.attachments)
@@ -953,7 +894,6 @@ $$;
 DROP FUNCTION economy.render_profile_fit(economy.attachments);
 DROP FUNCTION economy.render_wallet_fit(economy.attachments);
 DROP FUNCTION economy.bounded_type(regclass, name);
-DROP FUNCTION economy.parked_for_owner(text, bigint);
 DROP FUNCTION economy.park_attached_credit(text, bigint, numeric, numeric);
 
 WITH gone AS (
@@ -967,8 +907,6 @@ GROUP BY g.attachment, g.wallet_id
 HAVING sum(g.credits) > 0;
 
 DROP INDEX economy.attached_hot_credit_fold;
-
-ALTER TABLE economy.attached_hot_wallet DROP COLUMN owner_id;
 
 ALTER TABLE economy.attached_hot_credit
 DROP COLUMN credits,

@@ -20,10 +20,6 @@ GROUP BY g.attachment, g.wallet_id;
 CREATE UNIQUE INDEX attached_hot_credit_fold ON economy.attached_hot_credit (attachment, wallet_id)
 WHERE folds;
 
-ALTER TABLE economy.attached_hot_wallet ADD COLUMN owner_id bigint;
-
-CREATE INDEX attached_hot_wallet_owner ON economy.attached_hot_wallet (attachment, owner_id);
-
 -- Parks a credit to an attached hot wallet (run as the attachment's sync
 -- role): false, and nothing written, when the wallet is not hot. The
 -- wallet's hot row is held FOR KEY SHARE, which set_hot(false) and detach
@@ -63,26 +59,6 @@ BEGIN
         WHERE c.ctid = free;
     END IF;
     RETURN true;
-END;
-$$;
-
--- What the hot wallets of an owner of an attachment have parked: {amount,
--- earnings} (run as its sync role, for the overflow guard of a profile;
--- PL/pgSQL, so that its plan is kept from one call to the next).
-CREATE FUNCTION economy.parked_for_owner(attachment text, owner_id bigint)
-RETURNS numeric[]
-LANGUAGE plpgsql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (
-        SELECT ARRAY[coalesce(sum(c.amount), 0), coalesce(sum(c.earnings), 0)]
-        FROM economy.attached_hot_wallet h
-        JOIN economy.attached_hot_credit c
-            ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id
-        WHERE h.attachment = $1 AND h.owner_id = $2
-    );
 END;
 $$;
 
@@ -132,16 +108,18 @@ LANGUAGE sql
 STABLE
 AS $$
     SELECT format('CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h'
-        ' WHERE h.attachment = %1$L AND h.owner_id = p.%2$I) THEN ROW(%3$s) IS NOT NULL'
-        ' ELSE true END',
-        a.name, a.profile_key_column,
-        string_agg(format('(p.%I + (economy.parked_for_owner(%L, p.%I))[%s])::%s',
-            f.col, a.name, a.profile_key_column, f.part, f.type), ', '))
+        ' JOIN %1$s ow ON ow.%2$I = h.wallet_id WHERE h.attachment = %3$L AND ow.%4$I = p.%5$I)'
+        ' THEN (SELECT ROW(%6$s) IS NOT NULL FROM economy.attached_hot_wallet h'
+        ' JOIN %1$s ow ON ow.%2$I = h.wallet_id JOIN economy.attached_hot_credit c'
+        ' ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id'
+        ' WHERE h.attachment = %3$L AND ow.%4$I = p.%5$I) ELSE true END',
+        a.wallet, a.wallet_key_column, a.name, a.wallet_owner_column, a.profile_key_column,
+        string_agg(format('(p.%I + coalesce(sum(c.%s), 0))::%s', f.col, f.part, f.type), ', '))
     FROM (
-        SELECT a.profile_balance_column, 1,
+        SELECT a.profile_balance_column, 'amount',
             economy.bounded_type(a.profile, a.profile_balance_column)
         UNION ALL
-        SELECT a.profile_earnings_column, 2,
+        SELECT a.profile_earnings_column, 'earnings',
             economy.bounded_type(a.profile, a.profile_earnings_column)
     ) f (col, part, type)
     WHERE a.profile IS NOT NULL AND f.type IS NOT NULL
@@ -240,7 +218,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_credit TO %I',
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
-        ' numeric), economy.parked_for_owner(text, bigint) TO %I', a.sync_role);
+        ' numeric) TO %I', a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -607,67 +585,6 @@ $template$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
     ) ELSE '' END
-);
-$render$;
-
--- Template: a wallet given to another owner takes its ledger figures from the
--- old owner's profile to the new one's.
-CREATE OR REPLACE FUNCTION economy.render_move(a economy.attachments)
-RETURNS text
-LANGUAGE sql
-STABLE
-AS $render$
-SELECT format(
-    $template$
-CREATE OR REPLACE FUNCTION economy.%1$I()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-#variable_conflict use_column
-DECLARE
-    sync_owners bigint[] := ARRAY[OLD.%2$I, NEW.%2$I];
-    moved numeric;
-    moved_earnings numeric;
-BEGIN
-    -- what the wallet brought to the old owner's cached profile: its ledger
-    -- less its parked credits (those count through whoever owns it), both
-    -- read in one snapshot
-    SELECT coalesce(sum(r.%3$I), 0) - (
-            SELECT coalesce(sum(c.amount), 0) FROM economy.attached_hot_credit c
-            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
-        ),
-        coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0) - (
-            SELECT coalesce(sum(c.earnings), 0) FROM economy.attached_hot_credit c
-            WHERE c.attachment = %9$L AND c.wallet_id = NEW.%7$I
-        )
-    INTO moved, moved_earnings
-    FROM %5$s AS r
-    WHERE r.%6$I = NEW.%7$I;
-    UPDATE economy.attached_hot_wallet h SET owner_id = NEW.%2$I
-    WHERE h.attachment = %9$L AND h.wallet_id = NEW.%7$I;
-    %8$s
-    RETURN NULL;
-END;
-$fn$
-$template$,
-    economy.attached_object(a.name, 'move'),
-    a.wallet_owner_column,
-    a.amount_column,
-    a.earning,
-    a.ledger,
-    a.ledger_wallet_column,
-    a.wallet_key_column,
-    economy.render_profile_update(
-        a,
-        format(
-            '(VALUES (%1$s, -moved, -moved_earnings), (%2$s, moved, moved_earnings))',
-            format('OLD.%I::bigint', a.wallet_owner_column),
-            format('NEW.%I::bigint', a.wallet_owner_column)
-        )
-    ),
-    a.name
 );
 $render$;
 
@@ -1107,8 +1024,8 @@ BEGIN
         RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF $2 THEN
-        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id, owner_id)
-        SELECT %4$L, $1, %6$s FROM %2$s w WHERE w.%3$I = $1
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES (%4$L, $1)
         ON CONFLICT DO NOTHING;
     ELSE
         DELETE FROM economy.attached_hot_wallet h
@@ -1124,32 +1041,24 @@ $template$,
     a.wallet,
     a.wallet_key_column,
     a.name,
-    economy.attached_object(a.name, 'fold'),
-    economy.render_column('w', a.wallet_owner_column)
+    economy.attached_object(a.name, 'fold')
 );
 $render$;
 
 REVOKE ALL ON FUNCTION economy.park_attached_credit(text, bigint, numeric, numeric) FROM PUBLIC;
-REVOKE ALL ON FUNCTION economy.parked_for_owner(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.bounded_type(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_wallet_fit(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_profile_fit(economy.attachments) FROM PUBLIC;
 
--- every attachment's sync role may update its parked rows; its hot wallets'
--- owners recorded; its code regenerated
+-- every attachment's sync role may update its parked rows; its code regenerated
 DO $$
 DECLARE
     a economy.attachments;
 BEGIN
     FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
         EXECUTE format('GRANT UPDATE ON economy.attached_hot_credit TO %I', a.sync_role);
-        IF a.wallet_owner_column IS NOT NULL THEN
-            EXECUTE format('UPDATE economy.attached_hot_wallet h SET owner_id = w.%I FROM %s w'
-                ' WHERE h.attachment = %L AND w.%I = h.wallet_id',
-                a.wallet_owner_column, a.wallet, a.name, a.wallet_key_column);
-        END IF;
         EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint,'
-            ' numeric, numeric), economy.parked_for_owner(text, bigint) TO %I', a.sync_role);
+            ' numeric, numeric) TO %I', a.sync_role);
         PERFORM economy.create_attached_functions(a);
     END LOOP;
 END;

@@ -224,7 +224,7 @@ BEGIN
                 GROUP BY d.owner_key
             ) d
             WHERE p.id = d.owner_key
-            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
@@ -324,8 +324,6 @@ BEGIN
     INTO moved, moved_earnings
     FROM public.app_transaction AS r
     WHERE r.wallet_id = NEW.id;
-    UPDATE economy.attached_hot_wallet h SET owner_id = NEW.profile_id
-    WHERE h.attachment = 'seed' AND h.wallet_id = NEW.id;
     
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
         PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
@@ -342,7 +340,7 @@ BEGIN
                 GROUP BY d.owner_key
             ) d
             WHERE p.id = d.owner_key
-            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
@@ -505,8 +503,8 @@ BEGIN
         RAISE EXCEPTION 'wallet % does not exist', $1 USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF $2 THEN
-        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id, owner_id)
-        SELECT 'seed', $1, w.profile_id FROM public.app_wallet w WHERE w.id = $1
+        INSERT INTO economy.attached_hot_wallet (attachment, wallet_id)
+        VALUES ('seed', $1)
         ON CONFLICT DO NOTHING;
     ELSE
         DELETE FROM economy.attached_hot_wallet h
@@ -560,7 +558,7 @@ BEGIN
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
             IF economy.park_attached_credit('seed', NEW.wallet_id, sync_amount, sync_earned) THEN
-                PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+                PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
     FROM public.app_wallet w
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
     WHERE w.id = ANY (ARRAY[NEW.wallet_id::bigint]);
@@ -579,7 +577,7 @@ BEGIN
         
         IF sync_owner IS NOT NULL THEN
             UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner
-            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END INTO sync_fits;
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END INTO sync_fits;
         END IF;
         RETURN NULL;
     END IF;
@@ -628,7 +626,7 @@ BEGIN
                 GROUP BY d.owner_key
             ) d
             WHERE p.id = d.owner_key
-            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
@@ -714,7 +712,7 @@ BEGIN
     SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
     INTO sync_owners, sync_amounts, sync_earnings
     FROM updated u;
-    PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+    PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
     FROM public.app_wallet w
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
     WHERE w.id = ANY (sync_parked);
@@ -735,7 +733,7 @@ BEGIN
                 GROUP BY d.owner_key
             ) d
             WHERE p.id = d.owner_key
-            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.owner_id = p.id) THEN ROW((p.deltacoin_balance + (economy.parked_for_owner('seed', p.id))[1])::numeric(10,2), (p.lifetime_earnings + (economy.parked_for_owner('seed', p.id))[2])::numeric(10,2)) IS NOT NULL ELSE true END
+            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
