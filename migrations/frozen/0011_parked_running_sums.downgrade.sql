@@ -893,6 +893,7 @@ END;
 $$;
 DROP FUNCTION economy.render_profile_fit(economy.attachments);
 DROP FUNCTION economy.render_wallet_fit(economy.attachments);
+DROP FUNCTION economy.render_fit_casts(text, regclass, name, name);
 DROP FUNCTION economy.bounded_type(regclass, name);
 DROP FUNCTION economy.park_attached_credit(text, bigint, numeric, numeric);
 

@@ -76,6 +76,26 @@ AS $$
             OR (att.atttypid = 'numeric'::regtype AND att.atttypmod >= 0));
 $$;
 
+-- Template part: a cast for each bounded cached column of `tbl` (alias
+-- `alias`; its balance and earnings columns) of its figure plus the sum of
+-- the parked rows `c`, comma-separated; NULL when neither is bounded.
+CREATE FUNCTION economy.render_fit_casts(
+    alias text, tbl regclass, balance_column name, earnings_column name
+)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT string_agg(
+        format('(%s.%I + coalesce(sum(c.%s), 0))::%s', alias, f.col, f.part, f.type), ', ')
+    FROM (
+        VALUES
+        (balance_column, 'amount', economy.bounded_type(tbl, balance_column)),
+        (earnings_column, 'earnings', economy.bounded_type(tbl, earnings_column))
+    ) f (col, part, type)
+    WHERE f.type IS NOT NULL;
+$$;
+
 -- Template parts: a boolean expression over the wallet row `w` (the profile
 -- row `p`) that fails with numeric_value_out_of_range when its cached
 -- figures plus what is parked for it (for the profile: on every hot wallet
@@ -89,17 +109,10 @@ STABLE
 AS $$
     SELECT format('(SELECT ROW(%s) IS NOT NULL FROM economy.attached_hot_credit c'
         ' WHERE c.attachment = %L AND c.wallet_id = w.%I)',
-        string_agg(format('(w.%I + coalesce(sum(c.%s), 0))::%s', f.col, f.part, f.type), ', '),
-        a.name, a.wallet_key_column)
-    FROM (
-        SELECT a.wallet_balance_column, 'amount',
-            economy.bounded_type(a.wallet, a.wallet_balance_column)
-        UNION ALL
-        SELECT a.wallet_earnings_column, 'earnings',
-            economy.bounded_type(a.wallet, a.wallet_earnings_column)
-    ) f (col, part, type)
-    WHERE f.type IS NOT NULL
-    HAVING count(*) > 0;
+        casts, a.name, a.wallet_key_column)
+    FROM economy.render_fit_casts(
+        'w', a.wallet, a.wallet_balance_column, a.wallet_earnings_column) casts
+    WHERE casts IS NOT NULL;
 $$;
 
 CREATE FUNCTION economy.render_profile_fit(a economy.attachments)
@@ -114,16 +127,10 @@ AS $$
         ' ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id'
         ' WHERE h.attachment = %3$L AND ow.%4$I = p.%5$I) ELSE true END',
         a.wallet, a.wallet_key_column, a.name, a.wallet_owner_column, a.profile_key_column,
-        string_agg(format('(p.%I + coalesce(sum(c.%s), 0))::%s', f.col, f.part, f.type), ', '))
-    FROM (
-        SELECT a.profile_balance_column, 'amount',
-            economy.bounded_type(a.profile, a.profile_balance_column)
-        UNION ALL
-        SELECT a.profile_earnings_column, 'earnings',
-            economy.bounded_type(a.profile, a.profile_earnings_column)
-    ) f (col, part, type)
-    WHERE a.profile IS NOT NULL AND f.type IS NOT NULL
-    HAVING count(*) > 0;
+        casts)
+    FROM economy.render_fit_casts(
+        'p', a.profile, a.profile_balance_column, a.profile_earnings_column) casts
+    WHERE a.profile IS NOT NULL AND casts IS NOT NULL;
 $$;
 
 -- Marks a wallet hot, or back to normal: then it first waits for the credits
@@ -278,18 +285,18 @@ RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT CASE WHEN economy.render_wallet_fit(a) IS NOT NULL
-        OR economy.render_profile_fit(a) IS NOT NULL THEN format(
+    SELECT CASE WHEN fits <> '' THEN format(
         $template$PERFORM %1$s
     FROM %2$s w%3$s
     WHERE w.%4$I = ANY (%5$s);$template$,
-        concat_ws(', ', economy.render_wallet_fit(a), economy.render_profile_fit(a)),
+        fits,
         a.wallet,
         CASE WHEN a.profile IS NOT NULL THEN format(E'\n    LEFT JOIN %s p ON p.%I = w.%I',
             a.profile, a.profile_key_column, a.wallet_owner_column) END,
         a.wallet_key_column,
         wallet_keys
-    ) ELSE '' END;
+    ) ELSE '' END
+    FROM concat_ws(', ', economy.render_wallet_fit(a), economy.render_profile_fit(a)) fits;
 $$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
@@ -1047,6 +1054,7 @@ $render$;
 
 REVOKE ALL ON FUNCTION economy.park_attached_credit(text, bigint, numeric, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.bounded_type(regclass, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_fit_casts(text, regclass, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_wallet_fit(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_profile_fit(economy.attachments) FROM PUBLIC;
 
