@@ -158,19 +158,32 @@ def pay(conn, wallet, amount, reason="prize"):
     )
 
 
-def rows_updated(conn, tables, write) -> dict[str, int]:
-    """{table: row versions write() updated in it}, counted in one transaction
-    (two readings: pending statistics may still hold an earlier transaction's)."""
+def counted(conn, tables, counter, work) -> dict[str, int]:
+    """{table: how much work() added to the statistics `counter` (SQL of the
+    table t) of it}, counted in one transaction (two readings: pending
+    statistics may still hold an earlier transaction's)."""
 
-    def updated(table):
+    def count(table):
         return conn.execute(
-            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass)", [table]
+            f"SELECT {counter} FROM CAST(%s AS regclass) t",
+            [table],  # the caller's SQL
         ).fetchone()[0]
 
     with conn.transaction():
-        before = {table: updated(table) for table in tables}
-        write()
-        return {table: updated(table) - before[table] for table in tables}
+        before = {table: count(table) for table in tables}
+        work()
+        return {table: count(table) - before[table] for table in tables}
+
+
+def rows_updated(conn, tables, write) -> dict[str, int]:
+    """{table: row versions write() updated in it}."""
+    return counted(conn, tables, "pg_stat_get_xact_tuples_updated(t)", write)
+
+
+def rows_read(conn, table, read) -> int:
+    """Rows of the table read() read, by scans of it or through its indexes."""
+    counter = "pg_stat_get_xact_tuples_returned(t) + pg_stat_get_xact_tuples_fetched(t)"
+    return counted(conn, [table], counter, read)[table]
 
 
 def chained(conn, wallet_id) -> bool:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, open_wallet, pay, post, run, seed_figures
+from helpers import (
+    SEED_ATTACH,
+    SEED_TABLES,
+    open_wallet,
+    pay,
+    post,
+    rows_read,
+    run,
+    seed_figures,
+)
 from helpers import attached_drift as drift
 from psycopg import errors
 
@@ -542,19 +551,14 @@ def test_a_reconcile_batch_reads_only_its_owners_ledger_entries(conn):
     )
     conn.execute("ANALYZE app_transaction, app_wallet, app_profile")
 
-    def ledger_rows_read(user_ids):  # by scans of the table or through its index
-        def returned():
-            return conn.execute(
-                "SELECT pg_stat_get_xact_tuples_returned(t) + pg_stat_get_xact_tuples_fetched(t)"
-                " FROM CAST('app_transaction' AS regclass) t"
-            ).fetchone()[0]
-
-        with conn.transaction():
-            before = returned()
-            conn.execute(
+    def ledger_rows_read(user_ids):
+        return rows_read(
+            conn,
+            "app_transaction",
+            lambda: conn.execute(
                 "SELECT * FROM economy.balance_drift(%s, attachment => 'seed')", [user_ids]
-            )
-            return returned() - before
+            ),
+        )
 
     assert ledger_rows_read([7]) == 40
     assert ledger_rows_read(None) == 2000
