@@ -213,10 +213,13 @@ $$;
 -- keep its own rows of the parked credits (row level security), and
 -- lock_rows. Whatever runs in those functions (the `earning` expression and
 -- what it calls, the app owner's own triggers on its tables) runs with these
--- rights, never the installer's. The installer becomes its only member, to
--- give it the functions and to replace or drop them later. A role of that
--- name left behind by this database (NOLOGIN, no other member, no
--- membership) is taken over; any other is refused.
+-- rights, never the installer's. The installer becomes its member, to give it
+-- the functions and to replace or drop them later. A role of that name made
+-- beforehand (the roles recipe, for an installer that may not create roles)
+-- or left behind by this database is taken over when it is bare: NOLOGIN, a
+-- member of nothing, and with no member but the installer and those who
+-- administer the package's roles (on PostgreSQL 16+ the administrator that
+-- made it keeps ADMIN OPTION on it); any other is refused.
 CREATE FUNCTION economy.create_sync_role(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
@@ -235,12 +238,18 @@ BEGIN
         OR EXISTS (
             SELECT FROM pg_catalog.pg_auth_members m
             WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
+                AND NOT pg_catalog.pg_has_role(m.member, 'economy_app', 'MEMBER WITH ADMIN OPTION')
         ) THEN
         RAISE EXCEPTION 'role % exists already and is not a bare sync role: drop it first',
             a.sync_role
             USING ERRCODE = 'duplicate_object';
     END IF;
-    EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
+    -- a membership granted already (by the recipe) is not granted again: that
+    -- would need ADMIN OPTION on the role
+    IF NOT pg_catalog.pg_has_role(current_user, a.sync_role, 'USAGE')
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
+    END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA economy TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON economy.attachments TO %I', a.sync_role);
     -- UPDATE: a credit holds its hot wallet's row FOR KEY SHARE
@@ -2269,9 +2278,15 @@ BEGIN
     LOOP
         EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
     END LOOP;
-    -- its grants here, then the role
+    -- its grants here, then the role: kept, bare, when the installer may not
+    -- drop roles (an administrator made it; attach takes it over again)
     EXECUTE format('DROP OWNED BY %I', a.sync_role);
-    EXECUTE format('DROP ROLE %I', a.sync_role);
+    BEGIN
+        EXECUTE format('DROP ROLE %I', a.sync_role);
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'role % kept: % may not drop it (an administrator may)',
+            a.sync_role, current_user;
+    END;
     DELETE FROM economy.attachments x WHERE x.name = a.name;
 END;
 $$;

@@ -12,6 +12,7 @@ tests that need a second database take it from ECONOMY_SYNC_TEST_SECOND_DSN.
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -32,6 +33,10 @@ def install_schema(host, port, user, dbname, password=None, **_):
         make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password)
     )
 
+
+# scripts/test names the server it tests on: fail loudly if another would start
+if expected_bindir := os.environ.get("ECONOMY_SYNC_TEST_PG_BINDIR"):
+    assert Path(find_pg_ctl()).parent == Path(expected_bindir), (find_pg_ctl(), expected_bindir)
 
 pg_server = factories.postgresql_proc(executable=find_pg_ctl(), port=None, load=[install_schema])
 pg_template_clone = factories.postgresql("pg_server")

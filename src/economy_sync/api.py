@@ -183,6 +183,13 @@ def attachments(conn: psycopg.Connection) -> list[str]:
     ]
 
 
+def sync_role_name(conn: psycopg.Connection, attachment: str) -> str:
+    """The role that attachment's code runs as, in this database
+    (`economy.sync_role_name`): made by attach, or beforehand by an
+    administrator's recipe (`economy-sync roles --sql --attachment NAME`)."""
+    return conn.execute("SELECT economy.sync_role_name(%s)", [attachment]).fetchone()[0]
+
+
 def drift_summary(conn: psycopg.Connection) -> list[DriftCount]:
     """How many cached fields drifted, per attachment and field, over every
     attachment (`economy.drift_summary`); [] when all are in sync."""

@@ -21,7 +21,7 @@ import psycopg
 import sqlalchemy.exc
 from rich.console import Console
 
-from economy_sync import api, migrate
+from economy_sync import api, migrate, roles
 from economy_sync.console import (
     drift_table,
     print_counts,
@@ -151,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     hot.add_argument(
         "action", choices=["fold"], help="fold the credits parked on hot wallets into their caches"
     )
+    roles = commands.add_parser(
+        "roles",
+        parents=[database],
+        help="print the SQL an administrator runs to make the package's roles for an installer"
+        " that may not create them (hosted PostgreSQL)",
+    )
+    roles.add_argument("--sql", action="store_true", required=True, help="print the recipe")
+    roles.add_argument(
+        "--installer", metavar="ROLE", help="the role that installs (default: --dsn's user)"
+    )
+    roles.add_argument(
+        "--attachment",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also the sync role of this attachment (needs --dsn: the database it is in)",
+    )
     commands.add_parser(
         "audit",
         parents=[database, output],
@@ -208,6 +225,22 @@ def cmd_migrate(args, out: Console) -> int:
     except sqlalchemy.exc.DBAPIError as error:  # alembic's wrapper: psycopg's error, one line
         raise error.orig from None
     out.print(f"schema economy is at revision {migrate.head_revision()}")
+    return EXIT_OK
+
+
+def cmd_roles(args, out: Console) -> int:
+    dsn = database_dsn(args)
+    if not dsn and (args.attachment or not args.installer):
+        raise CliError("pass --installer ROLE, and --dsn (or DATABASE_URL) for --attachment")
+    sync_roles, installer = {}, args.installer
+    if dsn:
+        with connected(dsn, need_schema=bool(args.attachment)) as conn:
+            installer = installer or conn.info.user
+            sync_roles = {name: api.sync_role_name(conn, name) for name in args.attachment}
+    try:
+        print(roles.recipe(installer, sync_roles), end="")
+    except ValueError as error:
+        raise CliError(str(error)) from None
     return EXIT_OK
 
 
@@ -373,16 +406,14 @@ COMMANDS = {
     "hot": cmd_hot,
     "prune-log": cmd_prune_log,
     "metrics": cmd_metrics,
+    "roles": cmd_roles,
 }
 
 
 def role_needed(args) -> str:
     """The package role a command needs (its members may run it)."""
     if args.command == "migrate":
-        return (
-            "the owner of the database, with CREATEROLE for the first install in a cluster,"
-            " else ADMIN OPTION on economy_app (README: what each action needs)"
-        )
+        return roles.INSTALL_NEEDS
     if (args.command == "reconcile" and args.apply) or args.command in ("prune-log", "hot"):
         return "a member of economy_operator"
     return "a member of economy_app"

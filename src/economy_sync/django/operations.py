@@ -22,9 +22,26 @@ Both are reversible. The models are read from the migration state, fields are
 named as in the models (a foreign key by its field name) and become columns.
 """
 
-from django.db import migrations
+from contextlib import contextmanager
 
-from economy_sync import migrate
+import psycopg
+from django.core.management.base import CommandError
+from django.db import migrations, utils
+
+from economy_sync import migrate, roles
+from economy_sync.errors import first_line
+
+
+@contextmanager
+def said_in_one_line(needs: str):
+    """A missing privilege ends `manage.py migrate` with one line naming what
+    is needed, not a traceback (the transaction is rolled back as usual)."""
+    try:
+        yield
+    except utils.ProgrammingError as error:
+        if isinstance(error.__cause__, psycopg.errors.InsufficientPrivilege):
+            raise CommandError(f"{first_line(error.__cause__)}: run it as {needs}") from None
+        raise
 
 
 class InstallEconomySync(migrations.operations.base.Operation):
@@ -41,7 +58,8 @@ class InstallEconomySync(migrations.operations.base.Operation):
         with schema_editor.connection.cursor() as cursor:
             current = migrate.installed_revision(cursor)
         if current != revision and not (current is None and revision == "base"):
-            schema_editor.execute(migrate.script(current, revision), params=None)
+            with said_in_one_line(roles.INSTALL_NEEDS):
+                schema_editor.execute(migrate.script(current, revision), params=None)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         self.migrate_to(schema_editor, migrate.head_revision())
@@ -128,10 +146,12 @@ class AttachEconomy(migrations.operations.base.Operation):
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         arguments = self.arguments(to_state.apps)
         call = ", ".join(f"{key} => %({key})s" for key in arguments)  # our own names
-        schema_editor.execute(f"SELECT economy.attach({call})", arguments)
+        with said_in_one_line(roles.ATTACH_NEEDS):
+            schema_editor.execute(f"SELECT economy.attach({call})", arguments)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        schema_editor.execute("SELECT economy.detach(%s)", [self.name])
+        with said_in_one_line(roles.ATTACH_NEEDS):
+            schema_editor.execute("SELECT economy.detach(%s)", [self.name])
 
     def describe(self):
         return f"Attach economy-sync as {self.name!r}"

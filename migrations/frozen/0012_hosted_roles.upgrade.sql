@@ -1,0 +1,114 @@
+-- 0012_hosted_roles: attach takes over a sync role an administrator made beforehand
+-- for an installer that may not create roles, and detach keeps it when the
+-- installer may not drop it.
+
+COMMENT ON SCHEMA economy IS
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0012_hosted_roles)';
+
+-- Creates an attachment's sync role, the owner of its generated functions:
+-- NOLOGIN, a member of no role, and granted exactly what those functions
+-- need: to read the app's three tables and write their cached columns, to
+-- keep its own rows of the parked credits (row level security), and
+-- lock_rows. Whatever runs in those functions (the `earning` expression and
+-- what it calls, the app owner's own triggers on its tables) runs with these
+-- rights, never the installer's. The installer becomes its member, to give it
+-- the functions and to replace or drop them later. A role of that name made
+-- beforehand (the roles recipe, for an installer that may not create roles)
+-- or left behind by this database is taken over when it is bare: NOLOGIN, a
+-- member of nothing, and with no member but the installer and those who
+-- administer the package's roles (on PostgreSQL 16+ the administrator that
+-- made it keeps ADMIN OPTION on it); any other is refused.
+CREATE OR REPLACE FUNCTION economy.create_sync_role(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing pg_catalog.pg_roles;
+    cached record;
+BEGIN
+    SELECT * INTO existing FROM pg_catalog.pg_roles r WHERE r.rolname = a.sync_role;
+    IF NOT FOUND THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', a.sync_role);
+    ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole
+        OR existing.rolcreatedb OR existing.rolbypassrls OR existing.rolreplication
+        OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member = existing.oid)
+        OR EXISTS (
+            SELECT FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
+                AND NOT pg_catalog.pg_has_role(m.member, 'economy_app', 'MEMBER WITH ADMIN OPTION')
+        ) THEN
+        RAISE EXCEPTION 'role % exists already and is not a bare sync role: drop it first',
+            a.sync_role
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    -- a membership granted already (by the recipe) is not granted again: that
+    -- would need ADMIN OPTION on the role
+    IF NOT pg_catalog.pg_has_role(current_user, a.sync_role, 'USAGE')
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        EXECUTE format('GRANT %I TO CURRENT_USER', a.sync_role);
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA economy TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT ON economy.attachments TO %I', a.sync_role);
+    -- UPDATE: a credit holds its hot wallet's row FOR KEY SHARE
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_wallet TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hot_credit TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
+        ' numeric) TO %I', a.sync_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
+        ' regclass, name, bigint[], text) TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
+    FOR cached IN SELECT * FROM economy.cached_tables(a) LOOP
+        EXECUTE format('GRANT SELECT, UPDATE (%s) ON %s TO %I',
+            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cached.cached) c),
+            cached.tbl, a.sync_role);
+    END LOOP;
+END;
+$$;
+
+-- Removes everything attach() created; the app's tables and data stay.
+CREATE OR REPLACE FUNCTION economy.detach(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings text := economy.session_settings();
+    a economy.attachments := economy.attachment(detach.name);
+    generated record;
+BEGIN
+    IF economy.own_tables(a.name) THEN
+        RAISE EXCEPTION 'the package''s own tables cannot be detached: alembic downgrade base'
+            ' removes the package'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the caches are left exact: credits in flight are waited for (their
+    -- KEY SHARE on the hot wallets' rows), then every parked credit folded
+    DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = a.name;
+    EXECUTE format('SELECT economy.%I(NULL)', economy.attached_object(a.name, 'fold'));
+    PERFORM economy.refuse_changed_settings(settings);
+    -- what is left was parked for wallets that no longer exist: not carried to
+    -- an attachment made again under this name
+    DELETE FROM economy.attached_hot_credit c WHERE c.attachment = a.name;
+    FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', generated.trigger_name, generated.tbl);
+    END LOOP;
+    FOR generated IN
+        SELECT * FROM economy.attached_functions(a.name) f WHERE f.signature IS NOT NULL
+    LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
+    END LOOP;
+    -- its grants here, then the role: kept, bare, when the installer may not
+    -- drop roles (an administrator made it; attach takes it over again)
+    EXECUTE format('DROP OWNED BY %I', a.sync_role);
+    BEGIN
+        EXECUTE format('DROP ROLE %I', a.sync_role);
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'role % kept: % may not drop it (an administrator may)',
+            a.sync_role, current_user;
+    END;
+    DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;

@@ -1,0 +1,78 @@
+"""The roles recipe: the SQL an administrator runs once so that a role that
+may not create roles (or, on PostgreSQL 16+, may not grant roles it did not
+create) can install economy-sync and attach its tables. Printed by
+`economy-sync roles --sql`."""
+
+from psycopg import sql
+
+# what a privilege error while installing or attaching needs, said once for
+# the command line and Django's migrate
+INSTALL_NEEDS = (
+    "the owner of the database, with CREATEROLE for the first install in a cluster;"
+    " else an administrator makes the package's roles for it:"
+    " `economy-sync roles --sql --installer ROLE` prints what to run"
+)
+ATTACH_NEEDS = (
+    "the role that installed the package, owning the app's tables or a member of their"
+    " owner, with CREATEROLE; else an administrator makes the attachment's role:"
+    " `economy-sync roles --sql --attachment NAME` prints what to run"
+)
+
+HEADER = """\
+-- economy-sync's roles, made by an administrator (a superuser, or a role with
+-- CREATEROLE that may grant them) for the installer {installer}.
+-- Safe to run again; nothing here is needed when the installer has CREATEROLE
+-- and the roles do not exist yet (it then creates them itself).
+"""
+
+CREATE = """\
+DO $recipe$
+BEGIN
+    CREATE ROLE {role} NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END;
+$recipe$;
+"""
+
+PACKAGE_ROLES = """\
+GRANT economy_app TO economy_operator;
+-- Each install grants that membership again, which PostgreSQL allows only with
+-- ADMIN OPTION. The installer gets nothing else of economy_app (on 16+ neither
+-- its privileges nor SET ROLE).
+DO $recipe$
+BEGIN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        EXECUTE format('GRANT economy_app TO %I WITH ADMIN OPTION, INHERIT FALSE, SET FALSE',
+            {installer_literal});
+    ELSE
+        EXECUTE format('GRANT economy_app TO %I WITH ADMIN OPTION', {installer_literal});
+    END IF;
+END;
+$recipe$;
+"""
+
+SYNC_ROLE = """\
+-- attachment {attachment}: its sync role owns the code the sync runs; the
+-- installer gives it that code and takes it back
+GRANT {role} TO {installer};
+"""
+
+
+def recipe(installer: str, sync_roles: dict[str, str] | None = None) -> str:
+    """The recipe for installer; sync_roles: attachment name -> its sync role
+    (economy.sync_role_name), for an installer without CREATEROLE."""
+    if "$" in installer:  # the recipe's DO blocks are quoted with $recipe$
+        raise ValueError(f"an installer name with a $ is not supported: {installer!r}")
+    names = {"installer": sql.Identifier(installer), "installer_literal": sql.Literal(installer)}
+    parts = [sql.SQL(HEADER).format(**names)]
+    for role in ("economy_app", "economy_operator"):
+        parts.append(sql.SQL(CREATE).format(role=sql.Identifier(role)))
+    parts.append(sql.SQL(PACKAGE_ROLES).format(**names))
+    for attachment, role in (sync_roles or {}).items():
+        parts.append(sql.SQL(CREATE).format(role=sql.Identifier(role)))
+        parts.append(
+            sql.SQL(SYNC_ROLE).format(
+                attachment=sql.Literal(attachment), role=sql.Identifier(role), **names
+            )
+        )
+    return "\n".join(part.as_string(None) for part in parts)

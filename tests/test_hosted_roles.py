@@ -1,0 +1,138 @@
+"""A hosted PostgreSQL's roles: an installer that may not create roles (no
+CREATEROLE; on 16+ also one with CREATEROLE when the roles exist already) gets
+them from an administrator, who runs the recipe `economy-sync roles --sql`
+prints. It then installs, attaches the tables of another owner, upgrades and
+downgrades with the attachment present, and detaches; what it may not do is
+one line naming the remedy."""
+
+import psycopg
+import pytest
+from helpers import SEED_ATTACH, SEED_TABLES, pay, run, seed_figures
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from economy_sync import api, migrate, roles
+
+INSTALLER = "economy_test_hosted_installer"
+SHOP = "economy_test_hosted_shop"
+
+
+def create_login(admin, role: str) -> None:
+    admin.execute(
+        sql.SQL(
+            "DO $$ BEGIN CREATE ROLE {} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ).format(sql.Identifier(role))
+    )
+    admin.execute(sql.SQL("ALTER ROLE {} NOCREATEROLE").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def hosted(empty_dsn):
+    """(admin connection, installer's dsn, shop's dsn): the installer may create
+    in the database, may neither create roles nor databases, and is a member of
+    the shop, the owner of the app's tables. The admin (the tests' role) is a
+    member of both, to clean up after them."""
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        for role in (INSTALLER, SHOP):
+            create_login(admin, role)
+            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        database = conninfo_to_dict(empty_dsn)["dbname"]
+        admin.execute(
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(database), sql.Identifier(INSTALLER)
+            )
+        )
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(SHOP)))
+        admin.execute(
+            sql.SQL("GRANT {} TO {}").format(sql.Identifier(SHOP), sql.Identifier(INSTALLER))
+        )
+        yield admin, make_conninfo(empty_dsn, user=INSTALLER), make_conninfo(empty_dsn, user=SHOP)
+
+
+def test_the_recipe_lets_an_installer_without_createrole_install_attach_and_detach(hosted):
+    admin, installer_dsn, shop_dsn = hosted
+    if admin.execute("SELECT to_regrole('economy_app')").fetchone()[0]:
+        # as a new installer would be: the roles exist, it has no right on them
+        admin.execute(sql.SQL("REVOKE economy_app FROM {}").format(sql.Identifier(INSTALLER)))
+    refused = run("migrate", dsn=installer_dsn)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "economy-sync roles --sql" in refused.stderr
+    recipe = run("roles", "--sql", dsn=installer_dsn)
+    assert recipe.returncode == 0, recipe.stderr
+    admin.execute(recipe.stdout)
+    admin.execute(recipe.stdout)  # safe to run again
+    assert run("migrate", dsn=installer_dsn).returncode == 0
+
+    with psycopg.connect(installer_dsn, autocommit=True) as installer:
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            shop.execute(SEED_TABLES)
+            shop.execute("INSERT INTO app_profile DEFAULT VALUES")
+            shop.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
+        with pytest.raises(errors.InsufficientPrivilege):  # its role cannot be made
+            installer.execute(SEED_ATTACH)
+        recipe = run("roles", "--sql", "--attachment", "seed", dsn=installer_dsn)
+        assert recipe.returncode == 0, recipe.stderr
+        admin.execute(recipe.stdout)
+        installer.execute(SEED_ATTACH)
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            pay(shop, 1, 10)
+            assert seed_figures(shop)[0] == {1: (10, 10)}
+        assert api.balance_drift(installer, attachment="seed") == []
+
+        # upgrade and downgrade with the attachment present
+        migrate.downgrade(installer_dsn, "0011_parked_running_sums")
+        migrate.upgrade(installer_dsn)
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            pay(shop, 1, 5)
+            assert seed_figures(shop)[0] == {1: (15, 15)}
+
+        # detach cannot drop the role: it is kept, bare, and attach takes it over again
+        role = api.sync_role_name(installer, "seed")
+        notices = []
+        installer.add_notice_handler(lambda notice: notices.append(notice.message_primary))
+        installer.execute("SELECT economy.detach('seed')")
+        assert any(f"role {role} kept" in notice for notice in notices), notices
+        assert not admin.execute(
+            "SELECT EXISTS (SELECT FROM pg_class c WHERE pg_has_role(%s, c.relowner, 'MEMBER')"
+            " AND c.relnamespace = 'economy'::regnamespace)"
+            " OR has_table_privilege(%s, 'app_wallet', 'UPDATE')",
+            [role, role],
+        ).fetchone()[0]
+        installer.execute(SEED_ATTACH)
+        assert api.balance_drift(installer, attachment="seed") == []
+        installer.execute("SELECT economy.detach('seed')")
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_planted_role_with_admin_option_is_refused_unless_its_admin_runs_the_package(hosted):
+    """The exception for an administrator's ADMIN OPTION on a sync role made
+    beforehand holds only for those who administer the package's roles: a
+    login holding ADMIN OPTION on it, but not on economy_app, could act as it."""
+    admin, installer_dsn, shop_dsn = hosted
+    admin.execute(roles.recipe(INSTALLER))
+    migrate.upgrade(installer_dsn)
+    with psycopg.connect(installer_dsn, autocommit=True) as installer:
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            shop.execute(SEED_TABLES)
+        role = api.sync_role_name(installer, "seed")
+        admin.execute(roles.recipe(INSTALLER, {"seed": role}))
+        admin.execute(
+            sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+                sql.Identifier(role), sql.Identifier(SHOP)
+            )
+        )
+        with pytest.raises(errors.DuplicateObject, match="not a bare sync role"):
+            installer.execute(SEED_ATTACH)
+        admin.execute(
+            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(role), sql.Identifier(SHOP))
+        )
+        installer.execute(SEED_ATTACH)
+        installer.execute("SELECT economy.detach('seed')")
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_recipe_needs_an_installer_name_or_a_database():
+    done = run("roles", "--sql", dsn=None)
+    assert done.returncode == 2 and "--installer" in done.stderr
+    done = run("roles", "--sql", "--installer", "odd$name", dsn=None)
+    assert done.returncode == 2 and "$" in done.stderr
