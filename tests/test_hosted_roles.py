@@ -5,6 +5,10 @@ prints. It then installs, attaches the tables of another owner, upgrades and
 downgrades with the attachment present, and detaches; what it may not do is
 one line naming the remedy."""
 
+import os
+import subprocess
+import sys
+
 import psycopg
 import pytest
 from helpers import SEED_ATTACH, SEED_TABLES, pay, run, seed_figures
@@ -12,6 +16,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from economy_sync import api, migrate, roles
+from economy_sync._paths import SOURCE_ROOT
 
 INSTALLER = "economy_test_hosted_installer"
 SHOP = "economy_test_hosted_shop"
@@ -53,7 +58,9 @@ def test_the_recipe_lets_an_installer_without_createrole_install_attach_and_deta
     admin, installer_dsn, shop_dsn = hosted
     if admin.execute("SELECT to_regrole('economy_app')").fetchone()[0]:
         # as a new installer would be: the roles exist, it has no right on them
-        admin.execute(sql.SQL("REVOKE economy_app FROM {}").format(sql.Identifier(INSTALLER)))
+        admin.execute(
+            sql.SQL("REVOKE economy_app FROM {} CASCADE").format(sql.Identifier(INSTALLER))
+        )
     refused = run("migrate", dsn=installer_dsn)
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "economy-sync roles --sql" in refused.stderr
@@ -136,3 +143,55 @@ def test_the_recipe_needs_an_installer_name_or_a_database():
     assert done.returncode == 2 and "--installer" in done.stderr
     done = run("roles", "--sql", "--installer", "odd$name", dsn=None)
     assert done.returncode == 2 and "$" in done.stderr
+
+
+def manage(dsn: str, *args: str) -> subprocess.CompletedProcess:
+    """examples/django's manage.py on dsn, as its users run it."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=SOURCE_ROOT / "examples" / "django",
+        env={**os.environ, "ECONOMY_SYNC_DJANGO_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def said_in_one_line(done: subprocess.CompletedProcess, remedy: str) -> None:
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("CommandError: ") and remedy in line, line
+
+
+def test_django_migrate_as_an_installer_without_createrole(hosted):
+    """The example's migrations (install, then attach its models) as (b): one
+    line naming the recipe; with it, migrate; back to before the attachment
+    (its role kept, bare); removing the package needs a role that may drop
+    the package's roles, and says so in one line."""
+    admin, installer_dsn, _ = hosted
+    if admin.execute("SELECT to_regrole('economy_app')").fetchone()[0]:
+        admin.execute(
+            sql.SQL("REVOKE economy_app FROM {} CASCADE").format(sql.Identifier(INSTALLER))
+        )
+    said_in_one_line(manage(installer_dsn, "migrate"), "economy-sync roles --sql")
+    recipe = run("roles", "--sql", "--attachment", "esports", dsn=installer_dsn)
+    assert recipe.returncode == 0, recipe.stderr
+    admin.execute(recipe.stdout)
+    done = manage(installer_dsn, "migrate")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(installer_dsn) as installer:
+        assert api.attachments(installer) == ["economy", "esports"]
+        role = api.sync_role_name(installer, "esports")
+    said_in_one_line(manage(installer_dsn, "migrate", "esports", "0001"), "CREATEROLE")
+    with psycopg.connect(installer_dsn, autocommit=True) as installer:  # nothing undone
+        assert api.attachments(installer) == ["economy", "esports"]
+        installer.execute("SELECT economy.detach('esports')")
+        installer.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_recipe_names_the_sync_role_before_the_install_as_attach_will(empty_dsn):
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        before = api.sync_role_name(conn, "esports")
+        migrate.upgrade(empty_dsn)
+        assert api.sync_role_name(conn, "esports") == before

@@ -20,5 +20,7 @@ DATABASES = {
         "PASSWORD": _db.get("password", ""),
         "HOST": _db.get("host", ""),
         "PORT": _db.get("port", ""),
+        # the tests' database: Django's test_<NAME> unless named here
+        "TEST": {"NAME": os.environ.get("ECONOMY_SYNC_DJANGO_TEST_DB")},
     }
 }

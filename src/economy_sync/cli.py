@@ -234,7 +234,7 @@ def cmd_roles(args, out: Console) -> int:
         raise CliError("pass --installer ROLE, and --dsn (or DATABASE_URL) for --attachment")
     sync_roles, installer = {}, args.installer
     if dsn:
-        with connected(dsn, need_schema=bool(args.attachment)) as conn:
+        with connected(dsn, need_schema=False) as conn:
             installer = installer or conn.info.user
             sync_roles = {name: api.sync_role_name(conn, name) for name in args.attachment}
     try:

@@ -12,6 +12,10 @@ INSTALL_NEEDS = (
     " else an administrator makes the package's roles for it:"
     " `economy-sync roles --sql --installer ROLE` prints what to run"
 )
+REMOVE_NEEDS = (
+    "a role with CREATEROLE and (on 16+) ADMIN OPTION on economy_app and economy_operator:"
+    " removing the package drops its roles when no other database uses them"
+)
 ATTACH_NEEDS = (
     "the role that installed the package, owning the app's tables or a member of their"
     " owner, with CREATEROLE; else an administrator makes the attachment's role:"
@@ -37,15 +41,17 @@ $recipe$;
 PACKAGE_ROLES = """\
 GRANT economy_app TO economy_operator;
 -- Each install grants that membership again, which PostgreSQL allows only with
--- ADMIN OPTION. The installer gets nothing else of economy_app (on 16+ neither
--- its privileges nor SET ROLE).
+-- ADMIN OPTION; with it the installer also grants the roles to your logins and
+-- removes them with the package. It gets nothing else of them (on 16+ neither
+-- their privileges nor SET ROLE).
 DO $recipe$
 BEGIN
     IF current_setting('server_version_num')::int >= 160000 THEN
-        EXECUTE format('GRANT economy_app TO %I WITH ADMIN OPTION, INHERIT FALSE, SET FALSE',
-            {installer_literal});
+        EXECUTE format('GRANT economy_app, economy_operator TO %I'
+            ' WITH ADMIN OPTION, INHERIT FALSE, SET FALSE', {installer_literal});
     ELSE
-        EXECUTE format('GRANT economy_app TO %I WITH ADMIN OPTION', {installer_literal});
+        EXECUTE format('GRANT economy_app, economy_operator TO %I WITH ADMIN OPTION',
+            {installer_literal});
     END IF;
 END;
 $recipe$;

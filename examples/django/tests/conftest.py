@@ -12,11 +12,6 @@ def committed(transactional_db):
 
 
 if os.environ.get("ECONOMY_SYNC_DJANGO_EXISTING_DB"):
-    # On a server where the role may not create databases (a managed service):
-    # migrate the database the settings name, instead of creating test_<name>.
-    @pytest.fixture(scope="session")
-    def django_db_setup(django_db_blocker):
-        from django.core.management import call_command
-
-        with django_db_blocker.unblock():
-            call_command("migrate", verbosity=0)
+    # A role that may not create databases (a hosted PostgreSQL): the test
+    # database was made beforehand (README: your Django tests on a hosted PostgreSQL)
+    from economy_sync.django.pytest_plugin import django_db_setup  # noqa: F401

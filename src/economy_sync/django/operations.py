@@ -54,18 +54,18 @@ class InstallEconomySync(migrations.operations.base.Operation):
     def state_forwards(self, app_label, state):
         pass
 
-    def migrate_to(self, schema_editor, revision: str) -> None:
+    def migrate_to(self, schema_editor, revision: str, needs: str) -> None:
         with schema_editor.connection.cursor() as cursor:
             current = migrate.installed_revision(cursor)
         if current != revision and not (current is None and revision == "base"):
-            with said_in_one_line(roles.INSTALL_NEEDS):
+            with said_in_one_line(needs):
                 schema_editor.execute(migrate.script(current, revision), params=None)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self.migrate_to(schema_editor, migrate.head_revision())
+        self.migrate_to(schema_editor, migrate.head_revision(), roles.INSTALL_NEEDS)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        self.migrate_to(schema_editor, "base")
+        self.migrate_to(schema_editor, "base", roles.REMOVE_NEEDS)
         # nothing left behind (our constant)
         schema_editor.execute(f"DROP TABLE IF EXISTS {migrate.VERSION_TABLE}")
 
