@@ -85,6 +85,9 @@ def test_the_recipe_lets_an_installer_without_createrole_install_attach_and_deta
             pay(shop, 1, 10)
             assert seed_figures(shop)[0] == {1: (10, 10)}
         assert api.balance_drift(installer, attachment="seed") == []
+        for command in ("drift", "doctor"):
+            done = run(command, "--attachment", "seed", dsn=installer_dsn)
+            assert done.returncode == 0, done.stdout + done.stderr
 
         # upgrade and downgrade with the attachment present
         migrate.downgrade(installer_dsn, "0011_parked_running_sums")
@@ -109,6 +112,37 @@ def test_the_recipe_lets_an_installer_without_createrole_install_attach_and_deta
         assert api.balance_drift(installer, attachment="seed") == []
         installer.execute("SELECT economy.detach('seed')")
     admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_an_installer_with_createrole_installs_attaches_and_moves_between_revisions(hosted):
+    """(a): CREATEROLE, no CREATEDB. Where the roles exist already, 16+ lets it
+    grant only roles it made: the one-line refusal, then the recipe."""
+    admin, installer_dsn, shop_dsn = hosted
+    admin.execute(sql.SQL("ALTER ROLE {} CREATEROLE").format(sql.Identifier(INSTALLER)))
+    done = run("migrate", dsn=installer_dsn)
+    if done.returncode != 0:
+        assert admin.info.server_version >= 160000, done.stderr
+        assert done.stderr.count("\n") == 1 and "economy-sync roles --sql" in done.stderr
+        admin.execute(roles.recipe(INSTALLER))
+        done = run("migrate", dsn=installer_dsn)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(installer_dsn, autocommit=True) as installer:
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            shop.execute(SEED_TABLES)
+            shop.execute("INSERT INTO app_profile DEFAULT VALUES")
+            shop.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
+        installer.execute(SEED_ATTACH)  # makes its sync role itself
+        migrate.downgrade(installer_dsn, "0011_parked_running_sums")
+        migrate.upgrade(installer_dsn)
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
+            pay(shop, 1, 7)
+            assert seed_figures(shop)[0] == {1: (7, 7)}
+        for command in ("drift", "doctor"):
+            done = run(command, "--attachment", "seed", dsn=installer_dsn)
+            assert done.returncode == 0, done.stdout + done.stderr
+        role = api.sync_role_name(installer, "seed")
+        installer.execute("SELECT economy.detach('seed')")
+        assert not admin.execute("SELECT to_regrole(%s)", [role]).fetchone()[0]
 
 
 def test_a_planted_role_with_admin_option_is_refused_unless_its_admin_runs_the_package(hosted):
