@@ -5,18 +5,21 @@ figures keyed by the profile's own id. Earnings are every credit."""
 
 from django.db import models
 
+from economy_sync.django.fields import CachedDecimalField, CachedIntegerField
+
 
 class Profile(models.Model):
     username = models.CharField(max_length=50)
-    deltacoin_balance = models.DecimalField(max_digits=10, decimal_places=2, default=0)
-    lifetime_earnings = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    # kept by economy-sync: Django never writes them (migration 0003)
+    deltacoin_balance = CachedDecimalField(max_digits=10, decimal_places=2)
+    lifetime_earnings = CachedDecimalField(max_digits=10, decimal_places=2)
 
 
 class DeltaCrownWallet(models.Model):
     # NULL: the platform's treasury, which collects fees
     profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.PROTECT)
-    cached_balance = models.IntegerField(default=0)
-    lifetime_earnings = models.IntegerField(default=0)
+    cached_balance = CachedIntegerField()
+    lifetime_earnings = CachedIntegerField()
     is_deleted = models.BooleanField(default=False)
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
 
@@ -115,6 +115,37 @@ def test_a_stale_wallet_save_changes_no_cached_column(economy):
     stale.save()
     assert figures(ana) == (100, 100, Decimal("100.00"), Decimal("100.00"))
     assert DeltaCrownWallet.objects.get(pk=ana.pk).is_deleted
+
+
+def test_the_wallet_that_posted_sees_its_new_balance(economy):
+    """The cached fields are forgotten after a save that may have changed them:
+    the wallet a ledger row was given, and its profile, read them afresh."""
+    ana, _, _ = economy
+    assert ana.profile.deltacoin_balance == 0  # loaded, before the posting
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=30, reason="tournament_prize")
+    assert (ana.cached_balance, ana.lifetime_earnings) == (30, 30)
+    assert ana.profile.deltacoin_balance == Decimal("30.00")
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=-12, reason="shop_purchase")
+    assert ana.cached_balance == 18  # an overdraft check in the app sees what the ledger says
+
+
+def test_a_wallet_starts_at_its_ledgers_figures(economy):
+    wallet = DeltaCrownWallet.objects.create(profile=None, cached_balance=500)
+    assert wallet.cached_balance == 0
+    assert DeltaCrownWallet.objects.get(pk=wallet.pk).cached_balance == 0
+
+
+def test_an_explicit_write_of_a_cached_column_is_refused(economy):
+    """A repair script's `.update()` or `bulk_update` cannot report success
+    while changing nothing (guard 'refuse'): the database refuses it."""
+    ana, _, _ = economy
+    with pytest.raises(IntegrityError, match="belong to economy-sync"), transaction.atomic():
+        DeltaCrownWallet.objects.filter(pk=ana.pk).update(cached_balance=999)
+    ana.cached_balance = 999
+    with pytest.raises(IntegrityError, match="belong to economy-sync"), transaction.atomic():
+        DeltaCrownWallet.objects.bulk_update([ana], ["cached_balance"])
+    ana.refresh_from_db()
+    assert figures(ana) == (0, 0, Decimal("0.00"), Decimal("0.00"))
 
 
 def test_drift_behind_the_syncs_back_is_repaired_by_the_command(committed, economy):

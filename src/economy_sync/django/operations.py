@@ -78,6 +78,8 @@ class InstallEconomySync(migrations.operations.base.Operation):
 FIELD_ARGUMENTS = {
     "ledger_wallet_field": ("ledger", "ledger_wallet_column"),
     "amount_field": ("ledger", "amount_column"),
+    "balance_after_field": ("ledger", "balance_after_column"),
+    "created_at_field": ("ledger", "created_at_column"),
     "wallet_balance_field": ("wallet", "wallet_balance_column"),
     "wallet_earnings_field": ("wallet", "wallet_earnings_column"),
     "wallet_owner_field": ("wallet", "wallet_owner_column"),
@@ -108,8 +110,14 @@ class AttachEconomy(migrations.operations.base.Operation):
         profile_key_field: str | None = None,
         profile_balance_field: str | None = None,
         profile_earnings_field: str | None = None,
+        balance_after_field: str | None = None,
+        created_at_field: str | None = None,
+        guard: str | None = None,
+        overdraft_limit: str | None = None,
     ):
         self.name, self.models, self.earning = name, {"ledger": ledger, "wallet": wallet}, earning
+        # economy.attach's own SQL-valued options, passed as they are when given
+        self.options = {"guard": guard, "overdraft_limit": overdraft_limit}
         if profile:
             self.models["profile"] = profile
         self.fields = {
@@ -121,11 +129,19 @@ class AttachEconomy(migrations.operations.base.Operation):
             "profile_key_field": profile_key_field,
             "profile_balance_field": profile_balance_field,
             "profile_earnings_field": profile_earnings_field,
+            "balance_after_field": balance_after_field,
+            "created_at_field": created_at_field,
         }
 
     def deconstruct(self):
         kwargs = {"earning": self.earning, **self.models}
-        kwargs.update({key: value for key, value in self.fields.items() if value is not None})
+        kwargs.update(
+            {
+                key: value
+                for key, value in {**self.fields, **self.options}.items()
+                if value is not None
+            }
+        )
         return (self.__class__.__name__, [self.name], kwargs)
 
     def state_forwards(self, app_label, state):
@@ -141,7 +157,8 @@ class AttachEconomy(migrations.operations.base.Operation):
                 field = field or models[role]._meta.pk.name
             if field is not None and role in models:
                 arguments[argument] = models[role]._meta.get_field(field).column
-        return {"name": self.name, "earning": self.earning, **arguments}
+        options = {key: value for key, value in self.options.items() if value is not None}
+        return {"name": self.name, "earning": self.earning, **arguments, **options}
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         arguments = self.arguments(to_state.apps)
