@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, SystemCheckError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
@@ -179,3 +179,25 @@ def test_the_economy_migration_is_reversible(committed, economy):
     assert figures(economy[0])[0] == 5  # not synced any more
     call_command("migrate", "esports", verbosity=0)
     assert len(drift()) == 4  # attached again: the drift made meanwhile shows
+
+
+def test_check_reports_a_switched_off_trigger_with_its_remedy(committed, economy):
+    with connection.cursor() as cur:
+        cur.execute("ALTER TABLE esports_deltacrowntransaction DISABLE TRIGGER USER")
+    try:
+        with pytest.raises(SystemCheckError, match=r"economy_sync\.E001.*ENABLE TRIGGER"):
+            call_command("check", databases=["default"])
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("ALTER TABLE esports_deltacrowntransaction ENABLE TRIGGER USER")
+    call_command("check", databases=["default"])
+
+
+def test_check_warns_when_another_apps_command_shadows_reconcile_economy(monkeypatch):
+    from economy_sync.django import checks
+
+    monkeypatch.setattr(checks, "get_commands", lambda: {"reconcile_economy": "shop"})
+    [warning] = checks.reconcile_command_is_the_packages(None)
+    assert warning.id == "economy_sync.W001" and "shop" in warning.msg
+    monkeypatch.undo()
+    assert checks.reconcile_command_is_the_packages(None) == []
