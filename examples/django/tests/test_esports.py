@@ -201,3 +201,23 @@ def test_check_warns_when_another_apps_command_shadows_reconcile_economy(monkeyp
     assert warning.id == "economy_sync.W001" and "shop" in warning.msg
     monkeypatch.undo()
     assert checks.reconcile_command_is_the_packages(None) == []
+
+
+def test_economy_attach_writes_the_migration_the_models_say():
+    """The command reads the mapping from the models (foreign keys, cached
+    fields): the same AttachEconomy as migration 0002, written by hand."""
+    import importlib
+
+    out = io.StringIO()
+    call_command(
+        "economy_attach", "esports", "--ledger", "esports.DeltaCrownTransaction",
+        "--wallet", "esports.DeltaCrownWallet", "--profile", "esports.Profile",
+        "--created-at-field", "created_at", "--guard", "refuse", "--dry-run", stdout=out,
+    )  # fmt: skip
+    generated: dict = {}
+    exec(out.getvalue(), generated)  # the migration file's text
+    migration = generated["Migration"]("0004_economy_esports", "esports")
+    assert migration.dependencies == [("esports", "0003_cached_fields")]
+    [attach] = migration.operations  # 0002 installed the package already
+    by_hand = importlib.import_module("esports.migrations.0002_economy").Migration
+    assert attach.deconstruct() == by_hand.operations[1].deconstruct()

@@ -1,0 +1,129 @@
+"""`manage.py economy_attach APP --ledger MODEL --wallet MODEL [--profile MODEL]`:
+writes the app's next migration, which installs economy-sync (unless an earlier
+migration of the project does) and attaches it to those models. The mapping is
+read from the models: the ledger's foreign key to the wallet, the wallet's to
+the profile, and the cached columns declared with economy-sync's fields (a
+field whose name says "earning" caches earnings, the other the balance); a
+flag names whatever the models leave open. Review the file, then `migrate`."""
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+from django.db import migrations
+from django.db.migrations.autodetector import MigrationAutodetector
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.writer import MigrationWriter
+
+from economy_sync.django.fields import CachedField
+from economy_sync.django.operations import FIELD_ARGUMENTS, AttachEconomy, InstallEconomySync
+
+
+def foreign_key_to(model, target) -> str | None:
+    """The name of model's one foreign key to target; None when it has none."""
+    found = [
+        f.name for f in model._meta.concrete_fields if f.is_relation and f.related_model is target
+    ]
+    if len(found) > 1:
+        raise CommandError(
+            f"{model._meta.label} has {len(found)} foreign keys to {target._meta.label}"
+            f" ({', '.join(found)}): name one with a flag"
+        )
+    return found[0] if found else None
+
+
+def cached(model) -> dict[str, str]:
+    """{'balance': field, 'earnings': field} of model's economy-sync fields."""
+    fields = [f.name for f in model._meta.concrete_fields if isinstance(f, CachedField)]
+    earnings = [name for name in fields if "earning" in name]
+    balances = [name for name in fields if "earning" not in name]
+    if len(earnings) > 1 or len(balances) > 1:
+        raise CommandError(
+            f"{model._meta.label} has several cached fields ({', '.join(fields)}): name them"
+            " with flags"
+        )
+    return {"balance": (balances or [None])[0], "earnings": (earnings or [None])[0]}
+
+
+class Command(BaseCommand):
+    help = "Write the migration that attaches economy-sync to an app's models."
+
+    def add_arguments(self, parser):
+        parser.add_argument("app_label")
+        parser.add_argument("--name", help="the attachment's name (default: the app label)")
+        parser.add_argument("--ledger", required=True, help="the ledger model (app.Model)")
+        parser.add_argument("--wallet", required=True, help="the wallet model")
+        parser.add_argument("--profile", help="the profile model, if its figures are cached")
+        parser.add_argument("--earning", default="amount > 0", help="SQL over the ledger row")
+        parser.add_argument("--guard", choices=["keep", "refuse"])
+        parser.add_argument("--overdraft-limit", help="SQL over the wallet row (NULL: no limit)")
+        for field in FIELD_ARGUMENTS:
+            parser.add_argument(f"--{field.replace('_', '-')}", metavar="FIELD")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print the migration instead of writing it"
+        )
+
+    def handle(self, *args, **options):
+        try:
+            models = {
+                role: apps.get_model(options[role])
+                for role in ("ledger", "wallet", "profile")
+                if options[role]
+            }
+        except (LookupError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        fields = self.mapping(models, options)
+        attach = AttachEconomy(
+            options["name"] or options["app_label"],
+            **{role: model._meta.label for role, model in models.items()},
+            earning=options["earning"],
+            guard=options["guard"],
+            overdraft_limit=options["overdraft_limit"],
+            **fields,
+        )
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        installed = any(
+            isinstance(operation, InstallEconomySync)
+            for migration in loader.disk_migrations.values()
+            for operation in migration.operations
+        )
+        leaves = loader.graph.leaf_nodes(options["app_label"])
+        if not leaves:
+            raise CommandError(
+                f"{options['app_label']} has no migrations yet: `manage.py makemigrations` first"
+            )
+        migration = migrations.Migration("economy", options["app_label"])
+        migration.dependencies = leaves
+        migration.operations = ([] if installed else [InstallEconomySync()]) + [attach]
+        number = (MigrationAutodetector.parse_number(leaves[0][1]) or 0) + 1
+        migration.name = f"{number:04d}_economy_{attach.name}"
+        writer = MigrationWriter(migration)
+        if options["dry_run"]:
+            self.stdout.write(writer.as_string())
+            return
+        with open(writer.path, "w", encoding="utf-8") as file:
+            file.write(writer.as_string())
+        self.stdout.write(f"wrote {writer.path}: review it, then `manage.py migrate`")
+
+    def mapping(self, models: dict, options: dict) -> dict[str, str]:
+        """The field arguments: what the flags name, else what the models say."""
+        ledger, wallet, profile = models["ledger"], models["wallet"], models.get("profile")
+        found = {
+            "ledger_wallet_field": foreign_key_to(ledger, wallet),
+            "amount_field": "amount" if hasattr_field(ledger, "amount") else None,
+            "wallet_balance_field": cached(wallet)["balance"],
+            "wallet_earnings_field": cached(wallet)["earnings"],
+            "wallet_owner_field": foreign_key_to(wallet, profile) if profile else None,
+            "profile_balance_field": cached(profile)["balance"] if profile else None,
+            "profile_earnings_field": cached(profile)["earnings"] if profile else None,
+        }
+        fields = {field: options[field] or found.get(field) for field in FIELD_ARGUMENTS}
+        for required in ("ledger_wallet_field", "amount_field", "wallet_balance_field"):
+            if not fields[required]:
+                raise CommandError(
+                    f"the models do not say the {required.replace('_', ' ')}: pass"
+                    f" --{required.replace('_', '-')}"
+                )
+        return {field: value for field, value in fields.items() if value}
+
+
+def hasattr_field(model, name: str) -> bool:
+    return any(f.name == name for f in model._meta.concrete_fields)
