@@ -221,3 +221,10 @@ def test_economy_attach_writes_the_migration_the_models_say():
     [attach] = migration.operations  # 0002 installed the package already
     by_hand = importlib.import_module("esports.migrations.0002_economy").Migration
     assert attach.deconstruct() == by_hand.operations[1].deconstruct()
+
+
+def test_switching_to_the_cached_fields_changes_nothing_in_the_database():
+    out = io.StringIO()
+    call_command("sqlmigrate", "esports", "0003", stdout=out)
+    statements = [line for line in out.getvalue().splitlines() if not line.startswith("--")]
+    assert statements == ["BEGIN;", "COMMIT;"], out.getvalue()
