@@ -1086,8 +1086,10 @@ $template$,
         THEN (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n        ')
             FROM unnest(k.cached) c)
         ELSE format('RAISE EXCEPTION ''%%: %% belong to economy-sync: write them through the'
-            ' ledger'', TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';',
-            array_to_string(k.cached, ', '))
+            ' ledger; drift is repaired by a reconcile (economy.reconcile_economy(dry_run =>'
+            ' false, attachment => ''''%%''''), manage.py reconcile_economy --apply)'','
+            ' TG_TABLE_NAME, %L, %L USING ERRCODE = ''check_violation'';',
+            array_to_string(k.cached, ', '), a.name)
     END,
     a.amount_column,
     a.earning,

@@ -1,6 +1,6 @@
 -- 0012_hosted_roles: attach takes over a sync role an administrator made beforehand
 -- for an installer that may not create roles, and detach keeps it when the
--- installer may not drop it.
+-- installer may not drop it; a refused write of a cached column names the repair.
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0012_hosted_roles)';
@@ -68,6 +68,82 @@ BEGIN
 END;
 $$;
 
+-- Template: the guard of a table's cached columns (the wallet's or the
+-- profile's), run for every write that is not the sync role's. An UPDATE
+-- that would change a cached column keeps it as it is, the rest of the row
+-- saved (guard 'keep': a stale full-row save of an ORM), or is refused
+-- (guard 'refuse'). An INSERT gets the figures its ledger gives the new row
+-- (zero for a wallet without entries) or, under 'refuse', is refused when it
+-- names others.
+CREATE OR REPLACE FUNCTION economy.render_guard(a economy.attachments, tbl regclass)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_balance numeric;
+    sync_earnings numeric;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        %2$s
+        RETURN NEW;
+    END IF;
+    -- the ledger's figures for the new row
+    SELECT coalesce(sum(r.%3$I), 0), coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)
+    INTO sync_balance, sync_earnings
+    FROM %5$s AS r
+    WHERE %6$s;
+    %7$s
+    RETURN NEW;
+END;
+$fn$
+$template$,
+    k.guard,
+    CASE WHEN a.guard = 'keep'
+        THEN (SELECT string_agg(format('NEW.%1$I := OLD.%1$I;', c), E'\n        ')
+            FROM unnest(k.cached) c)
+        ELSE format('RAISE EXCEPTION ''%%: %% belong to economy-sync: write them through the'
+            ' ledger; drift is repaired by a reconcile (economy.reconcile_economy(dry_run =>'
+            ' false, attachment => ''''%%''''), manage.py reconcile_economy --apply)'','
+            ' TG_TABLE_NAME, %L, %L USING ERRCODE = ''check_violation'';',
+            array_to_string(k.cached, ', '), a.name)
+    END,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    CASE WHEN tbl = a.wallet
+        THEN format('r.%I = NEW.%I', a.ledger_wallet_column, a.wallet_key_column)
+        ELSE format('r.%I IN (SELECT w.%I FROM %s w WHERE w.%I = NEW.%I)',
+            a.ledger_wallet_column, a.wallet_key_column, a.wallet, a.wallet_owner_column,
+            a.profile_key_column)
+    END,
+    CASE WHEN a.guard = 'keep'
+        THEN concat_ws(E'\n    ',
+            economy.render_set('NEW.%1$I := sync_balance;', k.balance_column),
+            economy.render_set('NEW.%1$I := sync_earnings;', k.earnings_column))
+        ELSE format(
+            'IF %s THEN' || E'\n        '
+            || 'RAISE EXCEPTION ''%%: a new row''''s %% must be its ledger''''s figures'','
+            ' TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
+            concat_ws(' OR ',
+                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_balance', k.balance_column),
+                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_earnings', k.earnings_column)),
+            array_to_string(k.cached, ', '))
+    END
+)
+FROM economy.cached_tables(a) k
+WHERE k.tbl = render_guard.tbl;
+$render$;
+
 -- Removes everything attach() created; the app's tables and data stay.
 CREATE OR REPLACE FUNCTION economy.detach(name text)
 RETURNS void
@@ -110,5 +186,17 @@ BEGIN
             a.sync_role, current_user;
     END;
     DELETE FROM economy.attachments x WHERE x.name = a.name;
+END;
+$$;
+
+-- every attachment's code regenerated (a refused write of a cached column
+-- names the repair)
+DO $$
+DECLARE
+    a economy.attachments;
+BEGIN
+    FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
+        PERFORM economy.create_attached_functions(a);
+    END LOOP;
 END;
 $$;

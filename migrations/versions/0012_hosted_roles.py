@@ -1,6 +1,6 @@
 """Hosted PostgreSQL roles: attach takes over a sync role that an administrator
-made beforehand (the roles recipe), and detach keeps it when the installer may
-not drop roles
+made beforehand (the roles recipe), detach keeps it when the installer may not
+drop roles, and a refused write of a cached column names the repair
 
 Revision ID: 0012_hosted_roles
 Revises: 0011_parked_running_sums

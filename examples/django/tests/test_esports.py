@@ -139,7 +139,8 @@ def test_an_explicit_write_of_a_cached_column_is_refused(economy):
     """A repair script's `.update()` or `bulk_update` cannot report success
     while changing nothing (guard 'refuse'): the database refuses it."""
     ana, _, _ = economy
-    with pytest.raises(IntegrityError, match="belong to economy-sync"), transaction.atomic():
+    refused = r"belong to economy-sync.*attachment => 'esports'\), manage.py reconcile_economy"
+    with pytest.raises(IntegrityError, match=refused), transaction.atomic():
         DeltaCrownWallet.objects.filter(pk=ana.pk).update(cached_balance=999)
     ana.cached_balance = 999
     with pytest.raises(IntegrityError, match="belong to economy-sync"), transaction.atomic():
