@@ -12,7 +12,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from esports.models import DeltaCrownTransaction, DeltaCrownWallet, Profile
 
-from economy_sync.django.bulk import sync_by_statement
+from economy_sync import api
+from economy_sync.django.bulk import loading_without_sync, psycopg_connection, sync_by_statement
 
 pytestmark = pytest.mark.django_db
 
@@ -229,3 +230,25 @@ def test_switching_to_the_cached_fields_changes_nothing_in_the_database():
     call_command("sqlmigrate", "esports", "0003", stdout=out)
     statements = [line for line in out.getvalue().splitlines() if not line.startswith("--")]
     assert statements == ["BEGIN;", "COMMIT;"], out.getvalue()
+
+
+def test_a_bulk_load_with_the_sync_off_ends_repaired(economy):
+    """Django's deferred foreign keys and all; the caches right after it."""
+    ana, bo, _ = economy
+    with loading_without_sync(DeltaCrownTransaction):
+        DeltaCrownTransaction.objects.bulk_create(
+            DeltaCrownTransaction(wallet=wallet, amount=amount, reason="import")
+            for wallet, amount in [(ana, 5), (bo, 2), (ana, -1)] * 100
+        )
+    assert figures(ana) == (400, 500, Decimal("400.00"), Decimal("500.00"))
+    assert drift() == []
+    DeltaCrownTransaction.objects.create(wallet=bo, amount=1, reason="reward")  # synced again
+    assert figures(bo)[0] == 201
+
+
+def test_the_packages_python_calls_on_djangos_connection(economy):
+    ana, _, _ = economy
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=9, reason="reward")  # uncommitted
+    conn = psycopg_connection()
+    assert api.wallet_balance(conn, ana.pk, attachment="esports") == 9
+    assert api.balance_drift(conn, attachment="esports") == []
