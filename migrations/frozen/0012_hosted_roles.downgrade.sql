@@ -170,14 +170,6 @@ BEGIN
 END;
 $$;
 
--- every attachment's code regenerated (a refused write of a cached column
--- names the repair)
-DO $$
-DECLARE
-    a economy.attachments;
-BEGIN
-    FOR a IN SELECT * FROM economy.attachments x WHERE x.name <> 'economy' ORDER BY x.name LOOP
-        PERFORM economy.create_attached_functions(a);
-    END LOOP;
-END;
-$$;
+-- Attachments are not regenerated: their guards go on naming the repair, and
+-- 0011's create_sync_role would grant each sync role again, which an installer
+-- without CREATEROLE may not.

@@ -15,9 +15,11 @@ COMMENT ON SCHEMA economy IS
 -- the functions and to replace or drop them later. A role of that name made
 -- beforehand (the roles recipe, for an installer that may not create roles)
 -- or left behind by this database is taken over when it is bare: NOLOGIN, a
--- member of nothing, and with no member but the installer and those who
--- administer the package's roles (on PostgreSQL 16+ the administrator that
--- made it keeps ADMIN OPTION on it); any other is refused.
+-- member of nothing, owning and granted nothing in any database, and with no
+-- member but the installer, superusers and the administrator who gave the
+-- installer its ADMIN OPTION on economy_app (on PostgreSQL 16+ a role's
+-- maker keeps ADMIN OPTION on it); any other is refused. A role that owns
+-- functions in schema economy is the attachment's own already (a reattach).
 CREATE OR REPLACE FUNCTION economy.create_sync_role(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
@@ -35,9 +37,22 @@ BEGIN
         OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member = existing.oid)
         OR EXISTS (
             SELECT FROM pg_catalog.pg_auth_members m
+            JOIN pg_catalog.pg_roles r ON r.oid = m.member
             WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
-                AND NOT pg_catalog.pg_has_role(m.member, 'economy_app', 'MEMBER WITH ADMIN OPTION')
-        ) THEN
+                AND NOT r.rolsuper
+                AND m.member NOT IN (
+                    SELECT g.grantor FROM pg_catalog.pg_auth_members g
+                    WHERE g.roleid = 'economy_app'::regrole
+                        AND g.member = current_user::regrole AND g.admin_option)
+        )
+        OR (EXISTS (
+                SELECT FROM pg_catalog.pg_shdepend d
+                WHERE d.refclassid = 'pg_catalog.pg_authid'::regclass
+                    AND d.refobjid = existing.oid)
+            AND NOT EXISTS (
+                SELECT FROM pg_catalog.pg_proc p
+                WHERE p.proowner = existing.oid AND p.pronamespace = 'economy'::regnamespace))
+    THEN
         RAISE EXCEPTION 'role % exists already and is not a bare sync role: drop it first',
             a.sync_role
             USING ERRCODE = 'duplicate_object';

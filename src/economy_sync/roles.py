@@ -3,7 +3,12 @@ may not create roles (or, on PostgreSQL 16+, may not grant roles it did not
 create) can install economy-sync and attach its tables. Printed by
 `economy-sync roles --sql`."""
 
+import re
+
 from psycopg import sql
+
+# economy.attach's rule for names
+ATTACHMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 # what a privilege error while installing or attaching needs, said once for
 # the command line and Django's migrate
@@ -25,7 +30,8 @@ ATTACH_NEEDS = (
 HEADER = """\
 -- economy-sync's roles, made by an administrator (a superuser, or a role with
 -- CREATEROLE that may grant them) for the installer {installer}.
--- Safe to run again; nothing here is needed when the installer has CREATEROLE
+-- Safe to run again, but for an attachment's role (one that exists already is
+-- an error: who made it?). Nothing here is needed when the installer has CREATEROLE
 -- and the roles do not exist yet (it then creates them itself).
 """
 
@@ -57,9 +63,11 @@ END;
 $recipe$;
 """
 
+# made here, never taken as found: one that exists already (made by whom?) is an error
 SYNC_ROLE = """\
 -- attachment {attachment}: its sync role owns the code the sync runs; the
 -- installer gives it that code and takes it back
+CREATE ROLE {role} NOLOGIN;
 GRANT {role} TO {installer};
 """
 
@@ -67,15 +75,18 @@ GRANT {role} TO {installer};
 def recipe(installer: str, sync_roles: dict[str, str] | None = None) -> str:
     """The recipe for installer; sync_roles: attachment name -> its sync role
     (economy.sync_role_name), for an installer without CREATEROLE."""
-    if "$" in installer:  # the recipe's DO blocks are quoted with $recipe$
-        raise ValueError(f"an installer name with a $ is not supported: {installer!r}")
+    # names are quoted, but also said in comments, and the DO blocks are $recipe$-quoted
+    if not installer or re.search(r"[\x00-\x1f\x7f$]", installer):
+        raise ValueError(f"not a usable installer name: {installer!r}")
+    for attachment in sync_roles or {}:
+        if not ATTACHMENT_NAME.fullmatch(attachment):
+            raise ValueError(f"not an attachment name ([a-z][a-z0-9_]*): {attachment!r}")
     names = {"installer": sql.Identifier(installer), "installer_literal": sql.Literal(installer)}
     parts = [sql.SQL(HEADER).format(**names)]
     for role in ("economy_app", "economy_operator"):
         parts.append(sql.SQL(CREATE).format(role=sql.Identifier(role)))
     parts.append(sql.SQL(PACKAGE_ROLES).format(**names))
     for attachment, role in (sync_roles or {}).items():
-        parts.append(sql.SQL(CREATE).format(role=sql.Identifier(role)))
         parts.append(
             sql.SQL(SYNC_ROLE).format(
                 attachment=sql.Literal(attachment), role=sql.Identifier(role), **names

@@ -27,7 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.test.runner import DiscoverRunner
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from economy_sync.django.dsn import connection_dsn
 
@@ -46,6 +46,8 @@ BEGIN
     FOR schema_name IN
         SELECT n.nspname FROM pg_catalog.pg_namespace n
         WHERE n.nspowner IN (current_user::regrole, 'pg_database_owner'::regrole)
+            AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
+            AND n.nspname !~ '^pg_(toast|temp_)'
     LOOP
         EXECUTE format('DROP SCHEMA %I CASCADE', schema_name);
     END LOOP;
@@ -67,20 +69,24 @@ WHERE f.pronamespace = to_regnamespace('economy') AND t.tgenabled = 'D' AND NOT 
 
 
 def existing_test_databases(aliases=None) -> dict[str, str]:
-    """Each PostgreSQL database's test database (alias -> libpq string): it
-    exists and is not the main one, else ImproperlyConfigured, in one line."""
-    found = {}
-    for alias in aliases or connections:
+    """Each PostgreSQL test database (alias -> libpq string), mirrors aside and
+    one per database: it exists, and is none of the main databases (by name,
+    and as the server names it once connected), else ImproperlyConfigured."""
+    postgresql = [alias for alias in connections if connections[alias].vendor == "postgresql"]
+    main = {connections[alias].settings_dict["NAME"] for alias in postgresql}
+    found: dict[str, str] = {}
+    for alias in aliases or postgresql:
         connection = connections[alias]
-        if connection.vendor != "postgresql":
+        if connection.vendor != "postgresql" or connection.settings_dict["TEST"].get("MIRROR"):
             continue
-        main = connection.settings_dict["NAME"]
         test = connection.creation._get_test_db_name()
-        if test == main:
+        if test in main:
             raise ImproperlyConfigured(
-                f"the test database of {alias!r} is its main database {main!r}: name another"
-                " in its TEST settings; the tests empty it"
+                f"the test database of {alias!r} is the main database {test!r}: name another in"
+                " its TEST settings; the tests empty it"
             )
+        if len(test.encode()) > 63:  # PostgreSQL would cut it: to what?
+            raise ImproperlyConfigured(f"test database name longer than 63 bytes: {test!r}")
         with connection._nodb_cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", [test])
             if cursor.fetchone() is None:
@@ -88,14 +94,30 @@ def existing_test_databases(aliases=None) -> dict[str, str]:
                     f"no test database {test!r}: an administrator makes it once with"
                     f" CREATE DATABASE {test} OWNER {connection.settings_dict['USER'] or 'you'}"
                 )
-        found[alias] = make_conninfo(connection_dsn(connection), dbname=test)
+        dsn = make_conninfo(connection_dsn(connection), dbname=test)
+        if dsn not in found.values():
+            found[alias] = dsn
     return found
 
 
-def empty(dsn: str) -> None:
+def empty(dsn: str, main_databases: set[str]) -> None:
     """Drop every schema the test database's owner has, keep the database."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        reached = conn.execute("SELECT current_database()").fetchone()[0]
+        if reached in main_databases or reached != conninfo_to_dict(dsn)["dbname"]:
+            raise ImproperlyConfigured(f"{dsn!r} reaches {reached!r}, not its test database")
         conn.execute(EMPTY)
+
+
+def main_databases() -> set[str]:
+    """The databases the PostgreSQL connections reach, as the server names them."""
+    names = set()
+    for connection in connections.all():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_database()")
+                names.add(cursor.fetchone()[0])
+    return names
 
 
 def switch_triggers_on(dsn: str) -> list[str]:
@@ -115,8 +137,9 @@ def prepare(aliases=None, keep: bool = False) -> dict[str, str]:
     """The test databases, checked and (unless kept) emptied."""
     dsns = existing_test_databases(aliases)
     if not keep:
+        main = main_databases()
         for dsn in dsns.values():
-            empty(dsn)
+            empty(dsn, main)
     return dsns
 
 
