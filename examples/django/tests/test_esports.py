@@ -207,14 +207,15 @@ def test_check_warns_when_another_apps_command_shadows_reconcile_economy(monkeyp
 
 def test_economy_attach_writes_the_migration_the_models_say():
     """The command reads the mapping from the models (foreign keys, cached
-    fields): the same AttachEconomy as migration 0002, written by hand."""
+    fields, and so guard 'refuse'): the same AttachEconomy as migration 0002,
+    written by hand."""
     import importlib
 
     out = io.StringIO()
     call_command(
         "economy_attach", "esports", "--ledger", "esports.DeltaCrownTransaction",
         "--wallet", "esports.DeltaCrownWallet", "--profile", "esports.Profile",
-        "--created-at-field", "created_at", "--guard", "refuse", "--dry-run", stdout=out,
+        "--created-at-field", "created_at", "--dry-run", stdout=out,
     )  # fmt: skip
     generated: dict = {}
     exec(out.getvalue(), generated)  # the migration file's text

@@ -4,7 +4,9 @@ migration of the project does) and attaches it to those models. The mapping is
 read from the models: the ledger's foreign key to the wallet, the wallet's to
 the profile, and the cached columns declared with economy-sync's fields (a
 field whose name says "earning" caches earnings, the other the balance); a
-flag names whatever the models leave open. Review the file, then `migrate`."""
+flag names whatever the models leave open. When every cached column is such a
+field, an explicit write of one is refused (guard 'refuse'). Review the file,
+then `migrate`."""
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
@@ -75,7 +77,7 @@ class Command(BaseCommand):
             options["name"] or options["app_label"],
             **{role: model._meta.label for role, model in models.items()},
             earning=options["earning"],
-            guard=options["guard"],
+            guard=options["guard"] or self.safe_guard(models, fields),
             overdraft_limit=options["overdraft_limit"],
             **fields,
         )
@@ -102,6 +104,18 @@ class Command(BaseCommand):
         with open(writer.path, "w", encoding="utf-8") as file:
             file.write(writer.as_string())
         self.stdout.write(f"wrote {writer.path}: review it, then `manage.py migrate`")
+
+    @staticmethod
+    def safe_guard(models: dict, fields: dict) -> str | None:
+        """'refuse' when every cached column is one of economy-sync's fields
+        (Django never writes them, so only an explicit write is refused);
+        else attach's default, 'keep' (a stale full-row save keeps the cache)."""
+        cached_columns = [
+            models[argument.split("_")[0]]._meta.get_field(fields[argument])
+            for argument in fields
+            if argument.endswith(("balance_field", "earnings_field"))
+        ]
+        return "refuse" if all(isinstance(f, CachedField) for f in cached_columns) else None
 
     def mapping(self, models: dict, options: dict) -> dict[str, str]:
         """The field arguments: what the flags name, else what the models say."""
