@@ -684,23 +684,113 @@ $$;
 
 -- How an attachment's ledger INSERTs are synced: 'row or statement' (a
 -- one-row INSERT by the row trigger, as cheap as ever, the rows of any other
--- together, once per wallet), or 'row', every row by the row trigger: where
--- the attachment records balance_after_column (each row needs its own
--- balance, so a BEFORE row trigger applies it), and on a partitioned ledger
--- (a row trigger there cannot see the statement's rows, and a statement
--- trigger of the parent misses rows written into a partition or moved to
--- another one by an UPDATE).
+-- together, once per wallet); 'running', where the attachment records
+-- balance_after_column: a BEFORE row trigger gives each row its wallet's
+-- running balance (each row needs its own, before it is written) and the
+-- statement's rows are applied together at its end; or 'row', every row by
+-- the row trigger, on a partitioned ledger (a row trigger there cannot see
+-- the statement's rows, and a statement trigger of the parent misses rows
+-- written into a partition or moved to another one by an UPDATE).
 CREATE FUNCTION economy.insert_sync(a economy.attachments)
 RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
     SELECT CASE
-        WHEN a.balance_after_column IS NOT NULL THEN 'row'
         WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p' THEN 'row'
+        WHEN a.balance_after_column IS NOT NULL THEN 'running'
         ELSE 'row or statement'
     END;
 $$;
+
+-- The settings that hold, while a statement inserts into an attached ledger
+-- that records balance_after, its wallets' running balances: a list
+-- ',wallet:balance,…' per group of wallets (64), and the groups used, so that
+-- the end of the statement empties just those. Transaction-local; any role can
+-- change them, so the end of the statement checks every row against its
+-- wallet, read under its lock (economy.render_sync_running).
+CREATE FUNCTION economy.running_settings(a economy.attachments)
+RETURNS TABLE (groups text, group_prefix text)
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT 'economy.running_' || a.name, 'economy.running_' || a.name || '_';
+$$;
+
+-- Template part: an INSERT's row, where the attachment records balance_after
+-- (economy.insert_sync 'running'): it gets its wallet's running balance, and
+-- is checked against the overdraft limit with it; nothing is written but the
+-- row: the statement's rows are applied together at its end. A wallet's
+-- first row of the statement locks it (folding a hot wallet's parked credits
+-- first: a debit) and reads its balance. A credit to a hot wallet is left to
+-- be parked at the end, with no balance_after (no place in the order).
+CREATE FUNCTION economy.render_running_balance(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$IF sync_amount > 0 THEN
+            PERFORM FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %1$L AND h.wallet_id = NEW.%2$I
+            FOR KEY SHARE;
+            IF FOUND THEN
+                NEW.%3$I := NULL;
+                RETURN NEW;
+            END IF;
+        END IF;
+        sync_wallet := NEW.%2$I;
+        sync_setting := %9$L || abs(sync_wallet %% 64);
+        sync_list := coalesce(pg_catalog.current_setting(sync_setting, true), '');
+        sync_seen := nullif(split_part(split_part(sync_list, ',' || sync_wallet || ':', 2), ',', 1), '');
+        IF sync_seen IS NULL THEN
+            IF EXISTS (
+                SELECT FROM economy.attached_hot_wallet h
+                WHERE h.attachment = %1$L AND h.wallet_id = sync_wallet
+            ) THEN
+                PERFORM economy.%4$I(ARRAY[sync_wallet]);
+            END IF;
+            SELECT w.%6$I, %7$s INTO sync_balance, sync_limit
+            FROM %5$s w
+            WHERE w.%8$I = sync_wallet
+            FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                RETURN NEW;  -- no such wallet: its foreign key refuses the row
+            END IF;
+            IF position(',' || abs(sync_wallet %% 64) || ','
+                IN coalesce(pg_catalog.current_setting(%10$L, true), '')) = 0 THEN
+                PERFORM pg_catalog.set_config(%10$L, coalesce(nullif(
+                    pg_catalog.current_setting(%10$L, true), ''), ',') || abs(sync_wallet %% 64) || ',',
+                    true);
+            END IF;
+            sync_balance := sync_balance + sync_amount;
+            sync_list := coalesce(nullif(sync_list, ''), ',') || sync_wallet || ':' || sync_balance || ',';
+        ELSE
+            sync_balance := sync_seen::numeric + sync_amount;
+            %11$s
+            sync_list := replace(sync_list, ',' || sync_wallet || ':' || sync_seen || ',',
+                ',' || sync_wallet || ':' || sync_balance || ',');
+        END IF;
+        PERFORM pg_catalog.set_config(sync_setting, sync_list, true);
+        %12$s
+        NEW.%3$I := sync_balance;
+        RETURN NEW;$template$,
+    a.name,
+    a.ledger_wallet_column,
+    a.balance_after_column,
+    economy.attached_object(a.name, 'fold'),
+    a.wallet,
+    a.wallet_balance_column,
+    economy.render_limit(a),
+    a.wallet_key_column,
+    (economy.running_settings(a)).group_prefix,
+    (economy.running_settings(a)).groups,
+    CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
+        'sync_limit := (SELECT %s FROM %s w WHERE w.%I = sync_wallet);',
+        economy.render_limit(a), a.wallet, a.wallet_key_column) ELSE '' END,
+    economy.render_limit_check(a, 'sync_amount')
+);
+$render$;
 
 -- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
 -- then to the owner's profile (BEFORE the row is written when the
@@ -738,7 +828,7 @@ DECLARE
     sync_wallets bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
-    sync_owners bigint[];
+    sync_owners bigint[];%26$s
 BEGIN
     %19$s
     IF TG_OP <> 'DELETE' THEN
@@ -749,7 +839,7 @@ BEGIN
         END IF;
         sync_earned := CASE WHEN %3$s THEN sync_amount ELSE 0 END;
     END IF;
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'INSERT' THEN%25$s
         IF sync_amount > 0 THEN
             -- a credit to a hot wallet is parked: no shared row written
             IF economy.park_attached_credit(%16$L, NEW.%8$I, sync_amount, sync_earned) THEN
@@ -857,7 +947,11 @@ $template$,
     economy.render_limit(a),
     economy.render_limit_check(a, 'sync_amount'),
     economy.render_limit_check(a, 'sync_amounts[i]'),
-    coalesce(economy.render_wallet_fit(a), 'true')
+    coalesce(economy.render_wallet_fit(a), 'true'),
+    CASE WHEN economy.insert_sync(a) = 'running'
+        THEN E'\n        ' || economy.render_running_balance(a) ELSE '' END,
+    CASE WHEN economy.insert_sync(a) = 'running'
+        THEN E'\n    sync_setting text;\n    sync_list text;\n    sync_seen text;' ELSE '' END
 );
 $render$;
 
@@ -995,6 +1089,141 @@ $template$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
     ) ELSE '' END
+);
+$render$;
+
+-- Template: the ledger's statement trigger where the attachment records
+-- balance_after (economy.insert_sync 'running'), for every INSERT: the row
+-- trigger gave each row its wallet's running balance and locked its wallets;
+-- here each row is checked against its wallet (its balance plus the
+-- statement's amounts up to it, in the order the rows were written: a
+-- setting changed meanwhile, or a row skipped by ON CONFLICT, is refused),
+-- then each wallet is updated once with the sum of its rows, each owner's
+-- profile once, and the credits left to park are parked, once per wallet. So
+-- a wallet row is written at most twice, whatever the number of rows.
+CREATE FUNCTION economy.render_sync_running(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_refused record;
+    sync_group text;
+    sync_parked bigint[];
+    sync_owners bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+BEGIN
+    -- the statement's running balances are done with
+    FOREACH sync_group IN ARRAY string_to_array(
+        trim(BOTH ',' FROM coalesce(pg_catalog.current_setting(%2$L, true), '')), ',')
+    LOOP
+        PERFORM pg_catalog.set_config(%3$L || sync_group, '', true);
+    END LOOP;
+    PERFORM pg_catalog.set_config(%2$L, '', true);
+    -- the hot wallets of the credits left to park (KEY SHARE held since their rows)
+    SELECT coalesce(array_agg(h.wallet_id), '{}') INTO sync_parked
+    FROM economy.attached_hot_wallet h
+    WHERE h.attachment = %4$L AND h.wallet_id IN (
+        SELECT s.%5$I FROM sync_inserted s WHERE s.%6$I IS NULL AND s.%7$I > 0);
+    -- held since their rows, unless a setting was changed meanwhile
+    PERFORM FROM %8$s w
+    WHERE w.%9$I IN (
+        WITH %10$s
+        SELECT n.sync_wallet_key FROM rows n WHERE NOT n.sync_parks)
+    ORDER BY w.%9$I
+    FOR NO KEY UPDATE;
+    WITH %10$s
+    SELECT r.sync_wallet_key, r.sync_balance_after, r.running INTO sync_refused
+    FROM (
+        SELECT n.sync_wallet_key, n.sync_balance_after,
+            w.%11$I + sum(n.sync_amount_value)
+                OVER (PARTITION BY n.sync_wallet_key ORDER BY n.sync_position) AS running
+        FROM rows n
+        JOIN %8$s w ON w.%9$I = n.sync_wallet_key
+        WHERE NOT n.sync_parks
+    ) r
+    WHERE r.sync_balance_after IS DISTINCT FROM r.running
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%%: balance_after %% of wallet %% is not its running balance %%',
+            TG_TABLE_NAME, sync_refused.sync_balance_after, sync_refused.sync_wallet_key,
+            sync_refused.running
+            USING ERRCODE = 'check_violation',
+            HINT = 'the statement skipped a row (ON CONFLICT) of a wallet it wrote again, or'
+                ' changed a setting of economy-sync: write such rows one statement each';
+    END IF;
+    WITH %10$s,
+
+    updated AS (
+        UPDATE %8$s w SET %12$s
+        FROM (
+            SELECT n.sync_wallet_key, sum(n.sync_amount_value) AS amount,
+                sum(n.sync_earned) AS earnings
+            FROM rows n
+            WHERE NOT n.sync_parks
+            GROUP BY n.sync_wallet_key
+        ) t
+        WHERE w.%9$I = t.sync_wallet_key
+        RETURNING (%13$s)::bigint AS owner_key, t.amount, t.earnings
+    )
+
+    SELECT array_agg(u.owner_key), array_agg(u.amount), array_agg(u.earnings)
+    INTO sync_owners, sync_amounts, sync_earnings
+    FROM updated u;
+    %14$s
+    IF cardinality(sync_parked) > 0 THEN
+        PERFORM economy.park_attached_credit(%4$L, t.sync_wallet_key, t.amount, t.earnings)
+        FROM (
+            WITH %10$s
+            SELECT n.sync_wallet_key, sum(n.sync_amount_value) AS amount,
+                sum(n.sync_earned) AS earnings
+            FROM rows n
+            WHERE n.sync_parks
+            GROUP BY n.sync_wallet_key
+        ) t;
+        %15$s
+    END IF;
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync_rows'),
+    (economy.running_settings(a)).groups,
+    (economy.running_settings(a)).group_prefix,
+    a.name,
+    a.ledger_wallet_column,
+    a.balance_after_column,
+    a.amount_column,
+    a.wallet,
+    a.wallet_key_column,
+    -- the statement's rows, in the order they were written
+    format($rows$rows AS (
+        SELECT row_number() OVER () AS sync_position, s.%1$I AS sync_wallet_key,
+            s.%2$I::numeric AS sync_amount_value, s.%3$I::numeric AS sync_balance_after,
+            CASE WHEN coalesce((%4$s), false) THEN s.%2$I::numeric ELSE 0 END AS sync_earned,
+            s.%3$I IS NULL AND s.%2$I > 0 AND s.%1$I IN (
+                SELECT h.wallet_id FROM economy.attached_hot_wallet h WHERE h.attachment = %5$L
+            ) AS sync_parks
+        FROM sync_inserted s
+    )$rows$, a.ledger_wallet_column, a.amount_column, a.balance_after_column, a.earning,
+        a.name),
+    a.wallet_balance_column,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 't.amount', 't.earnings'
+    ),
+    economy.render_column('w', a.wallet_owner_column),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    economy.render_parked_fit(a, 'sync_parked')
 );
 $render$;
 
@@ -1867,8 +2096,8 @@ AS $$
         ('economy_' || a.name || '_sync', a.ledger,
             CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
             CASE economy.insert_sync(a)
-                WHEN 'row' THEN 'FOR EACH ROW'
-                ELSE 'REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW'
+                WHEN 'row or statement' THEN 'REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW'
+                ELSE 'FOR EACH ROW'
             END, quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
         ('economy_' || a.name || '_sync_delete', a.ledger, 'AFTER DELETE', 'FOR EACH ROW',
             quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
@@ -1880,13 +2109,13 @@ AS $$
             'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
     ) AS t (trigger_name, tbl, event, rest, call)
     UNION ALL
-    -- inserts of several rows
+    -- inserts of several rows (recording balance_after: of every insert)
     SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
         'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
         ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',
         'economy_' || a.name || '_sync_rows', a.ledger,
         economy.attached_object(a.name, 'sync_rows'))
-    WHERE economy.insert_sync(a) = 'row or statement'
+    WHERE economy.insert_sync(a) IN ('row or statement', 'running')
     UNION ALL
     -- guards of the cached columns: only the sync role writes them (no
     -- setting, no trigger depth: nothing another role can arrange opens them)
@@ -1956,8 +2185,9 @@ BEGIN
             (economy.render_balance_at(a), NULL),
             (economy.render_sync(a), a.ledger),
             (economy.render_truncate(a), a.ledger),
-            (CASE WHEN economy.insert_sync(a) = 'row or statement'
-                THEN economy.render_sync_rows(a) END, a.ledger),
+            (CASE economy.insert_sync(a)
+                WHEN 'row or statement' THEN economy.render_sync_rows(a)
+                WHEN 'running' THEN economy.render_sync_running(a) END, a.ledger),
             (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
             (economy.render_guard(a, a.wallet), a.wallet),
             (economy.render_guard(a, a.profile), a.profile)

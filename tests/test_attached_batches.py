@@ -264,19 +264,114 @@ def test_statements_crediting_a_hot_wallet_do_not_wait_for_each_others_commit(se
     assert drift(seed, "seed") == []
 
 
-def test_an_attachment_with_balance_after_syncs_row_by_row(conn):
-    conn.execute(SEED_TABLES)
-    conn.execute(
-        "SELECT economy.attach('seed', 'app_transaction', 'app_wallet',"
-        " wallet_balance_column => 'cached_balance',"
-        " balance_after_column => 'cached_balance_after')"
+@pytest.fixture
+def running(seed):
+    """The seed's tables attached with balance_after, and an overdraft limit of 0
+    on the owned wallets (the treasury, wallet 4, has none)."""
+    seed.execute("SELECT economy.detach('seed')")
+    seed.execute(
+        SEED_ATTACH.replace(
+            "profile_earnings_column => 'lifetime_earnings'",
+            "profile_earnings_column => 'lifetime_earnings',"
+            " balance_after_column => 'cached_balance_after',"
+            " overdraft_limit => 'CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END'",
+        )
     )
-    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (NULL)")
-    statement_insert(conn, ROWS + "(1, 100, 'prize'), (1, -30, 'purchase')")
-    assert conn.execute(
-        "SELECT cached_balance_after FROM app_transaction ORDER BY id"
-    ).fetchall() == [(100,), (70,)]
-    assert drift(conn, "seed") == []
+    return seed
+
+
+def afters(conn, wallet_id):
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT cached_balance_after FROM app_transaction WHERE wallet_id = %s ORDER BY id",
+            [wallet_id],
+        )
+    ]
+
+
+def test_balance_after_rows_of_a_statement_write_each_wallet_at_most_twice(running):
+    """Each row gets its wallet's running balance, in the order of the rows; the
+    statement writes each wallet and profile row once, however many rows."""
+    rows = [(1, 5), (2, 3), (1, -2)] * 200 + [(4, -7)]
+    values = ", ".join(f"({w}, {a}, 'prize')" for w, a in rows)
+    written = rows_updated(
+        running, ["app_wallet", "app_profile"], lambda: running.execute(ROWS + values)
+    )
+    assert written == {"app_wallet": 3, "app_profile": 2}
+    assert afters(running, 1) == [
+        5 + 3 * i + (0 if j == 0 else -2) for i in range(200) for j in (0, 1)
+    ]
+    assert afters(running, 2) == [3 * (i + 1) for i in range(200)]
+    assert afters(running, 4) == [-7]
+    assert seed_figures(running)[0] == {
+        1: (600, 1000),
+        2: (600, 600),
+        3: (0, 0),
+        4: (-7, 0),
+        5: (0, 0),
+    }
+    assert drift(running, "seed") == []
+    running.execute(ROWS + "(1, 1, 'prize')")  # a single row, the next statement
+    assert afters(running, 1)[-1] == 601
+    assert drift(running, "seed") == []
+
+
+def test_every_row_of_a_statement_meets_the_overdraft_limit(running):
+    with pytest.raises(errors.CheckViolation, match="overdraft"):
+        statement_insert(running, ROWS + "(1, 10, 'prize'), (1, -20, 'purchase'), (1, 15, 'prize')")
+    assert afters(running, 1) == []
+    statement_insert(running, ROWS + "(1, 10, 'prize'), (1, -10, 'purchase'), (1, 15, 'prize')")
+    assert afters(running, 1) == [10, 0, 15]
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_forged_running_balance_is_refused(running, when):
+    """The running balances live in settings any role can change: a statement
+    whose rows do not add up from the wallet (read under its lock) is refused,
+    nothing written, before the statement or by a row of it."""
+    forge = "set_config('economy.running_seed_1', ',1:1000000,', true)"
+    refused = pytest.raises(errors.CheckViolation, match="not its running balance")
+    with refused, running.transaction():
+        if when == "before":
+            running.execute(f"SELECT {forge}")
+            running.execute(ROWS + "(1, -500, 'purchase'), (1, 1, 'prize')")
+        else:
+            running.execute(
+                "INSERT INTO app_transaction (wallet_id, amount, reason)"
+                f" SELECT 1, a, CASE WHEN {forge} IS NULL THEN 'x' ELSE 'purchase' END"
+                " FROM unnest(ARRAY[1, -500]) a"
+            )
+    assert afters(running, 1) == []
+    assert drift(running, "seed") == []
+
+
+def test_a_row_skipped_by_on_conflict(running):
+    """Alone in its statement, a skipped row leaves nothing behind; followed by
+    another row of its wallet, whose running balance counted it, it is refused."""
+    running.execute("CREATE UNIQUE INDEX ON app_transaction (reason) WHERE reason LIKE 'key-%%'")
+    upsert = (
+        "INSERT INTO app_transaction (wallet_id, amount, reason) VALUES {} ON CONFLICT DO NOTHING"
+    )
+    running.execute(upsert.format("(1, 5, 'key-1')"))
+    running.execute(upsert.format("(1, 5, 'key-1')"))  # skipped
+    running.execute(ROWS + "(1, 1, 'prize')")
+    assert afters(running, 1) == [5, 6]
+    with pytest.raises(errors.CheckViolation, match="not its running balance"):
+        statement_insert(running, upsert.format("(1, 5, 'key-1'), (1, 2, 'key-2')"))
+    assert afters(running, 1) == [5, 6]
+    assert drift(running, "seed") == []
+
+
+def test_credits_to_a_hot_wallet_in_a_balance_after_statement_are_parked(running):
+    set_hot(running, 4, attachment="seed")
+    statement_insert(running, ROWS + "(4, 5, 'fee'), (1, 9, 'prize'), (4, 6, 'fee')")
+    assert afters(running, 4) == [None, None]  # parked: no place in the order
+    assert wallet_balance(running, 4, attachment="seed") == 11
+    statement_insert(running, ROWS + "(4, 2, 'fee'), (4, -3, 'refund'), (4, 1, 'fee')")
+    assert afters(running, 4) == [None, None, None, 8, None]  # the debit folded first
+    assert wallet_balance(running, 4, attachment="seed") == 11
+    assert drift(running, "seed") == []
 
 
 def test_the_app_role_writes_statements(seed, login):
@@ -347,3 +442,72 @@ def test_racing_statements_row_writers_and_a_folding_treasury_conserve_money(see
     seed.execute("SELECT economy.fold_hot_wallets(attachment => 'seed')")
     assert seed_figures(seed)[0] == applied_once(seed)
     assert drift(seed, "seed") == []
+
+
+def test_racing_balance_after_statements_singles_folds_and_reconciles(running, connect):
+    """Statements (their rows sorted by wallet: with balance_after a statement
+    locks its wallets as its rows come), single rows, a folding treasury and
+    real reconciles race; no deadlock, every cache equals its ledger, and each
+    wallet's entries form one running sum in the order they were applied."""
+    set_hot(running, 4, attachment="seed")
+    running.execute("ALTER TABLE app_wallet DISABLE TRIGGER USER")  # no limit in this race
+    running.execute("UPDATE app_wallet SET cached_balance = 0")
+    running.execute("ALTER TABLE app_wallet ENABLE TRIGGER USER")
+    running.execute("SELECT economy.detach('seed')")
+    running.execute(
+        SEED_ATTACH.replace(
+            "profile_earnings_column => 'lifetime_earnings'",
+            "profile_earnings_column => 'lifetime_earnings',"
+            " balance_after_column => 'cached_balance_after'",
+        )
+    )
+    set_hot(running, 4, attachment="seed")
+    failures = []
+
+    def guarded(work):
+        def run_it(number):
+            try:
+                work(connect(), random.Random(number))
+            except Exception as error:  # reported below, with the others
+                failures.append(error)
+
+        return run_it
+
+    @guarded
+    def statements(c, rng):
+        for _ in range(25):
+            rows = sorted((rng.randint(1, 5), rng.randint(-5, 20)) for _ in range(20))
+            statement_insert(c, ROWS + ", ".join(f"({w}, {a}, 'prize')" for w, a in rows))
+
+    @guarded
+    def singles(c, rng):
+        for _ in range(60):
+            with c.transaction():
+                pay(c, rng.randint(1, 5), rng.randint(-5, 20))
+                pay(c, 4, 1, "fee")
+
+    @guarded
+    def maintenance(c, rng):
+        for _ in range(15):
+            c.execute("SELECT economy.fold_hot_wallets(attachment => 'seed')")
+            c.execute("SELECT count(*) FROM economy.reconcile_economy(false, attachment => 'seed')")
+
+    threads = [threading.Thread(target=statements, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=singles, args=(10 + n,)) for n in range(2)]
+    threads.append(threading.Thread(target=maintenance, args=(20,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [], "\n".join(map(str, failures))
+    running.execute("SELECT economy.fold_hot_wallets(attachment => 'seed')")
+    assert seed_figures(running)[0] == applied_once(running)
+    assert drift(running, "seed") == []
+    for wallet in (1, 2, 3, 5):
+        rows = running.execute(
+            "SELECT amount, cached_balance_after FROM app_transaction WHERE wallet_id = %s",
+            [wallet],
+        ).fetchall()
+        final = seed_figures(running)[0][wallet][0]
+        befores = sorted([after - amount for amount, after in rows] + [final])
+        assert befores == sorted([after for _, after in rows] + [0]), wallet

@@ -57,6 +57,185 @@ BEGIN
 END;
 $$;
 
+-- How an attachment's ledger INSERTs are synced: 'row or statement' (a
+-- one-row INSERT by the row trigger, as cheap as ever, the rows of any other
+-- together, once per wallet), or 'row', every row by the row trigger: where
+-- the attachment records balance_after_column (each row needs its own
+-- balance, so a BEFORE row trigger applies it), and on a partitioned ledger
+-- (a row trigger there cannot see the statement's rows, and a statement
+-- trigger of the parent misses rows written into a partition or moved to
+-- another one by an UPDATE).
+CREATE OR REPLACE FUNCTION economy.insert_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE
+        WHEN a.balance_after_column IS NOT NULL THEN 'row'
+        WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) = 'p' THEN 'row'
+        ELSE 'row or statement'
+    END;
+$$;
+
+-- Template: the ledger's trigger. An INSERT adds its amount to its wallet,
+-- then to the owner's profile (BEFORE the row is written when the
+-- attachment records balance_after_column: the row gets the wallet's new
+-- balance). An UPDATE or DELETE takes the old row's amount back and adds the
+-- new row's (UPDATE): one side per wallet, the wallets updated in ascending
+-- key order, then the owners' profiles; balance_after is history and is left
+-- as it was. A credit to a hot wallet is parked instead; any other entry on
+-- a hot wallet folds its parked credits first. Where the rows of an INSERT
+-- may be synced together (economy.insert_sync), this trigger syncs a
+-- one-row INSERT and leaves the rows of any other to sync_rows (below):
+-- both see the statement's rows (its transition table), so each row is
+-- applied once, by one of them, whatever any setting says.
+CREATE OR REPLACE FUNCTION economy.render_sync(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    sync_amount numeric;
+    sync_earned numeric;
+    sync_owner bigint;
+    sync_wallet bigint;
+    sync_balance numeric;
+    sync_limit numeric;
+    sync_fits boolean;
+    sync_wallets bigint[];
+    sync_amounts numeric[];
+    sync_earnings numeric[];
+    sync_owners bigint[];
+BEGIN
+    %19$s
+    IF TG_OP <> 'DELETE' THEN
+        sync_amount := NEW.%4$I;
+        IF %2$s THEN
+            RAISE EXCEPTION '%%: amount %% cannot be cached exactly', TG_TABLE_NAME, sync_amount
+                USING ERRCODE = 'check_violation';
+        END IF;
+        sync_earned := CASE WHEN %3$s THEN sync_amount ELSE 0 END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF sync_amount > 0 THEN
+            -- a credit to a hot wallet is parked: no shared row written
+            IF economy.park_attached_credit(%16$L, NEW.%8$I, sync_amount, sync_earned) THEN
+                %20$s
+                %18$s
+            END IF;
+        ELSIF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
+        ) THEN
+            PERFORM economy.%17$I(ARRAY[NEW.%8$I::bigint]);  -- the balance is exact after it
+        END IF;
+        UPDATE %5$s w SET %6$s
+        WHERE w.%7$I = NEW.%8$I
+        RETURNING %9$s, w.%7$I, w.%14$I, %21$s
+        INTO sync_owner, sync_wallet, sync_balance, sync_limit;
+        %22$s
+        %10$s
+        %15$s
+    END IF;
+
+    sync_wallets := ARRAY[OLD.%8$I];
+    sync_amounts := ARRAY[-OLD.%4$I];
+    sync_earnings := ARRAY[CASE WHEN %11$s THEN -OLD.%4$I ELSE 0 END];
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.%8$I = OLD.%8$I THEN
+            sync_amounts[1] := sync_amounts[1] + sync_amount;
+            sync_earnings[1] := sync_earnings[1] + sync_earned;
+        ELSIF NEW.%8$I > OLD.%8$I THEN
+            sync_wallets := sync_wallets || NEW.%8$I;
+            sync_amounts := sync_amounts || sync_amount;
+            sync_earnings := sync_earnings || sync_earned;
+        ELSE
+            sync_wallets := NEW.%8$I || sync_wallets;
+            sync_amounts := sync_amount || sync_amounts;
+            sync_earnings := sync_earned || sync_earnings;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(sync_wallets) LOOP
+        sync_owner := NULL;
+        IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
+            UPDATE %5$s w SET %12$s
+            WHERE w.%7$I = sync_wallets[i]
+            RETURNING %9$s, w.%7$I, w.%14$I, %21$s, %24$s
+            INTO sync_owner, sync_wallet, sync_balance, sync_limit, sync_fits;
+            %23$s
+        END IF;
+        sync_owners := sync_owners || sync_owner;
+    END LOOP;
+    %13$s
+    RETURN NULL;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'sync'),
+    economy.render_inexact(a, 'sync_amount'),
+    economy.render_earning(a, 'NEW'),
+    a.amount_column,
+    a.wallet,
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.wallet_key_column,
+    a.ledger_wallet_column,
+    economy.render_column('w', a.wallet_owner_column),
+    CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner
+            RETURNING %4$s INTO sync_fits;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column,
+        coalesce(economy.render_profile_fit(a), 'true')
+    ) ELSE '' END,
+    economy.render_earning(a, 'OLD'),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column,
+        'sync_amounts[i]', 'sync_earnings[i]'
+    ),
+    economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
+    a.wallet_balance_column,
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := sync_balance;  -- a BEFORE trigger: the row is written with it'
+        || E'\n        RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    CASE WHEN a.balance_after_column IS NULL THEN 'RETURN NULL;' ELSE format(
+        'NEW.%I := NULL;  -- a parked credit has no place in the order'
+        || E'\n                RETURN NEW;',
+        a.balance_after_column
+    ) END,
+    CASE WHEN economy.insert_sync(a) = 'row or statement' THEN $statement$
+    IF TG_OP = 'INSERT' THEN
+        IF EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+            RETURN NULL;  -- one of several rows: applied together (sync_rows)
+        END IF;
+    END IF;$statement$ ELSE '' END,
+    economy.render_parked_fit(a, format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column)),
+    economy.render_limit(a),
+    economy.render_limit_check(a, 'sync_amount'),
+    economy.render_limit_check(a, 'sync_amounts[i]'),
+    coalesce(economy.render_wallet_fit(a), 'true')
+);
+$render$;
+
 -- Template: the guard of a table's cached columns (the wallet's or the
 -- profile's), run for every write that is not the sync role's. An UPDATE
 -- that would change a cached column keeps it as it is, the rest of the row
@@ -131,6 +310,158 @@ FROM economy.cached_tables(a) k
 WHERE k.tbl = render_guard.tbl;
 $render$;
 
+-- The triggers an attachment puts on the app's tables, the one list of them
+-- (read by create_attached_functions, detach, attachment_sql and doctor):
+-- name, table and definition.
+CREATE OR REPLACE FUNCTION economy.attached_triggers(a economy.attachments)
+RETURNS TABLE (trigger_name name, tbl regclass, definition text)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT t.trigger_name, t.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I %s ON %s %s EXECUTE FUNCTION economy.%s',
+        t.trigger_name, t.event, t.tbl, t.rest, t.call)
+    FROM (
+        VALUES
+        -- BEFORE when it records balance_after: the row is written with it;
+        -- else AFTER, seeing whether the statement has other rows
+        ('economy_' || a.name || '_sync', a.ledger,
+            CASE WHEN a.balance_after_column IS NULL THEN 'AFTER' ELSE 'BEFORE' END || ' INSERT',
+            CASE economy.insert_sync(a)
+                WHEN 'row' THEN 'FOR EACH ROW'
+                ELSE 'REFERENCING NEW TABLE AS sync_inserted FOR EACH ROW'
+            END, quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        ('economy_' || a.name || '_sync_delete', a.ledger, 'AFTER DELETE', 'FOR EACH ROW',
+            quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        ('economy_' || a.name || '_sync_update', a.ledger, 'AFTER UPDATE',
+            'FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)',
+            quote_ident(economy.attached_object(a.name, 'sync')) || '()'),
+        -- AFTER: it sees whether the same statement emptied the wallet table
+        ('economy_' || a.name || '_refuse_truncate', a.ledger, 'AFTER TRUNCATE',
+            'FOR EACH STATEMENT', quote_ident(economy.attached_object(a.name, 'truncate')) || '()')
+    ) AS t (trigger_name, tbl, event, rest, call)
+    UNION ALL
+    -- inserts of several rows
+    SELECT 'economy_' || a.name || '_sync_rows', a.ledger, format(
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS sync_inserted'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_sync_rows', a.ledger,
+        economy.attached_object(a.name, 'sync_rows'))
+    WHERE economy.insert_sync(a) = 'row or statement'
+    UNION ALL
+    -- guards of the cached columns: only the sync role writes them (no
+    -- setting, no trigger depth: nothing another role can arrange opens them)
+    SELECT 'economy_' || a.name || '_keep_cached', k.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW'
+        ' WHEN (CURRENT_USER <> %L AND (%s))'
+        ' EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_keep_cached', k.tbl, a.sync_role,
+        (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+            FROM unnest(k.cached) c),
+        k.guard)
+    FROM economy.cached_tables(a) k
+    UNION ALL
+    -- a new row's cached figures are the ledger's
+    SELECT 'economy_' || a.name || '_new_cached', k.tbl, format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE INSERT ON %s FOR EACH ROW'
+        ' WHEN (CURRENT_USER <> %L) EXECUTE FUNCTION economy.%I()',
+        'economy_' || a.name || '_new_cached', k.tbl, a.sync_role, k.guard)
+    FROM economy.cached_tables(a) k
+    UNION ALL
+    SELECT 'economy_' || a.name || '_move', a.wallet, format(
+        'CREATE OR REPLACE TRIGGER %1$I AFTER UPDATE OF %2$I ON %3$s FOR EACH ROW'
+        ' WHEN (OLD.%2$I IS DISTINCT FROM NEW.%2$I) EXECUTE FUNCTION economy.%4$I()',
+        'economy_' || a.name || '_move', a.wallet_owner_column, a.wallet,
+        economy.attached_object(a.name, 'move'))
+    WHERE a.profile IS NOT NULL;
+$$;
+
+-- Creates (or, after an upgrade of the templates or a change of the app's
+-- tables, replaces) an attachment's sync role, functions, their grants and
+-- its triggers: as for the package's own functions, the app reads drift and
+-- balances, the operator reconciles and manages hot wallets (through
+-- balance_drift, wallet_balance, reconcile_economy, set_hot and
+-- fold_hot_wallets). Every function is given to the sync role, which may
+-- create in schema economy only for that moment (a new owner must).
+CREATE OR REPLACE FUNCTION economy.create_attached_functions(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
+AS $$
+DECLARE
+    generated record;
+BEGIN
+    PERFORM economy.create_sync_role(a);
+    -- its arguments may change (a reattach)
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE f.function_name = economy.attached_object(a.name, 'earns') AND f.signature IS NOT NULL
+    LOOP
+        EXECUTE format('DROP FUNCTION %s', generated.signature);
+    END LOOP;
+    EXECUTE economy.render_earning_function(a);
+    -- each with the table it may be a trigger of (NULL: no trigger function)
+    FOR generated IN
+        SELECT d.definition, d.tbl
+        FROM (
+            VALUES
+            (economy.render_fold(a), NULL::regclass),
+            (economy.render_drift(a), NULL),
+            (economy.render_reconcile(a), NULL),
+            (economy.render_set_hot(a), NULL),
+            (economy.render_balance(a), NULL),
+            (economy.render_wallet(a), NULL),
+            (economy.render_owners(a), NULL),
+            (economy.render_balance_at(a), NULL),
+            (economy.render_sync(a), a.ledger),
+            (economy.render_truncate(a), a.ledger),
+            (CASE WHEN economy.insert_sync(a) = 'row or statement'
+                THEN economy.render_sync_rows(a) END, a.ledger),
+            (CASE WHEN a.profile IS NOT NULL THEN economy.render_move(a) END, a.wallet),
+            (economy.render_guard(a, a.wallet), a.wallet),
+            (economy.render_guard(a, a.profile), a.profile)
+        ) AS d (definition, tbl)
+        WHERE d.definition IS NOT NULL
+    LOOP
+        EXECUTE economy.run_only_as(generated.definition, a.sync_role, generated.tbl);
+    END LOOP;
+    -- no one else may call them, or make them a trigger of another table
+    -- (grants made since by their owner are taken back too)
+    FOR generated IN
+        SELECT f.signature, f.granted_to, x.grantee::regrole::text AS other
+        FROM economy.attached_functions(a.name) f
+        JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)
+        CROSS JOIN LATERAL aclexplode(p.proacl) x
+        WHERE x.grantee NOT IN (0, p.proowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', generated.signature, generated.other);
+    END LOOP;
+    FOR generated IN
+        SELECT f.signature, f.granted_to FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', generated.signature);
+        IF generated.granted_to IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                generated.signature, generated.granted_to);
+        END IF;
+    END LOOP;
+    EXECUTE format('GRANT CREATE ON SCHEMA economy TO %I', a.sync_role);
+    FOR generated IN
+        SELECT f.signature FROM economy.attached_functions(a.name) f
+        WHERE to_regprocedure(f.signature) IS NOT NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', generated.signature, a.sync_role);
+    END LOOP;
+    EXECUTE format('REVOKE CREATE ON SCHEMA economy FROM %I', a.sync_role);
+    FOR generated IN SELECT * FROM economy.attached_triggers(a) LOOP
+        EXECUTE generated.definition;
+    END LOOP;
+END;
+$$;
+
 -- Removes everything attach() created; the app's tables and data stay.
 CREATE OR REPLACE FUNCTION economy.detach(name text)
 RETURNS void
@@ -170,6 +501,35 @@ BEGIN
 END;
 $$;
 
--- Attachments are not regenerated: their guards go on naming the repair, and
--- 0011's create_sync_role would grant each sync role again, which an installer
--- without CREATEROLE may not.
+-- Attachments are not regenerated whole: their guards go on naming the repair,
+-- and 0011's create_sync_role would grant each sync role again, which an
+-- installer without CREATEROLE may not. Those that record balance_after get
+-- 0011's row-by-row sync back.
+DO $$
+DECLARE
+    a economy.attachments;
+    t record;
+BEGIN
+    FOR a IN
+        SELECT * FROM economy.attachments x
+        WHERE x.name <> 'economy' AND x.balance_after_column IS NOT NULL
+            AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = x.ledger) <> 'p'
+        ORDER BY x.name
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'economy_' || a.name || '_sync_rows',
+            a.ledger);
+        EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+            economy.attached_object(a.name, 'sync_rows'));
+        EXECUTE economy.run_only_as(economy.render_sync(a), a.sync_role, a.ledger);
+        FOR t IN
+            SELECT * FROM economy.attached_triggers(a) g WHERE g.trigger_name = 'economy_' || a.name || '_sync'
+        LOOP
+            EXECUTE t.definition;
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+DROP FUNCTION economy.render_sync_running(economy.attachments);
+DROP FUNCTION economy.render_running_balance(economy.attachments);
+DROP FUNCTION economy.running_settings(economy.attachments);

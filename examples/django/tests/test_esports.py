@@ -215,7 +215,8 @@ def test_economy_attach_writes_the_migration_the_models_say():
     call_command(
         "economy_attach", "esports", "--ledger", "esports.DeltaCrownTransaction",
         "--wallet", "esports.DeltaCrownWallet", "--profile", "esports.Profile",
-        "--created-at-field", "created_at", "--dry-run", stdout=out,
+        "--balance-after-field", "cached_balance_after", "--created-at-field", "created_at",
+        "--dry-run", stdout=out,
     )  # fmt: skip
     generated: dict = {}
     exec(out.getvalue(), generated)  # the migration file's text

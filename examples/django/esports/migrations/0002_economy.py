@@ -21,6 +21,7 @@ class Migration(migrations.Migration):
             profile_balance_field="deltacoin_balance",
             profile_earnings_field="lifetime_earnings",
             earning="amount > 0",
+            balance_after_field="cached_balance_after",
             created_at_field="created_at",
             # the cached fields are Django's CachedIntegerField / CachedDecimalField
             # (0003), which Django never writes: an explicit write is refused
