@@ -798,14 +798,20 @@ LANGUAGE sql
 STABLE
 AS $$
     SELECT concat_ws(' | ', current_setting('search_path'), current_setting('check_function_bodies'),
-        current_setting('plpgsql.variable_conflict', true));
+        current_setting('plpgsql.variable_conflict', true),
+        -- and the session's temporary relations: they come first in name
+        -- lookups of relations (a temporary view named pg_trigger would run
+        -- its owner's code for whoever reads pg_trigger unqualified)
+        (SELECT count(*) FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.pg_my_temp_schema()));
 $$;
 
 -- Raises unless the session's settings are still `before`. Called right after
 -- a generated function ran (and, in it, code the app's tables' owner
--- supplies, as the attachment's sync role): a session-wide set_config there
--- would outlive it and steer what the caller runs next (an installer's, an
--- app login's). The error rolls the change back with the statement.
+-- supplies, as the attachment's sync role): a session-wide set_config or a
+-- temporary relation made there would outlive it and steer what the caller
+-- runs next (an installer's, an app login's). The error rolls the change
+-- back with the statement.
 CREATE FUNCTION economy.refuse_changed_settings(before text)
 RETURNS void
 LANGUAGE plpgsql

@@ -218,10 +218,11 @@ $$;
 -- beforehand (the roles recipe, for an installer that may not create roles)
 -- or left behind by this database is taken over when it is bare: NOLOGIN, a
 -- member of nothing, owning and granted nothing in any database, and with no
--- member but the installer, superusers and the administrator who gave the
--- installer its ADMIN OPTION on economy_app (on PostgreSQL 16+ a role's
--- maker keeps ADMIN OPTION on it); any other is refused. A role that owns
--- functions in schema economy is the attachment's own already (a reattach).
+-- member but the installer and superusers; any other is refused (a member,
+-- even by ADMIN OPTION alone, could act as it, and on PostgreSQL 16+ a
+-- non-superuser keeps ADMIN OPTION on every role it makes: who made it, for
+-- whom, the catalog cannot tell). A role that owns functions in schema
+-- economy is the attachment's own already (a reattach).
 CREATE FUNCTION economy.create_sync_role(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
@@ -242,10 +243,6 @@ BEGIN
             JOIN pg_catalog.pg_roles r ON r.oid = m.member
             WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
                 AND NOT r.rolsuper
-                AND m.member NOT IN (
-                    SELECT g.grantor FROM pg_catalog.pg_auth_members g
-                    WHERE g.roleid = 'economy_app'::regrole
-                        AND g.member = current_user::regrole AND g.admin_option)
         )
         OR (EXISTS (
                 SELECT FROM pg_catalog.pg_shdepend d
@@ -2027,16 +2024,20 @@ RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
+    -- its operators named in full: code running as the sync role may alter
+    -- the function (SECURITY INVOKER, a search_path with operators of its own)
     SELECT regexp_replace(function_text, E'\nBEGIN\n', format(
-        E'\nBEGIN\n    IF CURRENT_USER <> %1$L%3$s THEN\n        RAISE EXCEPTION %2$L\n'
+        E'\nBEGIN\n    IF CURRENT_USER OPERATOR(pg_catalog.<>) %1$L%3$s THEN\n'
+        '        RAISE EXCEPTION %2$L\n'
         '            USING ERRCODE = ''insufficient_privilege'';\n    END IF;\n',
         sync_role,
         'economy-sync: this function runs only as its owner, ' || sync_role
         || coalesce(', for a trigger on ' || trigger_table::text, ''),
         -- (a row trigger on a partitioned table fires with its partition's oid)
         CASE WHEN trigger_table IS NOT NULL THEN format(
-            ' OR (TG_RELID <> %1$s::regclass AND NOT EXISTS (SELECT FROM'
-            ' pg_catalog.pg_partition_tree(%1$s::regclass) t WHERE t.relid = TG_RELID))',
+            ' OR (TG_RELID OPERATOR(pg_catalog.<>) %1$s::regclass AND NOT EXISTS (SELECT FROM'
+            ' pg_catalog.pg_partition_tree(%1$s::regclass) t'
+            ' WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID))',
             trigger_table::oid) ELSE '' END));
 $$;
 
@@ -2525,14 +2526,20 @@ BEGIN
     LOOP
         EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
     END LOOP;
-    -- its grants here, then the role: kept, bare, when the installer may not
-    -- drop roles (an administrator made it; attach takes it over again)
+    -- its grants here, then the role: kept when the installer may not drop
+    -- roles (an administrator made it; attach takes it over again, bare)
     EXECUTE format('DROP OWNED BY %I', a.sync_role);
     BEGIN
         EXECUTE format('DROP ROLE %I', a.sync_role);
-    EXCEPTION WHEN insufficient_privilege THEN
-        RAISE NOTICE 'role % kept: % may not drop it (an administrator may)',
-            a.sync_role, current_user;
+    EXCEPTION
+        WHEN insufficient_privilege THEN
+            RAISE NOTICE 'role % kept: % may not drop it (an administrator may)',
+                a.sync_role, current_user;
+        -- granted something in another database (DROP OWNED cleans this one):
+        -- no attach takes such a role over
+        WHEN dependent_objects_still_exist THEN
+            RAISE NOTICE 'role % kept: another database grants it something (%)',
+                a.sync_role, SQLERRM;
     END;
     DELETE FROM economy.attachments x WHERE x.name = a.name;
 END;

@@ -3,6 +3,36 @@
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0011_parked_running_sums)';
 
+-- The settings through which code run in a session decides what later code
+-- there means: which function a name calls, whether function bodies are
+-- checked, how PL/pgSQL reads a name.
+CREATE OR REPLACE FUNCTION economy.session_settings()
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT concat_ws(' | ', current_setting('search_path'), current_setting('check_function_bodies'),
+        current_setting('plpgsql.variable_conflict', true));
+$$;
+
+-- Raises unless the session's settings are still `before`. Called right after
+-- a generated function ran (and, in it, code the app's tables' owner
+-- supplies, as the attachment's sync role): a session-wide set_config there
+-- would outlive it and steer what the caller runs next (an installer's, an
+-- app login's). The error rolls the change back with the statement.
+CREATE OR REPLACE FUNCTION economy.refuse_changed_settings(before text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF economy.session_settings() IS DISTINCT FROM before THEN
+        RAISE EXCEPTION 'economy-sync: code run for an attachment changed this session''s'
+            ' settings (from % to %): refused', before, economy.session_settings()
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END;
+$$;
+
 -- Creates an attachment's sync role, the owner of its generated functions:
 -- NOLOGIN, a member of no role, and granted exactly what those functions
 -- need: to read the app's three tables and write their cached columns, to
@@ -309,6 +339,31 @@ $template$,
 FROM economy.cached_tables(a) k
 WHERE k.tbl = render_guard.tbl;
 $render$;
+
+-- A generated function's text with its first checks: it runs only as the
+-- attachment's sync role, its owner (its owner is the only role that could
+-- make it SECURITY INVOKER; then it refuses to run, rather than run as a
+-- caller such as the installer), and, for a trigger function, only as a
+-- trigger of `trigger_table` (not of a table of someone else's choosing).
+CREATE OR REPLACE FUNCTION economy.run_only_as(
+    function_text text, sync_role name, trigger_table regclass DEFAULT NULL
+)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT regexp_replace(function_text, E'\nBEGIN\n', format(
+        E'\nBEGIN\n    IF CURRENT_USER <> %1$L%3$s THEN\n        RAISE EXCEPTION %2$L\n'
+        '            USING ERRCODE = ''insufficient_privilege'';\n    END IF;\n',
+        sync_role,
+        'economy-sync: this function runs only as its owner, ' || sync_role
+        || coalesce(', for a trigger on ' || trigger_table::text, ''),
+        -- (a row trigger on a partitioned table fires with its partition's oid)
+        CASE WHEN trigger_table IS NOT NULL THEN format(
+            ' OR (TG_RELID <> %1$s::regclass AND NOT EXISTS (SELECT FROM'
+            ' pg_catalog.pg_partition_tree(%1$s::regclass) t WHERE t.relid = TG_RELID))',
+            trigger_table::oid) ELSE '' END));
+$$;
 
 -- The triggers an attachment puts on the app's tables, the one list of them
 -- (read by create_attached_functions, detach, attachment_sql and doctor):

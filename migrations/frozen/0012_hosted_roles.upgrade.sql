@@ -229,6 +229,42 @@ $template$,
 );
 $render$;
 
+-- The settings through which code run in a session decides what later code
+-- there means: which function a name calls, whether function bodies are
+-- checked, how PL/pgSQL reads a name.
+CREATE OR REPLACE FUNCTION economy.session_settings()
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT concat_ws(' | ', current_setting('search_path'), current_setting('check_function_bodies'),
+        current_setting('plpgsql.variable_conflict', true),
+        -- and the session's temporary relations: they come first in name
+        -- lookups of relations (a temporary view named pg_trigger would run
+        -- its owner's code for whoever reads pg_trigger unqualified)
+        (SELECT count(*) FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.pg_my_temp_schema()));
+$$;
+
+-- Raises unless the session's settings are still `before`. Called right after
+-- a generated function ran (and, in it, code the app's tables' owner
+-- supplies, as the attachment's sync role): a session-wide set_config or a
+-- temporary relation made there would outlive it and steer what the caller
+-- runs next (an installer's, an app login's). The error rolls the change
+-- back with the statement.
+CREATE OR REPLACE FUNCTION economy.refuse_changed_settings(before text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF economy.session_settings() IS DISTINCT FROM before THEN
+        RAISE EXCEPTION 'economy-sync: code run for an attachment changed this session''s'
+            ' settings (from % to %): refused', before, economy.session_settings()
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END;
+$$;
+
 -- Creates an attachment's sync role, the owner of its generated functions:
 -- NOLOGIN, a member of no role, and granted exactly what those functions
 -- need: to read the app's three tables and write their cached columns, to
@@ -240,10 +276,11 @@ $render$;
 -- beforehand (the roles recipe, for an installer that may not create roles)
 -- or left behind by this database is taken over when it is bare: NOLOGIN, a
 -- member of nothing, owning and granted nothing in any database, and with no
--- member but the installer, superusers and the administrator who gave the
--- installer its ADMIN OPTION on economy_app (on PostgreSQL 16+ a role's
--- maker keeps ADMIN OPTION on it); any other is refused. A role that owns
--- functions in schema economy is the attachment's own already (a reattach).
+-- member but the installer and superusers; any other is refused (a member,
+-- even by ADMIN OPTION alone, could act as it, and on PostgreSQL 16+ a
+-- non-superuser keeps ADMIN OPTION on every role it makes: who made it, for
+-- whom, the catalog cannot tell). A role that owns functions in schema
+-- economy is the attachment's own already (a reattach).
 CREATE OR REPLACE FUNCTION economy.create_sync_role(a economy.attachments)
 RETURNS void
 LANGUAGE plpgsql
@@ -264,10 +301,6 @@ BEGIN
             JOIN pg_catalog.pg_roles r ON r.oid = m.member
             WHERE m.roleid = existing.oid AND m.member <> current_user::regrole
                 AND NOT r.rolsuper
-                AND m.member NOT IN (
-                    SELECT g.grantor FROM pg_catalog.pg_auth_members g
-                    WHERE g.roleid = 'economy_app'::regrole
-                        AND g.member = current_user::regrole AND g.admin_option)
         )
         OR (EXISTS (
                 SELECT FROM pg_catalog.pg_shdepend d
@@ -567,6 +600,35 @@ FROM economy.cached_tables(a) k
 WHERE k.tbl = render_guard.tbl;
 $render$;
 
+-- A generated function's text with its first checks: it runs only as the
+-- attachment's sync role, its owner (its owner is the only role that could
+-- make it SECURITY INVOKER; then it refuses to run, rather than run as a
+-- caller such as the installer), and, for a trigger function, only as a
+-- trigger of `trigger_table` (not of a table of someone else's choosing).
+CREATE OR REPLACE FUNCTION economy.run_only_as(
+    function_text text, sync_role name, trigger_table regclass DEFAULT NULL
+)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    -- its operators named in full: code running as the sync role may alter
+    -- the function (SECURITY INVOKER, a search_path with operators of its own)
+    SELECT regexp_replace(function_text, E'\nBEGIN\n', format(
+        E'\nBEGIN\n    IF CURRENT_USER OPERATOR(pg_catalog.<>) %1$L%3$s THEN\n'
+        '        RAISE EXCEPTION %2$L\n'
+        '            USING ERRCODE = ''insufficient_privilege'';\n    END IF;\n',
+        sync_role,
+        'economy-sync: this function runs only as its owner, ' || sync_role
+        || coalesce(', for a trigger on ' || trigger_table::text, ''),
+        -- (a row trigger on a partitioned table fires with its partition's oid)
+        CASE WHEN trigger_table IS NOT NULL THEN format(
+            ' OR (TG_RELID OPERATOR(pg_catalog.<>) %1$s::regclass AND NOT EXISTS (SELECT FROM'
+            ' pg_catalog.pg_partition_tree(%1$s::regclass) t'
+            ' WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID))',
+            trigger_table::oid) ELSE '' END));
+$$;
+
 -- The triggers an attachment puts on the app's tables, the one list of them
 -- (read by create_attached_functions, detach, attachment_sql and doctor):
 -- name, table and definition.
@@ -752,14 +814,20 @@ BEGIN
     LOOP
         EXECUTE format('DROP FUNCTION IF EXISTS %s', generated.signature);
     END LOOP;
-    -- its grants here, then the role: kept, bare, when the installer may not
-    -- drop roles (an administrator made it; attach takes it over again)
+    -- its grants here, then the role: kept when the installer may not drop
+    -- roles (an administrator made it; attach takes it over again, bare)
     EXECUTE format('DROP OWNED BY %I', a.sync_role);
     BEGIN
         EXECUTE format('DROP ROLE %I', a.sync_role);
-    EXCEPTION WHEN insufficient_privilege THEN
-        RAISE NOTICE 'role % kept: % may not drop it (an administrator may)',
-            a.sync_role, current_user;
+    EXCEPTION
+        WHEN insufficient_privilege THEN
+            RAISE NOTICE 'role % kept: % may not drop it (an administrator may)',
+                a.sync_role, current_user;
+        -- granted something in another database (DROP OWNED cleans this one):
+        -- no attach takes such a role over
+        WHEN dependent_objects_still_exist THEN
+            RAISE NOTICE 'role % kept: another database grants it something (%)',
+                a.sync_role, SQLERRM;
     END;
     DELETE FROM economy.attachments x WHERE x.name = a.name;
 END;

@@ -147,7 +147,7 @@ def _wallet_owner(conn: psycopg.Connection, wallet_id: int, attachment: str | No
 def _transaction(conn: psycopg.Connection, lock_timeout: str) -> Iterator[None]:
     """A transaction whose lock waits give up after lock_timeout."""
     with conn.transaction():
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+        conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [lock_timeout])
         yield
 
 

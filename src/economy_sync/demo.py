@@ -79,8 +79,8 @@ def user_tables(conn: psycopg.Connection) -> list[str]:
     return [
         row[0]
         for row in conn.execute(
-            "SELECT c.oid::regclass::text FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'"
             " AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"
         )

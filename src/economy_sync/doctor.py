@@ -96,7 +96,7 @@ def check_triggers(conn, attachment: str | None) -> Iterator[Finding]:
         return
     states = dict(
         conn.execute(
-            "SELECT tgname, tgenabled FROM pg_trigger"
+            "SELECT tgname, tgenabled FROM pg_catalog.pg_trigger"
             " WHERE tgrelid = ANY(%s::regclass[]) AND NOT tgisinternal",
             [sorted(set(expected.values()))],
         ).fetchall()
@@ -126,7 +126,7 @@ def check_generated_functions(conn, attachment: str) -> Iterator[Finding]:
         "SELECT f.signature || ' is altered (no longer the sync role''s'"
         "  || ' SECURITY DEFINER function)'"
         " FROM economy.attached_functions(%(a)s) f"
-        " JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)"
+        " JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)"
         # the earning function is plain SQL, inlined into the sync, which runs as the sync role
         " WHERE f.function_name <> economy.attached_object(%(a)s, 'earns')"
         " AND (NOT p.prosecdef"
@@ -134,15 +134,15 @@ def check_generated_functions(conn, attachment: str) -> Iterator[Finding]:
         " UNION ALL"
         " SELECT 'trigger ' || t.trigger_name || ' runs ' || p.oid::regprocedure::text"
         " FROM economy.attached_triggers(economy.attachment(%(a)s)) t"
-        " JOIN pg_trigger g ON g.tgrelid = t.tbl AND g.tgname = t.trigger_name"
-        " JOIN pg_proc p ON p.oid = g.tgfoid"
+        " JOIN pg_catalog.pg_trigger g ON g.tgrelid = t.tbl AND g.tgname = t.trigger_name"
+        " JOIN pg_catalog.pg_proc p ON p.oid = g.tgfoid"
         " WHERE p.pronamespace <> 'economy'::regnamespace OR p.proowner <>"
         "  (SELECT a.sync_role FROM economy.attachments a WHERE a.name = %(a)s)::regrole"
         " UNION ALL"
         " SELECT f.signature || ' may be run by '"
         "  || CASE x.grantee WHEN 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END"
         " FROM economy.attached_functions(%(a)s) f"
-        " JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)"
+        " JOIN pg_catalog.pg_proc p ON p.oid = to_regprocedure(f.signature)"
         " CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x"
         " WHERE x.grantee <> p.proowner"
         "  AND x.grantee IS DISTINCT FROM to_regrole(f.granted_to)",
@@ -178,11 +178,11 @@ def check_replication_role(conn) -> Iterator[Finding]:
         yield Finding(False, "this session's session_replication_role skips the sync triggers")
     skipping = conn.execute(
         "SELECT coalesce(r.rolname, 'every role'), coalesce(d.datname, 'every database')"
-        " FROM pg_db_role_setting s"
-        " LEFT JOIN pg_roles r ON r.oid = s.setrole"
-        " LEFT JOIN pg_database d ON d.oid = s.setdatabase"
+        " FROM pg_catalog.pg_db_role_setting s"
+        " LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole"
+        " LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase"
         " WHERE s.setdatabase IN"
-        "  (0, (SELECT oid FROM pg_database WHERE datname = current_database()))"
+        "  (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))"
         " AND EXISTS (SELECT FROM unnest(s.setconfig) c"
         "  WHERE split_part(c, '=', 1) = 'session_replication_role'"
         "  AND split_part(c, '=', 2) <> 'origin')"
@@ -203,7 +203,7 @@ def check_roles(conn) -> Iterator[Finding]:
     present = {
         row[0]
         for row in conn.execute(
-            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(ROLES)]
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", [list(ROLES)]
         )
     }
     for role in ROLES:

@@ -5,7 +5,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_balance(wallet_id bigint)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -30,7 +30,7 @@ AS $function$
 #variable_conflict use_column
 -- ($1 is user_ids: the app's tables may have a column of that name)
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -144,7 +144,7 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -243,7 +243,7 @@ DECLARE
     sync_balance numeric;
     sync_earnings numeric;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_profile'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -274,7 +274,7 @@ DECLARE
     sync_balance numeric;
     sync_earnings numeric;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -306,7 +306,7 @@ DECLARE
     moved numeric;
     moved_earnings numeric;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -355,7 +355,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_owners(after bigint, batch_size
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -380,7 +380,7 @@ DECLARE
     locked_wallets bigint[];
     repaired jsonb;
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -494,7 +494,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_set_hot(wallet_id bigint, hot b
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -536,7 +536,7 @@ DECLARE
     sync_earnings numeric[];
     sync_owners bigint[];
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -649,7 +649,7 @@ DECLARE
     sync_amounts numeric[];
     sync_earnings numeric[];
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -748,7 +748,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_truncate()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    IF CURRENT_USER <> '<sync role>' OR (TG_RELID <> <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid = TG_RELID)) THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -772,7 +772,7 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_wallet(wallet_id bigint)
 AS $function$
 #variable_conflict use_column
 BEGIN
-    IF CURRENT_USER <> '<sync role>' THEN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;

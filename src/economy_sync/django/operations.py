@@ -41,6 +41,8 @@ def said_in_one_line(needs: str):
     except utils.ProgrammingError as error:
         if isinstance(error.__cause__, psycopg.errors.InsufficientPrivilege):
             raise CommandError(f"{first_line(error.__cause__)}: run it as {needs}") from None
+        if isinstance(error.__cause__, psycopg.errors.DuplicateObject):  # a role in the way
+            raise CommandError(first_line(error.__cause__)) from None
         raise
 
 
