@@ -41,6 +41,9 @@ def hosted(empty_dsn):
         for role in (INSTALLER, SHOP):
             create_login(admin, role)
             admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        for attachment in ("seed", "esports"):  # left by earlier tests in a reused database
+            left = api.sync_role_name(admin, attachment)
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(left)))
         database = conninfo_to_dict(empty_dsn)["dbname"]
         admin.execute(
             sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
