@@ -588,3 +588,4 @@ $$;
 DROP FUNCTION economy.render_sync_running(economy.attachments);
 DROP FUNCTION economy.render_running_balance(economy.attachments);
 DROP FUNCTION economy.running_settings(economy.attachments);
+DROP FUNCTION economy.render_owner_update(economy.attachments);

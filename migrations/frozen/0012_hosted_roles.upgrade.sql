@@ -5,6 +5,29 @@
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0012_hosted_roles)';
 
+-- Template part: one entry's amount (sync_amount, sync_earned) added to its
+-- wallet's owner's profile (sync_owner), checked to fit with what the owner's
+-- hot wallets have parked.
+CREATE FUNCTION economy.render_owner_update(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner
+            RETURNING %4$s INTO sync_fits;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column,
+        coalesce(economy.render_profile_fit(a), 'true')
+    ) ELSE '' END;
+$$;
+
 -- The settings that hold, while a statement inserts into an attached ledger
 -- that records balance_after, its wallets' running balances: a list
 -- ',wallet:balance,…' per group of wallets (64), and the groups used, so that
@@ -119,19 +142,46 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     sync_refused record;
-    sync_group text;
     sync_parked bigint[];
     sync_owners bigint[];
     sync_amounts numeric[];
     sync_earnings numeric[];
+    sync_wallet bigint;
+    sync_owner bigint;
+    sync_amount numeric;
+    sync_after numeric;
+    sync_earned numeric;
+    sync_balance numeric;
+    sync_fits boolean;
 BEGIN
     -- the statement's running balances are done with
-    FOREACH sync_group IN ARRAY string_to_array(
-        trim(BOTH ',' FROM coalesce(pg_catalog.current_setting(%2$L, true), '')), ',')
-    LOOP
-        PERFORM pg_catalog.set_config(%3$L || sync_group, '', true);
-    END LOOP;
-    PERFORM pg_catalog.set_config(%2$L, '', true);
+    PERFORM pg_catalog.set_config(%3$L || g, '', true), pg_catalog.set_config(%2$L, '', true)
+    FROM unnest(string_to_array(
+        trim(BOTH ',' FROM pg_catalog.current_setting(%2$L, true)), ',')) g;
+    -- one row that is not parked (most statements): its wallet updated and
+    -- checked in one go, its owner's profile after it
+    IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
+        SELECT s.%5$I, s.%7$I, s.%6$I, CASE WHEN coalesce((%17$s), false) THEN s.%7$I ELSE 0 END
+        INTO sync_wallet, sync_amount, sync_after, sync_earned
+        FROM sync_inserted s;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        ELSIF sync_after IS NOT NULL OR sync_amount <= 0 THEN
+            UPDATE %8$s w SET %16$s
+            WHERE w.%9$I = sync_wallet
+            RETURNING (%13$s)::bigint, w.%11$I INTO sync_owner, sync_balance;
+            IF FOUND THEN
+                IF sync_balance IS DISTINCT FROM sync_after THEN
+                    RAISE EXCEPTION '%%: balance_after %% of wallet %% is not its running balance %%',
+                        TG_TABLE_NAME, sync_after, sync_wallet, sync_balance
+                        USING ERRCODE = 'check_violation',
+                        HINT = 'a setting of economy-sync was changed during the statement';
+                END IF;
+                %18$s
+            END IF;
+            RETURN NULL;
+        END IF;
+    END IF;
     -- the hot wallets of the credits left to park (KEY SHARE held since their rows)
     SELECT coalesce(array_agg(h.wallet_id), '{}') INTO sync_parked
     FROM economy.attached_hot_wallet h
@@ -225,7 +275,12 @@ $template$,
     ),
     economy.render_column('w', a.wallet_owner_column),
     economy.render_profile_update(a, 'unnest(sync_owners, sync_amounts, sync_earnings)'),
-    economy.render_parked_fit(a, 'sync_parked')
+    economy.render_parked_fit(a, 'sync_parked'),
+    economy.render_additions(
+        'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
+    ),
+    a.earning,
+    economy.render_owner_update(a)
 );
 $render$;
 
@@ -474,19 +529,7 @@ $template$,
     a.wallet_key_column,
     a.ledger_wallet_column,
     economy.render_column('w', a.wallet_owner_column),
-    CASE WHEN a.profile IS NOT NULL THEN format(
-        $profile$IF sync_owner IS NOT NULL THEN
-            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner
-            RETURNING %4$s INTO sync_fits;
-        END IF;$profile$,
-        a.profile,
-        economy.render_additions(
-            'p', a.profile_balance_column, a.profile_earnings_column,
-            'sync_amount', 'sync_earned'
-        ),
-        a.profile_key_column,
-        coalesce(economy.render_profile_fit(a), 'true')
-    ) ELSE '' END,
+    economy.render_owner_update(a),
     economy.render_earning(a, 'OLD'),
     economy.render_additions(
         'w', a.wallet_balance_column, a.wallet_earnings_column,
@@ -833,6 +876,7 @@ BEGIN
 END;
 $$;
 
+REVOKE ALL ON FUNCTION economy.render_owner_update(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.running_settings(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_running_balance(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_sync_running(economy.attachments) FROM PUBLIC;
