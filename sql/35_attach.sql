@@ -775,7 +775,8 @@ SELECT format(
             WHERE w.%8$I = sync_wallet
             FOR NO KEY UPDATE;
             IF NOT FOUND THEN
-                RETURN NEW;  -- no such wallet: its foreign key refuses the row
+                NEW.%3$I := NULL;
+                RETURN NEW;  -- no such wallet (yet): never applied, its foreign key decides
             END IF;
             IF position(',' || abs(sync_wallet %% 64) || ','
                 IN coalesce(pg_catalog.current_setting(%10$L, true), '')) = 0 THEN
@@ -1135,6 +1136,7 @@ DECLARE
     sync_after numeric;
     sync_earned numeric;
     sync_balance numeric;
+    sync_limit numeric;
     sync_fits boolean;
 BEGIN
     -- the statement's running balances are done with
@@ -1152,13 +1154,19 @@ BEGIN
         ELSIF sync_after IS NOT NULL OR sync_amount <= 0 THEN
             UPDATE %8$s w SET %16$s
             WHERE w.%9$I = sync_wallet
-            RETURNING (%13$s)::bigint, w.%11$I INTO sync_owner, sync_balance;
+            RETURNING (%13$s)::bigint, w.%11$I, %19$s INTO sync_owner, sync_balance, sync_limit;
             IF FOUND THEN
                 IF sync_balance IS DISTINCT FROM sync_after THEN
                     RAISE EXCEPTION '%%: balance_after %% of wallet %% is not its running balance %%',
                         TG_TABLE_NAME, sync_after, sync_wallet, sync_balance
                         USING ERRCODE = 'check_violation',
                         HINT = 'a setting of economy-sync was changed during the statement';
+                END IF;
+                -- (checked by the row too; again here, on the row as it was written)
+                IF sync_amount < 0 AND sync_balance < -sync_limit THEN
+                    RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+                        sync_wallet, sync_balance, sync_limit
+                        USING ERRCODE = 'check_violation';
                 END IF;
                 %18$s
             END IF;
@@ -1177,25 +1185,34 @@ BEGIN
         SELECT n.sync_wallet_key FROM rows n WHERE NOT n.sync_parks)
     ORDER BY w.%9$I
     FOR NO KEY UPDATE;
+    -- and every debit against the overdraft limit, on the rows as they were
+    -- written (checked by each row too)
     WITH %10$s
-    SELECT r.sync_wallet_key, r.sync_balance_after, r.running INTO sync_refused
+    SELECT r.sync_wallet_key, r.sync_balance_after, r.running, r.overdraft INTO sync_refused
     FROM (
-        SELECT n.sync_wallet_key, n.sync_balance_after,
+        SELECT n.sync_position, n.sync_wallet_key, n.sync_balance_after, n.sync_amount_value,
             w.%11$I + sum(n.sync_amount_value)
-                OVER (PARTITION BY n.sync_wallet_key ORDER BY n.sync_position) AS running
+                OVER (PARTITION BY n.sync_wallet_key ORDER BY n.sync_position) AS running,
+            %19$s AS overdraft
         FROM rows n
         JOIN %8$s w ON w.%9$I = n.sync_wallet_key
         WHERE NOT n.sync_parks
     ) r
     WHERE r.sync_balance_after IS DISTINCT FROM r.running
+        OR (r.sync_amount_value < 0 AND r.running < -r.overdraft)
+    ORDER BY r.sync_position
     LIMIT 1;
-    IF FOUND THEN
+    IF FOUND AND sync_refused.sync_balance_after IS DISTINCT FROM sync_refused.running THEN
         RAISE EXCEPTION '%%: balance_after %% of wallet %% is not its running balance %%',
             TG_TABLE_NAME, sync_refused.sync_balance_after, sync_refused.sync_wallet_key,
             sync_refused.running
             USING ERRCODE = 'check_violation',
             HINT = 'the statement skipped a row (ON CONFLICT) of a wallet it wrote again, or'
                 ' changed a setting of economy-sync: write such rows one statement each';
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
+            sync_refused.sync_wallet_key, sync_refused.running, sync_refused.overdraft
+            USING ERRCODE = 'check_violation';
     END IF;
     WITH %10$s,
 
@@ -1263,7 +1280,8 @@ $template$,
         'w', a.wallet_balance_column, a.wallet_earnings_column, 'sync_amount', 'sync_earned'
     ),
     a.earning,
-    economy.render_owner_update(a)
+    economy.render_owner_update(a),
+    economy.render_limit(a)
 );
 $render$;
 

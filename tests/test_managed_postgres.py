@@ -4,6 +4,7 @@ to create databases. A throwaway server gets such a role; the suite (all but
 the slow tests) then runs against it in its existing-server mode."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -45,4 +46,4 @@ def test_the_suite_passes_as_a_managed_postgresql_owner():
         )
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert " passed" in summary and "failed" not in summary, summary
+    assert " passed" in summary and not re.search(r"\b\d+ (failed|errors?)\b", summary), summary
