@@ -483,7 +483,7 @@ def test_racing_statements_in_opposite_orders_isolation_levels_hot_wallets_and_f
 
     def worker(number):
         c, rng = connect(), random.Random(number)
-        for _ in range(30):
+        for _ in range(12):
             rows = [(rng.choice([1, 2, 3, 4, 5]), rng.randint(-15, 20)) for _ in range(6)]
             if number % 2:
                 rows.sort(reverse=True)

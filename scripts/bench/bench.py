@@ -44,7 +44,7 @@ SCALES = {
         "wallets": 1_000,
         "scan_wallets": 2_000,
         "scan_entries": 20_000,
-        "seconds": 2,
+        "seconds": 1,
         "repeats": 1,
         "copy_rows": 2_000,
         "one_wallet_rows": 2_000,
