@@ -23,13 +23,14 @@ REMOVE_NEEDS = (
 )
 ATTACH_NEEDS = (
     "the role that installed the package, owning the app's tables or a member of their"
-    " owner, with CREATEROLE; else an administrator makes the attachment's role:"
+    " owner, with CREATEROLE; else a superuser makes the attachment's role:"
     " `economy-sync roles --sql --attachment NAME` prints what to run"
 )
 
 HEADER = """\
 -- economy-sync's roles, made by an administrator (a superuser, or a role with
--- CREATEROLE that may grant them) for the installer {installer}.
+-- CREATEROLE that may grant them; an attachment's role: a superuser, as any
+-- other role keeps ADMIN OPTION on it on PostgreSQL 16+) for the installer {installer}.
 -- Safe to run again, but for an attachment's role (one that exists already is
 -- an error: who made it?). Nothing here is needed when the installer has CREATEROLE
 -- and the roles do not exist yet (it then creates them itself).
