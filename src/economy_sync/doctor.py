@@ -173,6 +173,35 @@ def check_mapped_columns(conn, attachment: str) -> Iterator[Finding]:
         yield Finding(True, f"{attachment}: every mapped column is there")
 
 
+def check_sync_role_objects(conn, attachment: str) -> Iterator[Finding]:
+    """What the attachment's sync role owns in this database besides its
+    functions in schema economy: made by code the app's tables' owner runs as
+    it (its `earning` function, its triggers), a back door that runs as the
+    sync role (it may write the cached columns) whenever it is called."""
+    owned = conn.execute(
+        "SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)"
+        " FROM pg_catalog.pg_shdepend d"
+        " JOIN pg_catalog.pg_database b ON b.oid = d.dbid AND b.datname = current_database()"
+        " WHERE d.deptype = 'o' AND d.refclassid = 'pg_catalog.pg_authid'::regclass"
+        "  AND d.refobjid = (SELECT a.sync_role FROM economy.attachments a"
+        "   WHERE a.name = %s)::regrole"
+        "  AND NOT (d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid IN ("
+        "   SELECT p.oid FROM pg_catalog.pg_proc p"
+        "   WHERE p.pronamespace = 'economy'::regnamespace))"
+        " ORDER BY 1",
+        [attachment],
+    ).fetchall()
+    for (what,) in owned:
+        yield Finding(
+            False,
+            f"{attachment}: its sync role owns {what}, which runs with its rights (made by"
+            " code the app's tables' owner supplies): drop it, then"
+            f" `economy-sync reconcile --attachment {attachment} --apply --all`",
+        )
+    if not owned:
+        yield Finding(True, f"{attachment}: its sync role owns nothing but its functions")
+
+
 def check_replication_role(conn) -> Iterator[Finding]:
     if one(conn, "SELECT current_setting('session_replication_role')") != "origin":
         yield Finding(False, "this session's session_replication_role skips the sync triggers")
@@ -304,6 +333,7 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
             if not api.own_tables(name):
                 results.extend(check_mapped_columns(conn, name))
                 results.extend(check_generated_functions(conn, name))
+                results.extend(check_sync_role_objects(conn, name))
         results.extend(check_replication_role(conn))
         results.extend(check_roles(conn))
         results.extend(check_drift(conn, names))
