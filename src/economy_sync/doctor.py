@@ -319,6 +319,16 @@ def check_holds(conn) -> Iterator[Finding]:
         yield Finding(True, "no hold past its expiry")
 
 
+def attachment_findings(conn: psycopg.Connection, name: str) -> Iterator[Finding]:
+    """What doctor checks of one attachment's sync: its triggers, and for an
+    app's tables its mapped columns, its generated functions and its sync role."""
+    yield from check_triggers(conn, name)
+    if not api.own_tables(name):
+        yield from check_mapped_columns(conn, name)
+        yield from check_generated_functions(conn, name)
+        yield from check_sync_role_objects(conn, name)
+
+
 def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Finding]:
     """Every finding, in a read-only transaction: doctor never writes."""
     results = []
@@ -329,11 +339,7 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
         results.extend(check_schema(conn))
         names = [attachment] if attachment else api.attachments(conn)
         for name in names:
-            results.extend(check_triggers(conn, name))
-            if not api.own_tables(name):
-                results.extend(check_mapped_columns(conn, name))
-                results.extend(check_generated_functions(conn, name))
-                results.extend(check_sync_role_objects(conn, name))
+            results.extend(attachment_findings(conn, name))
         results.extend(check_replication_role(conn))
         results.extend(check_roles(conn))
         results.extend(check_drift(conn, names))

@@ -3,9 +3,9 @@
 - economy_sync.W001: another app's `reconcile_economy` command shadows the
   package's (Django runs the first app's of INSTALLED_APPS).
 - economy_sync.E001 (with `--database`, and before `migrate`): an attachment of
-  this project's models whose mapped columns, triggers or generated functions
-  no longer match the database (a migration renamed a field, a trigger was
-  switched off): what `economy-sync doctor` says, with its remedy.
+  this project's models whose mapped columns, triggers, generated functions or
+  sync role no longer match the database (a migration renamed a field, a
+  trigger was switched off): what `economy-sync doctor` says, with its remedy.
 """
 
 import psycopg
@@ -53,16 +53,9 @@ def attachments_match_the_database(app_configs, databases=None, **kwargs):
             if not doctor.schema_installed_at(conn):
                 continue
             for (name,) in conn.execute(PROJECT_ATTACHMENTS, [tables]).fetchall():
-                for check in (
-                    doctor.check_mapped_columns,
-                    doctor.check_triggers,
-                    doctor.check_generated_functions,
-                ):
-                    errors += [
-                        checks.Error(
-                            f"attachment {name!r}: {finding.message}", id="economy_sync.E001"
-                        )
-                        for finding in check(conn, name)
-                        if not finding.ok
-                    ]
+                errors += [
+                    checks.Error(f"attachment {name!r}: {finding.message}", id="economy_sync.E001")
+                    for finding in doctor.attachment_findings(conn, name)
+                    if not finding.ok
+                ]
     return errors
