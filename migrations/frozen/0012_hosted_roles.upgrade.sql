@@ -69,7 +69,7 @@ SELECT format(
         sync_list := coalesce(pg_catalog.current_setting(sync_setting, true), '');
         sync_seen := nullif(split_part(split_part(sync_list, ',' || sync_wallet || ':', 2), ',', 1), '');
         IF sync_seen IS NULL THEN
-            IF EXISTS (
+            IF sync_amount <= 0 AND EXISTS (  -- (a credit here was found not hot above)
                 SELECT FROM economy.attached_hot_wallet h
                 WHERE h.attachment = %1$L AND h.wallet_id = sync_wallet
             ) THEN
