@@ -21,10 +21,9 @@ from test_hosted_roles_threats import (  # noqa: F401
     owned,
     plant,
     survived,
-    sync_role_of,
 )
 
-from economy_sync import reconcile, roles
+from economy_sync import api, reconcile, roles
 
 SYNC = "SELECT sync_role FROM economy.attachments WHERE name = 'seed'"
 
@@ -110,7 +109,7 @@ def test_same_with_an_installer_that_is_no_superuser(hosted):  # noqa: F811
     """The hosted setup (installer without CREATEROLE, ADMIN OPTION on the package
     roles from the recipe): the shop joins economy_operator the same way."""
     admin, installer_dsn, shop_dsn = hosted
-    role = sync_role_of(admin, "seed")
+    role = api.sync_role_name(admin, "seed")
     admin.execute(roles.recipe(INSTALLER, {"seed": role}))
     with (
         psycopg.connect(installer_dsn, autocommit=True) as installer,
@@ -369,7 +368,7 @@ def test_another_installer_cannot_become_the_trusted_grantor_of_economy_app(
         pytest.skip("on 15 CREATEROLE may grant any role anyway")
     create_login(admin, TENANT2, "CREATEROLE")
     admin.execute(roles.recipe(TENANT2))  # its own database's recipe, as documented
-    role = sync_role_of(admin, "seed")
+    role = api.sync_role_name(admin, "seed")
     tenant = psycopg.connect(make_conninfo(empty_dsn, user=TENANT2), autocommit=True)
     written = None
     try:

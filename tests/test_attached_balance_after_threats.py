@@ -10,7 +10,7 @@ import pytest
 from helpers import attached_drift as drift
 from helpers import pay, seed_figures
 from psycopg import errors
-from test_attached_batches import ROWS, afters, applied_once, running, seed  # noqa: F401
+from test_attached_batches import ROWS, afters, applied_once, chained, running, seed  # noqa: F401
 
 # the known gaps, each a strict xfail (docs/DESIGN.md)
 APPLIED_AT_END = (
@@ -38,16 +38,6 @@ def consistent(conn):
     """Caches equal the ledger; each plain wallet's balance_after values chain."""
     assert drift(conn, "seed") == []
     assert seed_figures(conn)[0] == applied_once(conn)
-
-
-def chained(conn, wallet):
-    rows = conn.execute(
-        "SELECT amount, cached_balance_after FROM app_transaction WHERE wallet_id = %s",
-        [wallet],
-    ).fetchall()
-    final = seed_figures(conn)[0][wallet][0]
-    befores = sorted([after - amount for amount, after in rows] + [final])
-    return befores == sorted([after for _, after in rows] + [0])
 
 
 def test_running_mode_is_on(running):  # noqa: F811

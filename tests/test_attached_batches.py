@@ -290,6 +290,19 @@ def afters(conn, wallet_id):
     ]
 
 
+def chained(conn, wallet):
+    """Applied one after another (in whatever order their transactions got the
+    wallet), each entry starts where the one before it ended: the balances
+    before the entries, plus the final one, are those after them, plus 0."""
+    rows = conn.execute(
+        "SELECT amount, cached_balance_after FROM app_transaction WHERE wallet_id = %s",
+        [wallet],
+    ).fetchall()
+    final = seed_figures(conn)[0][wallet][0]
+    befores = sorted([after - amount for amount, after in rows] + [final])
+    return befores == sorted([after for _, after in rows] + [0])
+
+
 def test_balance_after_rows_of_a_statement_write_each_wallet_at_most_twice(running):
     """Each row gets its wallet's running balance, in the order of the rows; the
     statement writes each wallet and profile row once, however many rows."""
@@ -504,10 +517,4 @@ def test_racing_balance_after_statements_singles_folds_and_reconciles(running, c
     assert seed_figures(running)[0] == applied_once(running)
     assert drift(running, "seed") == []
     for wallet in (1, 2, 3, 5):
-        rows = running.execute(
-            "SELECT amount, cached_balance_after FROM app_transaction WHERE wallet_id = %s",
-            [wallet],
-        ).fetchall()
-        final = seed_figures(running)[0][wallet][0]
-        befores = sorted([after - amount for amount, after in rows] + [final])
-        assert befores == sorted([after for _, after in rows] + [0]), wallet
+        assert chained(running, wallet), wallet

@@ -22,39 +22,47 @@ INSTALLER = "economy_test_hosted_installer"
 SHOP = "economy_test_hosted_shop"
 
 
-def create_login(admin, role: str) -> None:
+def create_login(admin, role: str, *attributes: str) -> None:
     admin.execute(
         sql.SQL(
             "DO $$ BEGIN CREATE ROLE {} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
         ).format(sql.Identifier(role))
     )
-    admin.execute(sql.SQL("ALTER ROLE {} NOCREATEROLE").format(sql.Identifier(role)))
+    admin.execute(
+        sql.SQL("ALTER ROLE {} " + " ".join(attributes or ("NOCREATEROLE",))).format(
+            sql.Identifier(role)
+        )
+    )
+
+
+def hosted_roles(admin, dsn: str, installer: str, shop: str) -> tuple[str, str]:
+    """An installer that may create in the database, may neither create roles
+    nor databases, and is a member of the shop, the owner of the app's tables;
+    the admin (the tests' role) a member of both, to clean up after them.
+    Returns the installer's dsn and the shop's."""
+    for role in (installer, shop):
+        create_login(admin, role)
+        admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+    database = conninfo_to_dict(dsn)["dbname"]
+    admin.execute(
+        sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+            sql.Identifier(database), sql.Identifier(installer)
+        )
+    )
+    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(shop)))
+    admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(shop), sql.Identifier(installer)))
+    return make_conninfo(dsn, user=installer), make_conninfo(dsn, user=shop)
 
 
 @pytest.fixture
 def hosted(empty_dsn):
-    """(admin connection, installer's dsn, shop's dsn): the installer may create
-    in the database, may neither create roles nor databases, and is a member of
-    the shop, the owner of the app's tables. The admin (the tests' role) is a
-    member of both, to clean up after them."""
+    """(admin connection, installer's dsn, shop's dsn): hosted_roles' installer
+    and shop."""
     with psycopg.connect(empty_dsn, autocommit=True) as admin:
-        for role in (INSTALLER, SHOP):
-            create_login(admin, role)
-            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
         for attachment in ("seed", "esports"):  # left by earlier tests in a reused database
             left = api.sync_role_name(admin, attachment)
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(left)))
-        database = conninfo_to_dict(empty_dsn)["dbname"]
-        admin.execute(
-            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(INSTALLER)
-            )
-        )
-        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(SHOP)))
-        admin.execute(
-            sql.SQL("GRANT {} TO {}").format(sql.Identifier(SHOP), sql.Identifier(INSTALLER))
-        )
-        yield admin, make_conninfo(empty_dsn, user=INSTALLER), make_conninfo(empty_dsn, user=SHOP)
+        yield admin, *hosted_roles(admin, empty_dsn, INSTALLER, SHOP)
 
 
 def installer_dsn_of(conn) -> str:

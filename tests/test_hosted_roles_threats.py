@@ -13,24 +13,12 @@ import pytest
 from helpers import SEED_ATTACH, SEED_TABLES, run
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from test_hosted_roles import create_login, hosted_roles
 
 from economy_sync import api, migrate, roles
 
 SHOP = "economy_threat_shop"
 INSTALLER = "economy_threat_installer"
-
-
-def create_login(admin, role: str, *attributes: str) -> None:
-    admin.execute(
-        sql.SQL(
-            "DO $$ BEGIN CREATE ROLE {} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ).format(sql.Identifier(role))
-    )
-    admin.execute(
-        sql.SQL("ALTER ROLE {} " + " ".join(attributes or ("NOCREATEROLE",))).format(
-            sql.Identifier(role)
-        )
-    )
 
 
 # --- the roles recipe ------------------------------------------------------
@@ -213,36 +201,14 @@ def hosted(empty_dsn):
     fixture: an installer without CREATEROLE, a member of the shop (owner of
     the app's tables); the package installed through the recipe."""
     with psycopg.connect(empty_dsn, autocommit=True) as admin:
-        for role in (INSTALLER, SHOP):
-            create_login(admin, role)
-            admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
-        database = conninfo_to_dict(empty_dsn)["dbname"]
-        admin.execute(
-            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(INSTALLER)
-            )
-        )
-        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(SHOP)))
-        admin.execute(
-            sql.SQL("GRANT {} TO {}").format(sql.Identifier(SHOP), sql.Identifier(INSTALLER))
-        )
-        installer_dsn = make_conninfo(empty_dsn, user=INSTALLER)
+        installer_dsn, shop_dsn = hosted_roles(admin, empty_dsn, INSTALLER, SHOP)
         admin.execute(roles.recipe(INSTALLER))
         migrate.upgrade(installer_dsn)
-        with psycopg.connect(make_conninfo(empty_dsn, user=SHOP), autocommit=True) as shop:
+        with psycopg.connect(shop_dsn, autocommit=True) as shop:
             shop.execute(SEED_TABLES)
             shop.execute("INSERT INTO app_profile DEFAULT VALUES")
             shop.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
-        yield admin, installer_dsn, make_conninfo(empty_dsn, user=SHOP)
-
-
-def sync_role_of(conn, attachment: str) -> str:
-    """What anyone can compute: the name is public (pg_database's oid)."""
-    return conn.execute(
-        "SELECT ('economy_sync_' || left(md5(d.oid::text || '/' || %s), 16))"
-        " FROM pg_database d WHERE d.datname = current_database()",
-        [attachment],
-    ).fetchone()[0]
+        yield admin, installer_dsn, shop_dsn
 
 
 def plant_through_a_dropped_intermediate(attacker, role: str, schema: str) -> None:
@@ -294,7 +260,7 @@ def test_a_planted_sync_role_that_owns_a_backdoor_is_not_taken_over(hosted, empt
             sql.Identifier(ATTACKER)
         )
     )
-    role = sync_role_of(admin, "planted")
+    role = api.sync_role_name(admin, "planted")
     attacker = psycopg.connect(make_conninfo(empty_dsn, user=ATTACKER), autocommit=True)
     try:
         plant_through_a_dropped_intermediate(attacker, role, "threat_svc")
@@ -357,7 +323,7 @@ def test_another_databases_installer_is_not_an_administrator_of_this_sync_role(h
         pytest.skip("on 15 CREATEROLE may grant any role anyway")
     create_login(admin, TENANT, "CREATEROLE")
     admin.execute(roles.recipe(TENANT))  # its own database's recipe, as documented
-    role = sync_role_of(admin, "seed")
+    role = api.sync_role_name(admin, "seed")
     tenant = psycopg.connect(make_conninfo(empty_dsn, user=TENANT), autocommit=True)
     try:
         tenant.execute("SET createrole_self_grant = 'set, inherit'")
