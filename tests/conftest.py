@@ -19,10 +19,12 @@ import pytest
 from helpers import SEED_ATTACH, SEED_TABLES
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
+from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from economy_sync import migrate
 from economy_sync.pg_binaries import find_pg_ctl
+from economy_sync.throwaway import PostgreSQLServerExecutor
 
 EXISTING_DSN = os.environ.get("ECONOMY_SYNC_TEST_DSN")
 EXISTING_SECOND_DSN = os.environ.get("ECONOMY_SYNC_TEST_SECOND_DSN")
@@ -38,6 +40,9 @@ def install_schema(host, port, user, dbname, password=None, **_):
 if expected_bindir := os.environ.get("ECONOMY_SYNC_TEST_PG_BINDIR"):
     assert Path(find_pg_ctl()).parent == Path(expected_bindir), (find_pg_ctl(), expected_bindir)
 
+# the session's server too carries a mark no exiting child's pid can be part of
+assert factories.process.PostgreSQLExecutor is PostgreSQLExecutor, "pytest-postgresql moved"
+factories.process.PostgreSQLExecutor = PostgreSQLServerExecutor
 pg_server = factories.postgresql_proc(executable=find_pg_ctl(), port=None, load=[install_schema])
 pg_template_clone = factories.postgresql("pg_server")
 

@@ -5,7 +5,9 @@ server binaries are the machine's `postgresql` package.
 """
 
 import os
+import secrets
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,20 @@ def refuse_root() -> None:
         raise PermissionError(
             "PostgreSQL refuses to run as root: run this as an unprivileged user "
             "(scripts/demo and scripts/test do it for you)"
+        )
+
+
+class PostgreSQLServerExecutor(PostgreSQLExecutor):
+    """pytest-postgresql's executor, with a mark on the server's environment
+    that holds no digit. mirakuru (3.1) marks what it starts with
+    "<pid>:<uuid4>", and at the exit of any Python process that imported it
+    SIGKILLs every process whose mark *contains* that process's pid: a child
+    Python with pid 284 killed a server marked "6875:83b3c7ff-2849-..."."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._uuid = "economy-sync-" + "".join(
+            secrets.choice(string.ascii_lowercase) for _ in range(24)
         )
 
 
@@ -65,7 +81,7 @@ class ThrowawayServer:
         self.workdir = Path(tempfile.mkdtemp(prefix="economy-sync-pg-"))
         self.port = port_for.select_random()
         self.pg_ctl = find_pg_ctl()
-        self.executor = PostgreSQLExecutor(
+        self.executor = PostgreSQLServerExecutor(
             executable=self.pg_ctl,
             host="127.0.0.1",
             port=self.port,
