@@ -8,7 +8,7 @@ CREATE SCHEMA economy;
 -- The revision in this comment lets anyone with USAGE (economy-sync doctor)
 -- see which migration the schema is at; each revision sets it.
 COMMENT ON SCHEMA economy IS
-'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0012_hosted_roles)';
+'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0013_transfers)';
 
 -- The cached figures have 2 decimals, like every entry, and room for any sum
 -- the ledger can reach (numeric(20, 2) overflowed after about a thousand
@@ -103,7 +103,12 @@ CREATE TABLE economy.transaction (
     -- multi-row statement after its wallet's first, whose caches were updated
     -- together with the statement's others at its end (set by apply_entry
     -- only: the package roles cannot name it)
-    applied_at_statement_end boolean NOT NULL DEFAULT false
+    applied_at_statement_end boolean NOT NULL DEFAULT false,
+    -- What the app says of the entry (an order id, a match id): set through
+    -- the posting functions' metadata => or a plain INSERT, and compared by an
+    -- idempotent replay. Not indexed: an index would tax every insert, and
+    -- the README says which to add for the queries an app makes.
+    metadata jsonb
 );
 
 -- economy.balance_at(): a wallet's entries up to a time, from the index alone.
@@ -192,6 +197,16 @@ FROM economy.wallet_totals(NULL) t;
 -- is posted), released or expired. Written only by economy.hold,
 -- capture_hold, release_hold and expire_holds, each under the wallet's lock;
 -- wallet.held caches the sum of those in status 'held'.
+-- One row per economy.transfer_many call made with an idempotency key: the
+-- key names the whole call, whose legs may pay from one wallet twice (keys of
+-- entries are unique per wallet). A replay returns entry_ids' entries.
+CREATE TABLE economy.transfer_many_call (
+    idempotency_key text PRIMARY KEY,
+    -- the legs in the order the call returned them: debit, credit, debit, ...
+    entry_ids bigint [] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE economy.wallet_hold (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     wallet_id bigint NOT NULL REFERENCES economy.wallet (id),

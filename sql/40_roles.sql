@@ -37,14 +37,15 @@ GRANT SELECT ON ALL TABLES IN SCHEMA economy TO economy_app;
 -- Plain INSERTs are allowed: the triggers sync them like any other entry.
 -- Not of id and created_at, which are the database's (OVERRIDING SYSTEM VALUE
 -- needs INSERT on id), nor of transfer_debit_id, which only transfer() sets.
-GRANT INSERT (wallet_id, amount, kind, idempotency_key, reverses_id, memo)
+GRANT INSERT (wallet_id, amount, kind, idempotency_key, reverses_id, memo, metadata)
 ON economy.transaction TO economy_app;
 GRANT INSERT (wallet_id, amount, kind, idempotency_key, memo)
 ON economy.transaction_batch TO economy_app;
 GRANT EXECUTE ON FUNCTION
 economy.open_wallet(bigint, numeric),
-economy.post_transaction(bigint, numeric, text, text, text),
-economy.transfer(bigint, bigint, numeric, text, text),
+economy.post_transaction(bigint, numeric, text, text, text, jsonb),
+economy.transfer(bigint, bigint, numeric, text, text, jsonb),
+economy.transfer_many(bigint[], bigint[], numeric[], text, text, jsonb),
 economy.reverse_transaction(bigint, text),
 economy.balance_drift(bigint[], text),
 economy.reconcile_economy(boolean, bigint[], integer, uuid, text),
