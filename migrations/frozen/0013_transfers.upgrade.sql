@@ -99,6 +99,11 @@ BEGIN
         ORDER BY w.id
         FOR KEY SHARE
     );
+    -- read again, in a new snapshot: a KEY SHARE lock is granted on a row
+    -- that set_hot(false) changed meanwhile without checking it again
+    hot_payees := ARRAY(
+        SELECT w.id FROM economy.wallet w WHERE w.id = ANY (hot_payees) AND w.hot
+    );
     PERFORM FROM economy.wallet w
     WHERE (w.id = ANY (payers) OR w.id = ANY (payees)) AND w.id <> ALL (hot_payees)
     ORDER BY w.id

@@ -19,6 +19,7 @@ from economy_sync.api import (
     get_balance_drift,
     hold,
     post_batch,
+    post_transaction,
     prune_reconcile_log,
     recompute_lifetime_earnings,
     reconcile,
@@ -27,6 +28,8 @@ from economy_sync.api import (
     set_hot,
     sync_profile_by_user_id,
     sync_wallet_to_profile,
+    transfer,
+    transfer_many,
     wallet_balance,
 )
 
@@ -48,6 +51,7 @@ __all__ = [
     "get_balance_drift",
     "hold",
     "post_batch",
+    "post_transaction",
     "prune_reconcile_log",
     "recompute_lifetime_earnings",
     "reconcile",
@@ -56,5 +60,7 @@ __all__ = [
     "set_hot",
     "sync_profile_by_user_id",
     "sync_wallet_to_profile",
+    "transfer",
+    "transfer_many",
     "wallet_balance",
 ]

@@ -18,6 +18,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 EARNINGS_FIELD = "lifetime_earnings"  # wallet.… and profile.…
 # The attachment name of the package's own tables (as attachment=None).
@@ -101,6 +102,7 @@ class LedgerEntry:
     balance_after: Decimal | None
     # applied with the other entries of its (multi-row) statement, at its end
     applied_at_statement_end: bool
+    metadata: dict | list | None  # the app's jsonb: an order id, a match id
 
 
 @dataclass
@@ -423,6 +425,89 @@ def balance_at(
     if value is None:
         raise WalletNotFound(f"wallet {wallet_id} does not exist")
     return value
+
+
+def _json(value: object) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+def post_transaction(
+    conn: psycopg.Connection,
+    wallet_id: int,
+    amount: Decimal,
+    kind: str,
+    idempotency_key: str | None = None,
+    memo: str | None = None,
+    metadata: object = None,
+) -> LedgerEntry:
+    """Append one entry (`economy.post_transaction`); a replayed key returns
+    the entry it wrote."""
+    with conn.cursor(row_factory=class_row(LedgerEntry)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.post_transaction(%(wallet_id)s::bigint, %(amount)s::numeric,"
+            " %(kind)s::text, idempotency_key => %(idempotency_key)s::text,"
+            " memo => %(memo)s::text, metadata => %(metadata)s::jsonb)",
+            {
+                "wallet_id": wallet_id,
+                "amount": amount,
+                "kind": kind,
+                "idempotency_key": idempotency_key,
+                "memo": memo,
+                "metadata": _json(metadata),
+            },
+        ).fetchone()
+
+
+def transfer(
+    conn: psycopg.Connection,
+    from_wallet_id: int,
+    to_wallet_id: int,
+    amount: Decimal,
+    idempotency_key: str | None = None,
+    memo: str | None = None,
+    metadata: object = None,
+) -> list[LedgerEntry]:
+    """Move `amount` between two wallets (`economy.transfer`): the debit, then the credit."""
+    with conn.cursor(row_factory=class_row(LedgerEntry)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.transfer(%(from)s::bigint, %(to)s::bigint, %(amount)s::numeric,"
+            " idempotency_key => %(idempotency_key)s::text, memo => %(memo)s::text,"
+            " metadata => %(metadata)s::jsonb)",
+            {
+                "from": from_wallet_id,
+                "to": to_wallet_id,
+                "amount": amount,
+                "idempotency_key": idempotency_key,
+                "memo": memo,
+                "metadata": _json(metadata),
+            },
+        ).fetchall()
+
+
+def transfer_many(
+    conn: psycopg.Connection,
+    transfers: Iterable[tuple[int, int, Decimal]],
+    idempotency_key: str | None = None,
+    memo: str | None = None,
+    metadata: object = None,
+) -> list[LedgerEntry]:
+    """Several (from_wallet_id, to_wallet_id, amount) transfers in one statement,
+    all or nothing (`economy.transfer_many`): each one's debit, then its credit."""
+    rows = list(transfers)
+    with conn.cursor(row_factory=class_row(LedgerEntry)) as cur:
+        return cur.execute(
+            "SELECT * FROM economy.transfer_many(%(payers)s::bigint[], %(payees)s::bigint[],"
+            " %(amounts)s::numeric[], idempotency_key => %(idempotency_key)s::text,"
+            " memo => %(memo)s::text, metadata => %(metadata)s::jsonb)",
+            {
+                "payers": [payer for payer, _, _ in rows],
+                "payees": [payee for _, payee, _ in rows],
+                "amounts": [amount for _, _, amount in rows],
+                "idempotency_key": idempotency_key,
+                "memo": memo,
+                "metadata": _json(metadata),
+            },
+        ).fetchall()
 
 
 def hold(

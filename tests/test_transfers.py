@@ -1,0 +1,330 @@
+"""Transfers into hot wallets, several transfers in one call (transfer_many),
+and metadata on every entry: as the app role, raced by several connections."""
+
+import random
+import threading
+from contextlib import suppress
+from decimal import Decimal
+
+import psycopg
+import pytest
+from helpers import balances, drift, open_wallet, post
+from psycopg import errors
+from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
+
+from economy_sync import (
+    fold_hot_wallets,
+    post_transaction,
+    set_hot,
+    transfer,
+    transfer_many,
+    wallet_balance,
+)
+
+ORDER = {"order": "A-17", "lines": [1, 2]}
+
+
+@pytest.fixture
+def wallets(conn):
+    """Wallets of users 1-4 with 100.00 each; user 1's (the house) is hot."""
+    ids = [open_wallet(conn, user) for user in (1, 2, 3, 4)]
+    for wallet_id in ids:
+        post(conn, wallet_id, "100", kind="prize")
+    set_hot(conn, ids[0])
+    return ids
+
+
+@pytest.fixture
+def app(login):
+    """A connection of an app login (a member of economy_app)."""
+    return login("economy_app")
+
+
+def entry_count(conn) -> int:
+    return conn.execute("SELECT count(*) FROM economy.transaction").fetchone()[0]
+
+
+def assert_conserved_and_exact(conn):
+    """No drift; folded, every cache equals the ledger, and transfers and
+    reversals made no money."""
+    assert drift(conn) == []
+    fold_hot_wallets(conn)
+    assert drift(conn) == []
+    total = conn.execute("SELECT sum(amount) FROM economy.transaction").fetchone()[0]
+    assert conn.execute("SELECT sum(balance) FROM economy.wallet").fetchone()[0] == total
+    assert (
+        conn.execute(
+            "SELECT coalesce(sum(amount), 0) FROM economy.transaction WHERE kind = 'transfer'"
+        ).fetchone()[0]
+        == 0
+    )
+
+
+def test_transfers_into_a_hot_wallet_wait_for_no_other_credit(connect, login, wallets):
+    house, *users = wallets
+    first = login("economy_app")
+    first.autocommit = False
+    transfer(first, users[0], house, Decimal("5"))  # uncommitted
+    second = login("economy_app")
+    second.execute("SET lock_timeout = '1s'")  # a wait would fail, not slow down
+    transfer(second, users[1], house, Decimal("7"))
+    transfer_many(second, [(users[2], house, Decimal("1")), (users[1], house, Decimal("2"))])
+    post(second, house, "3", kind="fee")
+    first.commit()
+    assert wallet_balance(second, house) == Decimal("118.00")
+    assert_conserved_and_exact(connect())
+
+
+def test_into_a_normal_wallet_the_same_transfers_queue(login, wallets):
+    _, shop, *users = wallets
+    first = login("economy_app")
+    first.autocommit = False
+    transfer(first, users[0], shop, Decimal("5"))
+    second = login("economy_app")
+    second.execute("SET lock_timeout = '200ms'")
+    with pytest.raises(errors.LockNotAvailable):
+        transfer(second, users[1], shop, Decimal("7"))
+    first.rollback()
+
+
+def test_a_hot_transfer_keeps_its_pairing_reversal_and_replay(conn, app, wallets):
+    house, user = wallets[0], wallets[1]
+    debit, credit = transfer(app, user, house, Decimal("4.50"), idempotency_key="buy-1")
+    assert credit.transfer_debit_id == debit.id and credit.balance_after is None  # parked
+    assert [e.id for e in transfer(app, user, house, Decimal("4.50"), "buy-1")] == [
+        debit.id,
+        credit.id,
+    ]
+    with pytest.raises(errors.UniqueViolation):
+        transfer(app, user, house, Decimal("4.51"), "buy-1")
+    # reversing the parked credit is a debit of the hot wallet: both legs go back
+    app.execute("SELECT economy.reverse_transaction(%s)", [credit.id])
+    with pytest.raises(errors.UniqueViolation, match="already reversed"):
+        app.execute("SELECT economy.reverse_transaction(%s)", [debit.id])
+    assert balances(conn, user)[0] == Decimal("100.00")
+    assert wallet_balance(conn, house) == Decimal("100.00")
+    assert_conserved_and_exact(conn)
+
+
+def test_transfer_many_returns_each_debit_then_its_credit(conn, app, wallets):
+    house, a, b, c = wallets
+    legs = transfer_many(
+        app,
+        [(a, b, Decimal("10")), (a, house, Decimal("1.25")), (c, a, Decimal("3"))],
+        memo="order A-17",
+        metadata=ORDER,
+    )
+    assert [(e.wallet_id, e.amount) for e in legs] == [
+        (a, Decimal("-10.00")),
+        (b, Decimal("10.00")),
+        (a, Decimal("-1.25")),
+        (house, Decimal("1.25")),
+        (c, Decimal("-3.00")),
+        (a, Decimal("3.00")),
+    ]
+    assert [e.transfer_debit_id for e in legs] == [
+        None,
+        legs[0].id,
+        None,
+        legs[2].id,
+        None,
+        legs[4].id,
+    ]
+    assert all((e.kind, e.memo, e.metadata) == ("transfer", "order A-17", ORDER) for e in legs)
+    assert [e.id for e in legs] == sorted(e.id for e in legs)
+    assert balances(conn, a)[0] == Decimal("91.75")
+    assert wallet_balance(conn, house) == Decimal("101.25")
+    # either leg of one of its transfers reverses that transfer's two legs
+    conn.execute("SELECT economy.reverse_transaction(%s)", [legs[1].id])
+    assert balances(conn, a)[0] == Decimal("101.75")
+    assert balances(conn, b)[0] == Decimal("100.00")
+    assert_conserved_and_exact(conn)
+
+
+@pytest.mark.parametrize(
+    ("transfers", "error"),
+    [
+        ([(2, 3, "150")], errors.CheckViolation),  # over the overdraft limit
+        ([(2, 3, "10"), (3, 2, "10"), (2, 3, "100")], errors.CheckViolation),  # a later debit
+        ([(2, 999, "1")], errors.ForeignKeyViolation),
+        ([(2, 3, "1"), (4, 4, "1")], errors.CheckViolation),
+        ([(2, 3, "0")], errors.CheckViolation),
+        ([(2, 3, "-1")], errors.CheckViolation),
+        ([(2, 3, "NaN")], errors.CheckViolation),
+        ([(2, 3, "Infinity")], errors.CheckViolation),
+        ([(2, 3, "0.001")], errors.CheckViolation),
+        ([(2, 3, "1000000000000000")], errors.CheckViolation),
+        ([(2, None, "1")], errors.NotNullViolation),
+        ([(2, 3, None)], errors.CheckViolation),
+    ],
+)
+def test_one_refused_transfer_refuses_the_call(conn, app, wallets, transfers, error):
+    by_user = dict(zip((1, 2, 3, 4, 999, None), [*wallets, 999, None], strict=True))
+    named = [
+        (by_user[payer], by_user[payee], None if amount is None else Decimal(amount))
+        for payer, payee, amount in [(2, 4, "1"), *transfers]
+    ]
+    before = entry_count(conn)
+    with pytest.raises(error):
+        transfer_many(app, named)
+    assert entry_count(conn) == before
+    assert_conserved_and_exact(conn)
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        "ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::numeric[]",
+        "ARRAY[%(a)s, %(b)s]::bigint[], ARRAY[%(b)s]::bigint[], ARRAY[1, 2]::numeric[]",
+        "ARRAY[%(a)s]::bigint[], ARRAY[%(b)s]::bigint[], ARRAY[1, 2]::numeric[]",
+        "NULL, ARRAY[%(b)s]::bigint[], ARRAY[1]::numeric[]",
+        "ARRAY[[%(a)s]]::bigint[], ARRAY[[%(b)s]]::bigint[], ARRAY[[1]]::numeric[]",
+    ],
+)
+def test_arrays_of_other_lengths_are_an_invalid_parameter(app, wallets, arrays):
+    with pytest.raises(errors.InvalidParameterValue, match="one length"):
+        app.execute(
+            f"SELECT economy.transfer_many({arrays})",  # the test's own constants
+            {"a": wallets[1], "b": wallets[2]},
+        )
+
+
+def test_a_key_names_the_whole_call(conn, app, wallets):
+    house, a, b, c = wallets
+    call = [(a, b, Decimal("5")), (a, house, Decimal("1")), (b, c, Decimal("2"))]
+    first = transfer_many(app, call, idempotency_key="payout-9", metadata=ORDER)
+    before = entry_count(conn)
+    again = transfer_many(app, call, idempotency_key="payout-9", metadata=ORDER)
+    assert again == first
+    assert entry_count(conn) == before
+    for other in (
+        {"transfers": call[:2]},
+        {"transfers": [*call, (c, a, Decimal("1"))]},
+        {"transfers": [call[1], call[0], call[2]]},
+        {"transfers": [(a, b, Decimal("5.01")), *call[1:]]},
+        {"transfers": [(a, c, Decimal("5")), *call[1:]]},
+        {"transfers": call, "memo": "other"},
+        {"transfers": call, "metadata": {"order": "A-18"}},
+        {"transfers": call, "metadata": None},
+    ):
+        with pytest.raises(errors.UniqueViolation, match="payout-9"):
+            transfer_many(app, idempotency_key="payout-9", **{"metadata": ORDER} | other)
+    assert entry_count(conn) == before
+    assert_conserved_and_exact(conn)
+
+
+def test_racing_calls_of_one_key_write_once(connect, conn, wallets):
+    _, a, b, _ = wallets
+    first = connect(autocommit=False)
+    legs = transfer_many(first, [(a, b, Decimal("1"))] * 3, idempotency_key="k")
+    results = []
+    second = threading.Thread(
+        target=lambda: results.append(
+            transfer_many(connect(), [(a, b, Decimal("1"))] * 3, idempotency_key="k")
+        )
+    )
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waits for the first call's commit
+    first.commit()
+    second.join()
+    assert results == [legs]
+    assert balances(conn, a)[0] == Decimal("97.00")
+
+
+def test_metadata_on_every_entry_and_in_every_replay(conn, app, wallets):
+    _, a, b, _ = wallets
+    entry = post_transaction(app, a, Decimal("2"), "reward", idempotency_key="r-1", metadata=ORDER)
+    assert entry.metadata == ORDER
+    assert post_transaction(app, a, Decimal("2"), "reward", "r-1", metadata=ORDER) == entry
+    with pytest.raises(errors.UniqueViolation):
+        post_transaction(app, a, Decimal("2"), "reward", "r-1", metadata={"order": "other"})
+    with pytest.raises(errors.UniqueViolation):
+        post_transaction(app, a, Decimal("2"), "reward", "r-1")
+    legs = transfer(app, a, b, Decimal("1"), idempotency_key="t-1", metadata=ORDER)
+    assert [e.metadata for e in legs] == [ORDER, ORDER]
+    with pytest.raises(errors.UniqueViolation):
+        transfer(app, a, b, Decimal("1"), idempotency_key="t-1", metadata={"order": "other"})
+    app.execute(
+        "INSERT INTO economy.transaction (wallet_id, amount, kind, metadata)"
+        " VALUES (%s, 1, 'fee', %s)",
+        [b, Jsonb({"match": 3})],
+    )
+    assert (
+        conn.execute(
+            'SELECT count(*) FROM economy.transaction WHERE metadata @> \'{"order": "A-17"}\''
+        ).fetchone()[0]
+        == 3
+    )
+    assert conn.execute(
+        "SELECT amount FROM economy.transaction WHERE metadata ->> 'match' = '3'"
+    ).fetchone()[0] == Decimal("1.00")
+    assert_conserved_and_exact(conn)
+
+
+def test_a_login_outside_the_package_roles_may_not_transfer(conn, wallets, dsn):
+    conn.execute("CREATE ROLE economy_test_stranger LOGIN")
+    try:
+        with (
+            psycopg.connect(make_conninfo(dsn, user="economy_test_stranger")) as stranger,
+            pytest.raises(errors.InsufficientPrivilege),
+        ):
+            transfer_many(stranger, [(wallets[1], wallets[2], Decimal("1"))])
+    finally:
+        conn.execute("DROP ROLE economy_test_stranger")
+
+
+def test_racing_transfers_in_opposite_orders_never_deadlock(connect, conn, wallets):
+    """transfer_many and transfer in every order among four wallets (the hot one
+    paying too), beside reconcile, folds and set_hot toggles: no deadlock, no
+    money made or lost, the figures exact after every commit."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    house = wallets[0]
+
+    def run(work):
+        c = connect()
+        try:
+            while not stop.is_set():
+                work(c)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+            stop.set()
+
+    def many(c):
+        calls = [(*random.sample(wallets, 2), Decimal(random.choice([1, 2]))) for _ in range(4)]
+        with suppress(errors.CheckViolation):  # below a limit: refused, as it should be
+            transfer_many(c, calls, metadata={"n": len(calls)})
+
+    def one(c):
+        with suppress(errors.CheckViolation):
+            transfer(c, *random.sample(wallets, 2), Decimal("1"))
+
+    def into_house(c):
+        with suppress(errors.CheckViolation):
+            transfer(c, random.choice(wallets[1:]), house, Decimal("0.01"))
+            transfer_many(c, [(w, house, Decimal("0.01")) for w in wallets[1:]])
+
+    def repair(c):  # the SQL itself: a deadlock would raise, not be counted
+        c.execute("SELECT count(*) FROM economy.reconcile_economy(dry_run => false)")
+
+    def fold(c):
+        fold_hot_wallets(c)
+
+    def toggle(c):
+        set_hot(c, house, False)
+        set_hot(c, house, True)
+
+    workers = [many] * 4 + [one] * 2 + [into_house] * 2 + [repair, fold, toggle]
+    threads = [threading.Thread(target=run, args=(work,)) for work in workers]
+    for t in threads:
+        t.start()
+    stop.wait(8)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert conn.execute("SELECT count(*) FROM economy.transaction").fetchone()[0] > 50
+    assert conn.execute("SELECT count(*) FROM economy.reconcile_log").fetchone()[0] == 0
+    assert_conserved_and_exact(conn)
