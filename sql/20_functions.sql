@@ -570,10 +570,11 @@ BEGIN
 END;
 $$;
 
--- Locks the wallets of transfers, so that transfers named in any order queue
--- instead of deadlocking; the caller holds the ledger's lock already (an
--- INSERT takes it before its trigger locks a wallet: holding a wallet while
--- queueing for the ledger behind mark_ledger_horizon() would make a cycle).
+-- Locks the wallets of transfers before they look for an earlier transfer of
+-- their idempotency key, in id order, as every writer does; the caller holds
+-- the ledger's lock already (an INSERT takes it before its trigger locks a
+-- wallet: holding a wallet while queueing for the ledger behind
+-- mark_ledger_horizon() would make a cycle).
 -- A hot payee that pays nothing is not locked for writing: its credit is
 -- parked (apply_entry) and waits for no other. Its KEY SHARE lock, taken
 -- first, blocks only set_hot(false), which holds nothing while it waits: the
@@ -599,13 +600,17 @@ BEGIN
         SELECT w.id FROM economy.wallet w WHERE w.id = ANY (hot_payees) AND w.hot
     );
     PERFORM FROM economy.wallet w
-    WHERE (w.id = ANY (payers) OR w.id = ANY (payees)) AND w.id <> ALL (hot_payees)
+    WHERE w.id = ANY (payers || payees) AND w.id <> ALL (hot_payees)
     ORDER BY w.id
     FOR NO KEY UPDATE;
 END;
 $$;
 
--- Returns the two entries, debit first.
+-- Returns the two entries, debit first: one INSERT of both legs, in wallet id
+-- order, as every writer locks wallets (apply_entry locks each as it applies
+-- its leg): opposite transfers queue instead of deadlocking. The ids are drawn
+-- by that statement, after its lock of the ledger, as the credit names its
+-- debit's. A hot payee is not locked: its credit is parked.
 CREATE FUNCTION economy.transfer(
     from_wallet_id bigint,
     to_wallet_id bigint,
@@ -632,10 +637,11 @@ BEGIN
         RAISE EXCEPTION 'transfer amount must be positive, got %', amount
             USING ERRCODE = 'check_violation';
     END IF;
-    LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
-    PERFORM economy.lock_transfer_wallets(ARRAY[from_wallet_id], ARRAY[to_wallet_id]);
 
     IF idempotency_key IS NOT NULL THEN
+        -- the wallets first: a concurrent transfer of the key then has committed
+        LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
+        PERFORM economy.lock_transfer_wallets(ARRAY[from_wallet_id], ARRAY[to_wallet_id]);
         SELECT t.* INTO debit FROM economy.transaction t
         WHERE t.wallet_id = from_wallet_id AND t.idempotency_key = transfer.idempotency_key;
         IF FOUND THEN
@@ -650,16 +656,30 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO economy.transaction AS t (wallet_id, amount, kind, idempotency_key, memo, metadata)
-    VALUES (from_wallet_id, -amount, 'transfer', idempotency_key, memo, metadata)
-    RETURNING t.* INTO debit;
-    INSERT INTO economy.transaction AS t (
-        wallet_id, amount, kind, idempotency_key, memo, metadata, transfer_debit_id
+    RETURN QUERY
+    WITH ids AS (
+        SELECT
+            nextval('economy.transaction_id_seq') AS debit_id,
+            nextval('economy.transaction_id_seq') AS credit_id
+    ),
+
+    legs AS (
+        INSERT INTO economy.transaction AS t (
+            id, wallet_id, amount, kind, idempotency_key, memo, metadata, transfer_debit_id
+        )
+        OVERRIDING SYSTEM VALUE
+        SELECT leg.id, leg.wallet_id, leg.amount, 'transfer', idempotency_key, memo, metadata,
+            leg.debit_id
+        FROM ids,
+            LATERAL (VALUES
+                (ids.debit_id, from_wallet_id, -amount, NULL::bigint),
+                (ids.credit_id, to_wallet_id, amount, ids.debit_id)
+            ) AS leg (id, wallet_id, amount, debit_id)
+        ORDER BY leg.wallet_id
+        RETURNING t.*
     )
-    VALUES (to_wallet_id, amount, 'transfer', idempotency_key, memo, metadata, debit.id)
-    RETURNING t.* INTO credit;
-    RETURN NEXT debit;
-    RETURN NEXT credit;
+
+    SELECT * FROM legs ORDER BY legs.id;
 END;
 $$;
 
@@ -703,10 +723,14 @@ END;
 $$;
 
 -- n transfers in one statement, all or nothing: for each i in order its
--- debit, then its credit. The ids are drawn first (under the ledger's lock,
--- so the safe horizon cannot pass them), as a credit names its debit's. An
--- idempotency key names the whole call (economy.transfer_many_call): the
--- legs carry none, as one wallet may pay twice in one call.
+-- debit, then its credit. The legs are inserted in wallet id order (each
+-- wallet's legs in the order of the call), as every writer locks wallets:
+-- calls in any order queue instead of deadlocking, and each wallet's running
+-- balance and overdraft checks are those of the call's order. The ids are
+-- drawn first, under the ledger's lock (so the safe horizon cannot pass
+-- them), as a credit names its debit's. An idempotency key names the whole
+-- call (economy.transfer_many_call): the legs carry none, as one wallet may
+-- pay twice in one call.
 CREATE FUNCTION economy.transfer_many(
     from_wallet_ids bigint [],
     to_wallet_ids bigint [],
@@ -774,7 +798,6 @@ BEGIN
         END IF;
     END IF;
 
-    PERFORM economy.lock_transfer_wallets(from_wallet_ids, to_wallet_ids);
     RETURN QUERY
     WITH legs AS (
         INSERT INTO economy.transaction AS t (
@@ -790,7 +813,7 @@ BEGIN
         FROM unnest(from_wallet_ids, to_wallet_ids, amounts)
             WITH ORDINALITY AS x (payer, payee, amount, i)
         CROSS JOIN (VALUES (false), (true)) AS leg (is_credit)
-        ORDER BY x.i, leg.is_credit
+        ORDER BY CASE WHEN leg.is_credit THEN x.payee ELSE x.payer END, x.i
         RETURNING t.*
     )
 

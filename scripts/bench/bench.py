@@ -98,6 +98,37 @@ INSERT_HOT = (  # wallet 1 is a normal wallet
 INSERT_HOT_MARKED = (  # wallet 2 is marked hot (economy.set_hot)
     "INSERT INTO economy.transaction (wallet_id, amount, kind) VALUES (2, 1.00, 'reward');\n"
 )
+# Transfers: wallet 1 is a normal house wallet, wallet 2 a hot one; the users
+# (3 and up) may go below zero (setup_wallets), so that no transfer is refused.
+TRANSFER_TO_HOUSE = "\\set u random(3, {wallets})\nSELECT economy.transfer(:u, HOUSE, 1.00);\n"
+PAIR_TO_HOUSE = (  # the same two entries as one plain INSERT: no pairing, no replay
+    "\\set u random(3, {wallets})\n"
+    "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+    " VALUES (:u, -1.00, 'transfer'), (HOUSE, 1.00, 'transfer');\n"
+)
+# a payer and another payee, both users, at random
+RANDOM_PAIR = (
+    "\\set aN random(3, {wallets})\n"
+    "\\set bN 3 + (:aN - 3 + random(1, {wallets} - 3)) % ({wallets} - 2)\n"
+)
+TRANSFER_RANDOM = RANDOM_PAIR.replace("N", "") + "SELECT economy.transfer(:a, :b, 1.00);\n"
+PAIR_RANDOM = RANDOM_PAIR.replace("N", "") + (
+    "INSERT INTO economy.transaction (wallet_id, amount, kind)"
+    " VALUES (:a, -1.00, 'transfer'), (:b, 1.00, 'transfer');\n"
+)
+MANY = 10  # transfers per transfer_many call
+TRANSFER_MANY = "".join(RANDOM_PAIR.replace("N", str(i)) for i in range(MANY)) + (
+    "SELECT count(*) FROM economy.transfer_many("
+    f"ARRAY[{', '.join(f':a{i}' for i in range(MANY))}],"
+    f" ARRAY[{', '.join(f':b{i}' for i in range(MANY))}],"
+    f" array_fill(1.00, ARRAY[{MANY}]));\n"
+)
+
+
+def to_house(script: str, hot: bool) -> str:
+    return script.replace("HOUSE", "2" if hot else "1")
+
+
 # A server whose every disk flush takes 1 ms longer (slowsync.c beside this file,
 # preloaded): the flush latency of typical network storage.
 SLOWSYNC_SOURCE = Path(__file__).with_name("slowsync.c")
@@ -387,7 +418,8 @@ def setup_wallets(conn: psycopg.Connection, wallets: int) -> None:
         "INSERT INTO economy.profile (user_id) SELECT g FROM generate_series(1, %s) g", [wallets]
     )
     conn.execute(
-        "INSERT INTO economy.wallet (id, user_id) SELECT g, g FROM generate_series(1, %s) g",
+        "INSERT INTO economy.wallet (id, user_id, overdraft_limit)"
+        " SELECT g, g, 999999999 FROM generate_series(1, %s) g",
         [wallets],
     )
     conn.execute("SELECT setval(pg_get_serial_sequence('economy.wallet', 'id'), %s)", [wallets])
