@@ -184,7 +184,9 @@ $$;
 -- A credit to a hot wallet takes no row lock but KEY SHARE (set_hot(false)
 -- waits for it) and is parked, with balance_after NULL. Any other entry on a
 -- hot wallet locks it and folds the parked credits first (the wallet's first
--- write), then is left to apply_entries (its second).
+-- write), then is left to apply_entries (its second), as are the statement's
+-- later entries of that wallet, credits too: it is locked already, and they
+-- count in the running balance of its later debits.
 CREATE FUNCTION economy.apply_entry()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -268,10 +270,10 @@ BEGIN
     -- a hot wallet (or an unknown one, or an id below the horizon); read
     -- once: the horizon cannot move while this insert is in flight
     -- (mark_ledger_horizon waits for it)
-    IF seen IS NULL OR (parkable AND is_hot) THEN
+    IF seen IS NULL THEN
         beyond_horizon := NEW.id > (SELECT h.safe_up_to FROM economy.ledger_horizon h);
     END IF;
-    IF parkable AND (seen IS NULL OR is_hot) THEN
+    IF parkable AND seen IS NULL THEN
         IF NEW.idempotency_key IS NULL THEN
             INSERT INTO economy.hot_credit (wallet_id, amount, lifetime_earnings)
             SELECT w.id, NEW.amount, economy.earned(NEW.amount, k.is_earning)
@@ -570,47 +572,13 @@ BEGIN
 END;
 $$;
 
--- Locks the wallets of transfers before they look for an earlier transfer of
--- their idempotency key, in id order, as every writer does; the caller holds
--- the ledger's lock already (an INSERT takes it before its trigger locks a
--- wallet: holding a wallet while queueing for the ledger behind
--- mark_ledger_horizon() would make a cycle).
--- A hot payee that pays nothing is not locked for writing: its credit is
--- parked (apply_entry) and waits for no other. Its KEY SHARE lock, taken
--- first, blocks only set_hot(false), which holds nothing while it waits: the
--- wallet stays hot until this transaction ends. Then every other wallet, in
--- id order.
-CREATE FUNCTION economy.lock_transfer_wallets(payers bigint[], payees bigint[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    hot_payees bigint[];
-BEGIN
-    hot_payees := ARRAY(
-        SELECT w.id FROM economy.wallet w
-        WHERE w.id = ANY (payees) AND w.hot AND w.id <> ALL (payers)
-        ORDER BY w.id
-        FOR KEY SHARE
-    );
-    -- read again, in a new snapshot: a KEY SHARE lock is granted on a row
-    -- that set_hot(false) changed meanwhile without checking it again
-    hot_payees := ARRAY(
-        SELECT w.id FROM economy.wallet w WHERE w.id = ANY (hot_payees) AND w.hot
-    );
-    PERFORM FROM economy.wallet w
-    WHERE w.id = ANY (payers || payees) AND w.id <> ALL (hot_payees)
-    ORDER BY w.id
-    FOR NO KEY UPDATE;
-END;
-$$;
-
 -- Returns the two entries, debit first: one INSERT of both legs, in wallet id
 -- order, as every writer locks wallets (apply_entry locks each as it applies
 -- its leg): opposite transfers queue instead of deadlocking. The ids are drawn
 -- by that statement, after its lock of the ledger, as the credit names its
--- debit's. A hot payee is not locked: its credit is parked.
+-- debit's. A hot payee is not locked: its credit is parked. A leg whose key
+-- its wallet has used already is skipped (ON CONFLICT, after waiting for a
+-- transfer of that key in flight): both skipped is a replay, one is an error.
 CREATE FUNCTION economy.transfer(
     from_wallet_id bigint,
     to_wallet_id bigint,
@@ -626,6 +594,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
+    legs economy.transaction[];
     debit economy.transaction;
     credit economy.transaction;
 BEGIN
@@ -637,33 +606,13 @@ BEGIN
         RAISE EXCEPTION 'transfer amount must be positive, got %', amount
             USING ERRCODE = 'check_violation';
     END IF;
-
-    IF idempotency_key IS NOT NULL THEN
-        -- the wallets first: a concurrent transfer of the key then has committed
-        LOCK TABLE economy.transaction IN ROW EXCLUSIVE MODE;
-        PERFORM economy.lock_transfer_wallets(ARRAY[from_wallet_id], ARRAY[to_wallet_id]);
-        SELECT t.* INTO debit FROM economy.transaction t
-        WHERE t.wallet_id = from_wallet_id AND t.idempotency_key = transfer.idempotency_key;
-        IF FOUND THEN
-            SELECT t.* INTO credit FROM economy.transaction t
-            WHERE t.wallet_id = to_wallet_id AND t.idempotency_key = transfer.idempotency_key;
-            IF NOT FOUND THEN
-                credit := debit;  -- reported as a mismatch by check_replay
-            END IF;
-            RETURN NEXT economy.check_replay(debit, -amount, 'transfer', memo, metadata);
-            RETURN NEXT economy.check_replay(credit, amount, 'transfer', memo, metadata);
-            RETURN;
-        END IF;
-    END IF;
-
-    RETURN QUERY
     WITH ids AS (
         SELECT
             nextval('economy.transaction_id_seq') AS debit_id,
             nextval('economy.transaction_id_seq') AS credit_id
     ),
 
-    legs AS (
+    written AS (
         INSERT INTO economy.transaction AS t (
             id, wallet_id, amount, kind, idempotency_key, memo, metadata, transfer_debit_id
         )
@@ -676,10 +625,27 @@ BEGIN
                 (ids.credit_id, to_wallet_id, amount, ids.debit_id)
             ) AS leg (id, wallet_id, amount, debit_id)
         ORDER BY leg.wallet_id
-        RETURNING t.*
+        ON CONFLICT ON CONSTRAINT transaction_wallet_idempotency_key DO NOTHING
+        RETURNING t
     )
 
-    SELECT * FROM legs ORDER BY legs.id;
+    SELECT array_agg(w.t ORDER BY (w.t).id) INTO legs FROM written w;
+    IF cardinality(legs) = 2 THEN
+        RETURN NEXT legs[1];
+        RETURN NEXT legs[2];
+        RETURN;
+    END IF;
+    SELECT t.* INTO debit FROM economy.transaction t
+    WHERE t.wallet_id = from_wallet_id AND t.idempotency_key = transfer.idempotency_key;
+    SELECT t.* INTO credit FROM economy.transaction t
+    WHERE t.wallet_id = to_wallet_id AND t.idempotency_key = transfer.idempotency_key;
+    IF legs IS NOT NULL OR credit.transfer_debit_id IS DISTINCT FROM debit.id THEN
+        RAISE EXCEPTION 'idempotency key % was used on wallet % for another entry',
+            idempotency_key, CASE WHEN debit.id IS NULL THEN from_wallet_id ELSE to_wallet_id END
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NEXT economy.check_replay(debit, -amount, 'transfer', memo, metadata);
+    RETURN NEXT economy.check_replay(credit, amount, 'transfer', memo, metadata);
 END;
 $$;
 

@@ -127,13 +127,13 @@ def test_a_hot_wallet_in_a_batch_is_folded_for_its_debit_and_its_credits_parked(
     conn.execute(
         BATCH + "(%s, -125, 'purchase'), (%s, 5, 'prize'), (%s, 3, 'refund')",
         [wallets[0], wallets[1], wallets[0]],
-    )  # the debit needs the parked 20; the later credit is parked, as any credit to it
+    )  # the debit needs the parked 20; the later credit counts, as the debit locked the wallet
     assert [(w, after) for w, _, _, after in entries(conn)[-3:]] == [
         (wallets[0], Decimal("-5.00")),
         (wallets[1], Decimal("5.00")),
-        (wallets[0], None),
+        (wallets[0], Decimal("-2.00")),
     ]
-    assert balances(conn, wallets[0])[0] == Decimal("-5.00")
+    assert balances(conn, wallets[0])[0] == Decimal("-2.00")
     assert wallet_balance(conn, wallets[0]) == Decimal("-2.00")
     assert drift(conn) == []
 

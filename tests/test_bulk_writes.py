@@ -263,8 +263,9 @@ def test_a_hot_wallets_credits_are_parked_and_its_debits_fold_them(conn, wallets
         " ORDER BY id DESC LIMIT 3",
         [treasury],
     ).fetchall() == [
-        (Decimal("-100.00"), Decimal("305.00")),
-        (Decimal("1.00"), None),  # parked: a hot wallet's credits have no place in the order
+        (Decimal("-100.00"), Decimal("306.00")),
+        # after the fold the statement holds the wallet: its credit counts in the order
+        (Decimal("1.00"), Decimal("406.00")),
         (Decimal("-100.00"), Decimal("405.00")),
     ]
     assert wallet_balance(conn, treasury) == Decimal("306.00")

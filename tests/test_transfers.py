@@ -1,6 +1,7 @@
 """Transfers into hot wallets, several transfers in one call (transfer_many),
 and metadata on every entry: as the app role, raced by several connections."""
 
+import itertools
 import random
 import threading
 from contextlib import suppress
@@ -275,56 +276,99 @@ def test_a_login_outside_the_package_roles_may_not_transfer(conn, wallets, dsn):
         conn.execute("DROP ROLE economy_test_stranger")
 
 
-def test_racing_transfers_in_opposite_orders_never_deadlock(connect, conn, wallets):
-    """transfer_many and transfer in every order among four wallets (the hot one
-    paying too), beside reconcile, folds and set_hot toggles: no deadlock, no
-    money made or lost, the figures exact after every commit."""
+def test_a_hot_wallet_pays_receives_and_pays_in_the_calls_order(conn, app, wallets):
+    """Its credit between two of its debits counts for the second, as it would
+    for a normal wallet (the statement holds the wallet since its first debit)."""
+    house, a, b, c = wallets
+    calls = [(house, a, Decimal("80")), (b, house, Decimal("50")), (house, c, Decimal("60"))]
+    legs = transfer_many(app, calls)
+    assert [e.balance_after for e in legs if e.wallet_id == house] == [
+        Decimal("20.00"),
+        Decimal("70.00"),
+        Decimal("10.00"),
+    ]
+    assert wallet_balance(conn, house) == Decimal("10.00")
+    with pytest.raises(errors.CheckViolation, match="overdraft"):
+        transfer_many(app, [(house, a, Decimal("11")), (b, house, Decimal("1"))])
+    assert_conserved_and_exact(conn)
+
+
+def test_racing_transfers_replays_reversals_and_the_operator_never_deadlock(login, conn):
+    """Six wallets, two of them hot: app logins doing transfer_many in random
+    orders (hot wallets paying and receiving), transfers with keys (replayed),
+    reversals of random legs; the operator turning the hot wallets back and
+    forth, reconciling and folding. No deadlock, no money made or lost, no
+    wallet below its limit, each leg reversed at most once and a transfer's
+    legs both or neither, nothing to repair."""
+    wallets = [open_wallet(conn, user, "50" if user == 13 else "0") for user in range(11, 17)]
+    for wallet_id in wallets:
+        post(conn, wallet_id, "100", kind="prize")
+    hot = wallets[:2]
+    for wallet_id in hot:
+        set_hot(conn, wallet_id)
     stop = threading.Event()
     failures: list[BaseException] = []
-    house = wallets[0]
+    legs: list = []
+    keys = itertools.count()
 
-    def run(work):
-        c = connect()
+    def run(work, c):
         try:
             while not stop.is_set():
-                work(c)
+                # refused (below a limit, a reused key, a leg reversed already): as it should be
+                with suppress(errors.CheckViolation, errors.UniqueViolation):
+                    work(c)
         except BaseException as exc:  # reported below
             failures.append(exc)
             stop.set()
 
     def many(c):
-        calls = [(*random.sample(wallets, 2), Decimal(random.choice([1, 2]))) for _ in range(4)]
-        with suppress(errors.CheckViolation):  # below a limit: refused, as it should be
-            transfer_many(c, calls, metadata={"n": len(calls)})
+        calls = [
+            (*random.sample(wallets, 2), Decimal(random.choice(["0.01", "1", "7.50"])))
+            for _ in range(random.randint(1, 5))
+        ]
+        key = f"many-{next(keys) // 3}" if random.random() < 0.3 else None
+        legs.extend(transfer_many(c, calls, idempotency_key=key, metadata={"n": len(calls)}))
 
-    def one(c):
-        with suppress(errors.CheckViolation):
-            transfer(c, *random.sample(wallets, 2), Decimal("1"))
+    def keyed(c):
+        legs.extend(transfer(c, *random.sample(wallets, 2), Decimal("2"), f"t-{next(keys) % 50}"))
 
-    def into_house(c):
-        with suppress(errors.CheckViolation):
-            transfer(c, random.choice(wallets[1:]), house, Decimal("0.01"))
-            transfer_many(c, [(w, house, Decimal("0.01")) for w in wallets[1:]])
+    def reverse(c):
+        if legs:
+            c.execute("SELECT economy.reverse_transaction(%s)", [random.choice(legs[-50:]).id])
 
-    def repair(c):  # the SQL itself: a deadlock would raise, not be counted
+    def operate(c):
+        wallet_id = random.choice(hot)
+        set_hot(c, wallet_id, False)
         c.execute("SELECT count(*) FROM economy.reconcile_economy(dry_run => false)")
-
-    def fold(c):
+        set_hot(c, wallet_id, True)
         fold_hot_wallets(c)
 
-    def toggle(c):
-        set_hot(c, house, False)
-        set_hot(c, house, True)
-
-    workers = [many] * 4 + [one] * 2 + [into_house] * 2 + [repair, fold, toggle]
-    threads = [threading.Thread(target=run, args=(work,)) for work in workers]
+    workers = [(many, "economy_app")] * 4 + [(keyed, "economy_app")] * 2
+    workers += [(reverse, "economy_app")] * 2 + [(operate, "economy_operator")]
+    threads = [threading.Thread(target=run, args=(work, login(role))) for work, role in workers]
     for t in threads:
         t.start()
-    stop.wait(8)
+    stop.wait(12)
     stop.set()
     for t in threads:
         t.join()
     assert failures == []
-    assert conn.execute("SELECT count(*) FROM economy.transaction").fetchone()[0] > 50
+    assert len(legs) > 50
     assert conn.execute("SELECT count(*) FROM economy.reconcile_log").fetchone()[0] == 0
+    assert (
+        conn.execute(
+            "SELECT w.id FROM economy.wallet w"
+            " WHERE economy.wallet_balance(w.id) < -w.overdraft_limit"
+        ).fetchall()
+        == []
+    )
+    assert (
+        conn.execute(
+            "SELECT c.id FROM economy.transaction c"
+            " JOIN economy.transaction d ON d.id = c.transfer_debit_id"
+            " WHERE (SELECT count(*) FROM economy.transaction r"
+            " WHERE r.reverses_id IN (c.id, d.id)) NOT IN (0, 2)"
+        ).fetchall()
+        == []
+    )
     assert_conserved_and_exact(conn)

@@ -25,15 +25,16 @@ SYNC_TRIGGERS = (
 ROLES = ("economy_app", "economy_operator")
 APP_FUNCTIONS = (
     "economy.open_wallet(bigint, numeric)",
-    "economy.post_transaction(bigint, numeric, text, text, text)",
-    "economy.transfer(bigint, bigint, numeric, text, text)",
+    "economy.post_transaction(bigint, numeric, text, text, text, jsonb)",
+    "economy.transfer(bigint, bigint, numeric, text, text, jsonb)",
+    "economy.transfer_many(bigint[], bigint[], numeric[], text, text, jsonb)",
     "economy.reverse_transaction(bigint, text)",
     "economy.balance_drift(bigint[], text)",
 )
 RECONCILE = "economy.reconcile_economy(boolean, bigint[], integer, uuid, text)"
 REPAIR = "economy.repair_economy(bigint[], integer, uuid, text)"  # a real reconcile
 CACHE_TABLES = ("economy.wallet", "economy.profile")
-# ledger columns only the database (or economy.transfer) may set
+# ledger columns only the database (or economy.transfer and transfer_many) may set
 DATABASE_COLUMNS = ("id", "created_at", "transfer_debit_id")
 LEDGER = "economy.transaction"
 
