@@ -125,6 +125,14 @@ TRANSFER_MANY = "".join(RANDOM_PAIR.replace("N", str(i)) for i in range(MANY)) +
 )
 
 
+INSERT_METADATA = (
+    "\\set w random(1, {wallets})\n"
+    "INSERT INTO economy.transaction (wallet_id, amount, kind, metadata)"
+    " VALUES (:w, 1.00, 'reward', jsonb_build_object('order', :w, 'channel', 'web'));\n"
+)
+METADATA_INDEX = "CREATE INDEX bench_metadata ON economy.transaction USING gin (metadata)"
+
+
 def to_house(script: str, hot: bool) -> str:
     return script.replace("HOUSE", "2" if hot else "1")
 
@@ -370,6 +378,18 @@ class Bench:
 
         return measure
 
+    def tps_with_index(self, script: str, clients: int, index: str):
+        """tps with the sync on and one more index on the ledger while it runs."""
+
+        def measure() -> float:
+            self.sql(index)
+            try:
+                return self.pgbench_tps(script, clients)
+            finally:
+                self.sql("DROP INDEX economy.bench_metadata")
+
+        return measure
+
     def attached_tps_with(self, script: str, clients: int, trigger: bool):
         return self.tps_with(script, clients, trigger, ATTACHED_LEDGER, ATTACHED_SYNC)
 
@@ -455,6 +475,12 @@ def flush_dependent_runs(bench: Bench) -> dict:
         "hot marked": bench.tps_with(INSERT_HOT_MARKED, CLIENTS, trigger=True),
         "attached hot bare": bench.attached_tps_with(ATTACHED_HOT, CLIENTS, trigger=False),
         "attached hot marked": bench.attached_tps_with(ATTACHED_HOT_MARKED, CLIENTS, trigger=True),
+        **{
+            f"transfer to {kind} house": bench.tps_with(
+                to_house(TRANSFER_TO_HOUSE, hot=kind == "hot"), CLIENTS, trigger=True
+            )
+            for kind in ("normal", "hot")
+        },
     }
 
 
@@ -491,6 +517,14 @@ def flush_dependent_rows(runs: dict, wallets: str, marked_hot_target: str, at: s
             runs["attached hot bare"],
             runs["attached hot marked"],
             marked_hot_target,
+        ),
+        Row(
+            f"{at}`transfer` from a random user to a house wallet marked hot, {CLIENTS} clients",
+            "the same into a normal house wallet",
+            "transfers/s",
+            runs["transfer to normal house"],
+            runs["transfer to hot house"],
+            "≥ 3",
         ),
     ]
 
@@ -544,6 +578,20 @@ def throughput(bench: Bench) -> list[Row]:
             "attached copy plain": bench.copy_rows_per_second(
                 ATTACHED_LEDGER, trigger=True, attached=True
             ),
+            **{
+                f"transfer to {kind} house, 2 clients": bench.tps_with(
+                    to_house(TRANSFER_TO_HOUSE, hot=kind == "hot"), 2, trigger=True
+                )
+                for kind in ("normal", "hot")
+            },
+            "pair to hot house": bench.tps_with(
+                to_house(PAIR_TO_HOUSE, hot=True), CLIENTS, trigger=True
+            ),
+            "random transfer": bench.tps_with(TRANSFER_RANDOM, CLIENTS, trigger=True),
+            "random pair bare": bench.tps_with(PAIR_RANDOM, CLIENTS, trigger=False),
+            "transfer_many": bench.tps_with(TRANSFER_MANY, CLIENTS, trigger=True),
+            "metadata": bench.tps_with(INSERT_METADATA, CLIENTS, trigger=True),
+            "metadata indexed": bench.tps_with_index(INSERT_METADATA, CLIENTS, METADATA_INDEX),
         }
     )
     wallets = f"{bench.scale['wallets']:,} wallets"
@@ -687,6 +735,46 @@ def throughput(bench: Bench) -> list[Row]:
             runs["attached hot bare"],
             runs["attached hot"],
             "≥ 0.2",
+        ),
+        Row(
+            "`transfer` from a random user to a house wallet marked hot, 2 clients",
+            "the same into a normal house wallet",
+            "transfers/s",
+            runs["transfer to normal house, 2 clients"],
+            runs["transfer to hot house, 2 clients"],
+            "",
+        ),
+        Row(
+            f"`transfer` from a random user to a house wallet marked hot, {CLIENTS} clients",
+            "its two entries as one plain INSERT (synced: no pairing, no replay)",
+            "transfers/s",
+            runs["pair to hot house"],
+            runs["transfer to hot house"],
+            "≥ 0.8",
+        ),
+        Row(
+            f"`transfer` between random users, {CLIENTS} clients, {wallets}",
+            "its two entries as one bare INSERT (sync triggers off)",
+            "transfers/s",
+            runs["random pair bare"],
+            runs["random transfer"],
+            "≥ 0.4",
+        ),
+        Row(
+            f"`transfer_many` of {MANY} transfers between random users, {CLIENTS} clients",
+            "single `transfer` calls",
+            "transfers/s",
+            runs["random transfer"],
+            [tps * MANY for tps in runs["transfer_many"]],
+            "≥ 3",
+        ),
+        Row(
+            f"single-row INSERT with metadata and a GIN index on it, {CLIENTS} clients",
+            "the same without the index",
+            "rows/s",
+            runs["metadata"],
+            runs["metadata indexed"],
+            "",
         ),
     ]
 
