@@ -193,10 +193,6 @@ CREATE VIEW economy.ledger_totals AS
 SELECT t.wallet_id, t.balance, t.lifetime_earnings
 FROM economy.wallet_totals(NULL) t;
 
--- Holds: amounts of a wallet set aside (authorized) until captured (a debit
--- is posted), released or expired. Written only by economy.hold,
--- capture_hold, release_hold and expire_holds, each under the wallet's lock;
--- wallet.held caches the sum of those in status 'held'.
 -- One row per economy.transfer_many call made with an idempotency key: the
 -- key names the whole call, whose legs may pay from one wallet twice (keys of
 -- entries are unique per wallet). A replay returns entry_ids' entries.
@@ -207,6 +203,10 @@ CREATE TABLE economy.transfer_many_call (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Holds: amounts of a wallet set aside (authorized) until captured (a debit
+-- is posted), released or expired. Written only by economy.hold,
+-- capture_hold, release_hold and expire_holds, each under the wallet's lock;
+-- wallet.held caches the sum of those in status 'held'.
 CREATE TABLE economy.wallet_hold (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     wallet_id bigint NOT NULL REFERENCES economy.wallet (id),

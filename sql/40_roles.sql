@@ -36,7 +36,8 @@ GRANT USAGE ON SCHEMA economy TO economy_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA economy TO economy_app;
 -- Plain INSERTs are allowed: the triggers sync them like any other entry.
 -- Not of id and created_at, which are the database's (OVERRIDING SYSTEM VALUE
--- needs INSERT on id), nor of transfer_debit_id, which only transfer() sets.
+-- needs INSERT on id), nor of transfer_debit_id, which only transfer() and
+-- transfer_many() set.
 GRANT INSERT (wallet_id, amount, kind, idempotency_key, reverses_id, memo, metadata)
 ON economy.transaction TO economy_app;
 GRANT INSERT (wallet_id, amount, kind, idempotency_key, memo)
