@@ -191,6 +191,40 @@ def test_arrays_of_other_lengths_are_an_invalid_parameter(app, wallets, arrays):
         )
 
 
+def test_arrays_of_any_bounds_pair_their_elements_by_position(conn, app, wallets):
+    _, a, b, c = wallets
+    legs = app.execute(
+        "SELECT wallet_id, amount, transfer_debit_id, id FROM economy.transfer_many("
+        "%s::bigint[], %s::bigint[], %s::numeric[])",
+        [f"[0:1]={{{a},{b}}}", f"[7:8]={{{b},{c}}}", "[-3:-2]={1.5,2.25}"],
+    ).fetchall()
+    assert [(wallet_id, amount) for wallet_id, amount, _, _ in legs] == [
+        (a, Decimal("-1.50")),
+        (b, Decimal("1.50")),
+        (b, Decimal("-2.25")),
+        (c, Decimal("2.25")),
+    ]
+    assert legs[1][2] == legs[0][3] and legs[3][2] == legs[2][3]
+    assert_conserved_and_exact(conn)
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [("'null'::jsonb", "NULL"), ("NULL", "'null'::jsonb"), ("'{}'::jsonb", "'[]'::jsonb")],
+)
+def test_a_replay_tells_json_null_from_no_metadata(conn, app, wallets, first, again):
+    _, a, b, _ = wallets
+    for call in (
+        "SELECT * FROM economy.transfer_many(ARRAY[%s]::bigint[], ARRAY[%s]::bigint[],"
+        " ARRAY[1]::numeric[], idempotency_key => 'many', metadata => {})",
+        "SELECT * FROM economy.transfer(%s, %s, 1, idempotency_key => 'one', metadata => {})",
+    ):
+        app.execute(call.format(first), [a, b]).fetchall()  # the test's own constants
+        with pytest.raises(errors.UniqueViolation):
+            app.execute(call.format(again), [a, b]).fetchall()
+    assert_conserved_and_exact(conn)
+
+
 def test_a_key_names_the_whole_call(conn, app, wallets):
     house, a, b, c = wallets
     call = [(a, b, Decimal("5")), (a, house, Decimal("1")), (b, c, Decimal("2"))]
