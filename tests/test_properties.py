@@ -72,6 +72,12 @@ class LedgerModel(RuleBasedStateMachine):
             self.earnings[wallet] += amount
         return entry
 
+    def apply_transfer(self, a, b, amount, key, debit_id, credit_id):
+        """A transfer's two legs, each knowing the other (reversed together)."""
+        debit = self.apply(a, -amount, "transfer", key, entry_id=debit_id)
+        credit = self.apply(b, amount, "transfer", key, entry_id=credit_id)
+        debit["other_leg"], credit["other_leg"] = credit, debit
+
     def overdraws(self, wallet, amount) -> bool:
         """Held amounts are not available to debits."""
         available = self.balance[wallet] - self.held[wallet]
@@ -205,9 +211,7 @@ class LedgerModel(RuleBasedStateMachine):
             assert error is errors.UniqueViolation  # the key is taken on the receiving wallet
         else:
             assert error is None
-            debit = self.apply(a, -amount, "transfer", key, entry_id=rows[0][0])
-            credit = self.apply(b, amount, "transfer", key, entry_id=rows[1][0])
-            debit["other_leg"], credit["other_leg"] = credit, debit
+            self.apply_transfer(a, b, amount, key, rows[0][0], rows[1][0])
 
     @rule(
         data=st.data(),
@@ -263,9 +267,7 @@ class LedgerModel(RuleBasedStateMachine):
         assert error is None
         ids = [entry_id for (entry_id,) in rows]
         for (a, b, amount), debit_id, credit_id in zip(transfers, ids[::2], ids[1::2], strict=True):
-            debit = self.apply(a, -amount, "transfer", entry_id=debit_id)
-            credit = self.apply(b, amount, "transfer", entry_id=credit_id)
-            debit["other_leg"], credit["other_leg"] = credit, debit
+            self.apply_transfer(a, b, amount, None, debit_id, credit_id)
         if key is not None:
             self.calls[key] = (transfers, metadata, ids)
 
