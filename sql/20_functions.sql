@@ -818,8 +818,8 @@ $$;
 -- has committed or never will, and any later entry gets a larger id (an
 -- entry with a chosen id is refused by apply_entry at or below the horizon).
 -- Records that id as safe. Waits at most lock_timeout for the lock: new
--- inserts queue behind the wait.
-CREATE FUNCTION economy.mark_ledger_horizon()
+-- inserts queue behind the wait. (An attachment's: mark_attached_horizon.)
+CREATE FUNCTION economy.mark_ledger_horizon(attachment text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -829,6 +829,9 @@ AS $$
 DECLARE
     horizon bigint;
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        RETURN economy.mark_attached_horizon(economy.attachment(attachment));
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'mark_ledger_horizon needs READ COMMITTED: a snapshot taken after its lock'
             USING ERRCODE = 'invalid_transaction_state';
@@ -853,8 +856,9 @@ END;
 $$;
 
 -- Step 2, in its own transaction: fold the entries up to the safe horizon
--- into the checkpoint. Concurrent calls queue on the horizon row.
-CREATE FUNCTION economy.advance_ledger_checkpoint()
+-- into the checkpoint. Concurrent calls queue on the horizon row. (An
+-- attachment's: advance_attached_checkpoint.)
+CREATE FUNCTION economy.advance_ledger_checkpoint(attachment text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -864,6 +868,9 @@ DECLARE
     done bigint;
     target bigint;
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        RETURN economy.advance_attached_checkpoint(economy.attachment(attachment));
+    END IF;
     SELECT h.checkpointed_up_to, h.safe_up_to INTO done, target
     FROM economy.ledger_horizon h
     FOR UPDATE;
@@ -886,58 +893,72 @@ $$;
 -- pg_cron runs `CALL economy.checkpoint_ledger()`); returns the ledger id now
 -- covered. Called outside a transaction block. (No SET clause: it would
 -- forbid the COMMIT between the steps; every name is schema-qualified.)
-CREATE PROCEDURE economy.checkpoint_ledger(INOUT covered_up_to bigint DEFAULT NULL)
+CREATE PROCEDURE economy.checkpoint_ledger(
+    INOUT covered_up_to bigint DEFAULT NULL, attachment text DEFAULT NULL
+)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM economy.mark_ledger_horizon();
+    PERFORM economy.mark_ledger_horizon(attachment);
     COMMIT;
-    covered_up_to := economy.advance_ledger_checkpoint();
+    covered_up_to := economy.advance_ledger_checkpoint(attachment);
 END;
 $$;
 
 -- The occasional full audit of the checkpoint itself: one row per wallet and
 -- figure where it differs from a full sum of the entries it covers. Reads the
 -- whole ledger, in one snapshot.
-CREATE FUNCTION economy.audit_ledger_checkpoint()
+CREATE FUNCTION economy.audit_ledger_checkpoint(attachment text DEFAULT NULL)
 RETURNS TABLE (wallet_id bigint, field text, checkpoint_value numeric, ledger_value numeric)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 -- as balance_drift: the join with the checkpoint in memory, nothing compiled
 SET work_mem = '256MB'
 SET jit = off
 AS $$
-    WITH covered AS (
-        SELECT
-            e.wallet_id,
-            sum(e.balance) AS balance,
-            sum(e.lifetime_earnings) AS lifetime_earnings
-        FROM economy.ledger_entry_effects e
-        WHERE e.id <= (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
-        GROUP BY e.wallet_id
-    )
+#variable_conflict use_column
+BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        RETURN QUERY SELECT * FROM economy.audit_attached_checkpoint(economy.attachment(attachment));
+        RETURN;
+    END IF;
+    RETURN QUERY
+        WITH covered AS (
+            SELECT
+                e.wallet_id,
+                sum(e.balance) AS balance,
+                sum(e.lifetime_earnings) AS lifetime_earnings
+            FROM economy.ledger_entry_effects e
+            WHERE e.id <= (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+            GROUP BY e.wallet_id
+        )
 
-    SELECT coalesce(c.wallet_id, s.wallet_id), f.field, f.checkpoint_value, f.ledger_value
-    FROM economy.ledger_checkpoint c
-    FULL JOIN covered s ON s.wallet_id = c.wallet_id
-    CROSS JOIN LATERAL (
-        VALUES
-        ('balance', coalesce(c.balance, 0.00), coalesce(s.balance, 0.00)),
-        ('lifetime_earnings', coalesce(c.lifetime_earnings, 0.00), coalesce(s.lifetime_earnings, 0.00))
-    ) AS f (field, checkpoint_value, ledger_value)
-    WHERE f.checkpoint_value <> f.ledger_value
-    ORDER BY 1, 2;
+        SELECT coalesce(c.wallet_id, s.wallet_id), f.field, f.checkpoint_value, f.ledger_value
+        FROM economy.ledger_checkpoint c
+        FULL JOIN covered s ON s.wallet_id = c.wallet_id
+        CROSS JOIN LATERAL (
+            VALUES
+            ('balance', coalesce(c.balance, 0.00), coalesce(s.balance, 0.00)),
+            ('lifetime_earnings', coalesce(c.lifetime_earnings, 0.00), coalesce(s.lifetime_earnings, 0.00))
+        ) AS f (field, checkpoint_value, ledger_value)
+        WHERE f.checkpoint_value <> f.ledger_value
+        ORDER BY 1, 2;
+END;
 $$;
 
 -- Empties the checkpoint (after a failed audit): drift checks then sum the
 -- whole ledger until the next advance_ledger_checkpoint() rebuilds it.
-CREATE FUNCTION economy.reset_ledger_checkpoint()
+CREATE FUNCTION economy.reset_ledger_checkpoint(attachment text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        PERFORM economy.reset_attached_checkpoint(economy.attachment(attachment));
+        RETURN;
+    END IF;
     PERFORM FROM economy.ledger_horizon h FOR UPDATE;
     DELETE FROM economy.ledger_checkpoint;
     UPDATE economy.ledger_horizon h SET checkpointed_up_to = 0;

@@ -58,7 +58,10 @@ CREATE TABLE economy.attachments (
     -- result: unlimited); NULL: no rule
     overdraft_limit text,
     -- the ledger's time of entry, for economy.balance_at
-    created_at_column name
+    created_at_column name,
+    -- the ledger's integer id with a sequence (its primary key by default),
+    -- which the ledger checkpoint counts in; NULL: no checkpoint
+    id_column name
 );
 
 -- The package's own tables are the first attachment: every function takes
@@ -143,6 +146,102 @@ WITH CHECK (
     sync_role = current_user
     AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
 );
+
+-- The ledger checkpoint of each attachment (economy.checkpoint_ledger(attachment
+-- => N)), as economy.ledger_horizon and economy.ledger_checkpoint are the
+-- package's: per-wallet sums of the ledger's entries with id <=
+-- checkpointed_up_to, so that a drift check sums only the newer ones. An app's
+-- ledger may UPDATE and DELETE old entries, and insert ids of its choosing:
+-- the sync keeps the sums exact (economy.correct_attached_checkpoint). A
+-- drift check trusts them only while the ledger's triggers are as they were
+-- at the last advance (sync_triggers): switching the sync off (or any other
+-- change of the ledger's triggers) voids the checkpoint until the next
+-- advance rebuilds it.
+CREATE TABLE economy.attached_ledger_horizon (
+    attachment text PRIMARY KEY REFERENCES economy.attachments ON DELETE CASCADE,
+    -- entries with id <= this are summed in economy.attached_ledger_checkpoint
+    checkpointed_up_to bigint,
+    -- the ledger sequence's last value once no write was in flight: an entry
+    -- written since with an id at or below it is a correction (above)
+    safe_up_to bigint,
+    -- economy.triggers_state of the ledger at the last advance
+    sync_triggers text,
+    sync_role name NOT NULL,
+    CONSTRAINT attached_ledger_horizon_checkpoint_is_safe CHECK (checkpointed_up_to <= safe_up_to)
+);
+
+CREATE TABLE economy.attached_ledger_checkpoint (
+    attachment text REFERENCES economy.attachments ON DELETE CASCADE,
+    wallet_id bigint,
+    PRIMARY KEY (attachment, wallet_id),
+    balance numeric NOT NULL,
+    earnings numeric NOT NULL,
+    sync_role name NOT NULL DEFAULT current_user
+);
+
+-- As the parked credits: each sync role locks its own horizon row (and may
+-- change nothing in it: it is granted UPDATE of sync_role alone, which the
+-- check keeps) and writes its own checkpoint rows, no other attachment's.
+ALTER TABLE economy.attached_ledger_horizon ENABLE ROW LEVEL SECURITY;
+ALTER TABLE economy.attached_ledger_checkpoint ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY own_attachment ON economy.attached_ledger_horizon
+USING (sync_role = current_user)
+WITH CHECK (sync_role = current_user);
+
+CREATE POLICY own_attachment ON economy.attached_ledger_checkpoint
+USING (sync_role = current_user)
+WITH CHECK (
+    sync_role = current_user
+    AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
+);
+
+-- The state of a table's triggers: each one's row version in pg_trigger,
+-- which ALTER TABLE … DISABLE/ENABLE TRIGGER and CREATE OR REPLACE TRIGGER
+-- change, as creating or dropping one does the list.
+CREATE FUNCTION economy.triggers_state(tbl regclass)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT string_agg(t.tgname || ':' || t.xmin::text || ':' || t.tgenabled::text, ','
+        ORDER BY t.tgname)
+    FROM pg_catalog.pg_trigger t
+    WHERE t.tgrelid = tbl;
+$$;
+
+-- Keeps an attachment's checkpoint exact under a write of entries at or
+-- below its safe horizon (run as the attachment's sync role, by its sync,
+-- after the caches: under the wallets' locks): an UPDATE or DELETE of an old
+-- entry, an insert with an id of the app's choosing. `ids`, `wallet_ids`,
+-- `amounts`, `earnings` are what each written or removed row version adds
+-- (negated for a removed one). The horizon row is held FOR KEY SHARE until
+-- commit, so an advance (FOR UPDATE) either has summed these entries before,
+-- and they are corrected here, or waits and sums them as they are then.
+CREATE FUNCTION economy.correct_attached_checkpoint(
+    attachment text, ids bigint[], wallet_ids bigint[], amounts numeric[], earnings numeric[]
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    covered bigint;
+BEGIN
+    SELECT h.checkpointed_up_to INTO covered
+    FROM economy.attached_ledger_horizon h
+    WHERE h.attachment = $1
+    FOR KEY SHARE;
+    INSERT INTO economy.attached_ledger_checkpoint AS c (attachment, wallet_id, balance, earnings)
+    SELECT $1, e.wallet_id, sum(e.amount), sum(e.earnings)
+    FROM unnest(ids, wallet_ids, amounts, earnings) AS e (id, wallet_id, amount, earnings)
+    WHERE e.id <= covered
+    GROUP BY e.wallet_id
+    ORDER BY e.wallet_id
+    ON CONFLICT ON CONSTRAINT attached_ledger_checkpoint_pkey DO UPDATE
+    SET balance = c.balance + excluded.balance, earnings = c.earnings + excluded.earnings;
+END;
+$$;
 
 -- Parks a credit to an attached hot wallet (run as the attachment's sync
 -- role): false, and nothing written, when the wallet is not hot. The
@@ -271,6 +370,14 @@ BEGIN
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
         ' numeric) TO %I', a.sync_role);
+    -- UPDATE of sync_role alone: a correction holds its horizon row FOR KEY SHARE
+    EXECUTE format('GRANT SELECT, UPDATE (sync_role) ON economy.attached_ledger_horizon TO %I',
+        a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_ledger_checkpoint'
+        ' TO %I', a.sync_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION economy.correct_attached_checkpoint(text, bigint[],'
+        ' bigint[], numeric[], numeric[]), economy.triggers_state(regclass) TO %I',
+        a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
@@ -654,6 +761,45 @@ AS $$
     FROM concat_ws(', ', economy.render_wallet_fit(a), economy.render_profile_fit(a)) fits;
 $$;
 
+-- Template parts: the correction of the ledger checkpoint
+-- (economy.correct_attached_checkpoint) for entries at or below its safe
+-- horizon, by a row (`lowest`: the least id of the row versions, then their
+-- arrays) or by the rows of an INSERT statement; nothing where the ledger has
+-- no id column (no checkpoint).
+CREATE FUNCTION economy.render_row_correction(
+    a economy.attachments, lowest text, ids text, wallet_ids text, amounts text, earnings text
+)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN a.id_column IS NOT NULL THEN format(
+        $part$IF %2$s <= (
+            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = %1$L
+        ) THEN
+            PERFORM economy.correct_attached_checkpoint(%1$L, %3$s, %4$s, %5$s, %6$s);
+        END IF;$part$,
+        a.name, lowest, ids, wallet_ids, amounts, earnings) ELSE '' END;
+$$;
+
+CREATE FUNCTION economy.render_statement_correction(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN a.id_column IS NOT NULL THEN format(
+        $part$-- rows at or below the checkpoint's safe horizon keep it exact
+    PERFORM economy.correct_attached_checkpoint(%1$L, array_agg(s.%2$I::bigint),
+        array_agg(s.%3$I::bigint), array_agg(s.%4$I::numeric),
+        array_agg(CASE WHEN coalesce((%5$s), false) THEN s.%4$I::numeric ELSE 0 END))
+    FROM sync_inserted s
+    WHERE s.%2$I <= (
+        SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = %1$L
+    )
+    HAVING count(*) > 0;$part$,
+        a.name, a.id_column, a.ledger_wallet_column, a.amount_column, a.earning) ELSE '' END;
+$$;
+
 -- Template parts: the wallet's overdraft limit, as a numeric expression
 -- over the wallet row (alias-free: in an UPDATE's RETURNING of it, or a
 -- query of it alone), and the check of a debit against it.
@@ -865,6 +1011,7 @@ BEGIN
             -- a credit to a hot wallet is parked: no shared row written
             IF economy.park_attached_credit(%16$L, NEW.%8$I, sync_amount, sync_earned) THEN
                 %20$s
+                %27$s
                 %18$s
             END IF;
         ELSIF EXISTS (
@@ -879,6 +1026,7 @@ BEGIN
         INTO sync_owner, sync_wallet, sync_balance, sync_limit;
         %22$s
         %10$s
+        %27$s
         %15$s
     END IF;
 
@@ -911,6 +1059,7 @@ BEGIN
         sync_owners := sync_owners || sync_owner;
     END LOOP;
     %13$s
+    %28$s
     RETURN NULL;
 END;
 $fn$
@@ -960,7 +1109,17 @@ $template$,
     CASE WHEN economy.insert_sync(a) = 'running'
         THEN E'\n        ' || economy.render_running_balance(a) ELSE '' END,
     CASE WHEN economy.insert_sync(a) = 'running'
-        THEN E'\n    sync_setting text;\n    sync_list text;\n    sync_seen text;' ELSE '' END
+        THEN E'\n    sync_setting text;\n    sync_list text;\n    sync_seen text;' ELSE '' END,
+    economy.render_row_correction(a, format('NEW.%I', a.id_column),
+        format('ARRAY[NEW.%I::bigint]', a.id_column), format('ARRAY[NEW.%I::bigint]', a.ledger_wallet_column),
+        'ARRAY[sync_amount]', 'ARRAY[sync_earned]'),
+    -- the old row version taken out, the new one (NULL for a DELETE) put in
+    economy.render_row_correction(a, format('least(OLD.%1$I, NEW.%1$I)', a.id_column),
+        format('ARRAY[OLD.%1$I::bigint, NEW.%1$I::bigint]', a.id_column),
+        format('ARRAY[OLD.%1$I::bigint, NEW.%1$I::bigint]', a.ledger_wallet_column),
+        format('ARRAY[-OLD.%I::numeric, sync_amount]', a.amount_column),
+        format('ARRAY[CASE WHEN %s THEN -OLD.%I::numeric ELSE 0 END, sync_earned]',
+            economy.render_earning(a, 'OLD'), a.amount_column))
 );
 $render$;
 
@@ -1047,6 +1206,7 @@ BEGIN
     %13$s
     %14$s
     %9$s
+    %15$s
     RETURN NULL;
 END;
 $fn$
@@ -1097,7 +1257,8 @@ $template$,
     END IF;$check$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
         economy.render_limit(a), a.wallet
-    ) ELSE '' END
+    ) ELSE '' END,
+    economy.render_statement_correction(a)
 );
 $render$;
 
@@ -1143,6 +1304,7 @@ BEGIN
     PERFORM pg_catalog.set_config(%3$L || g, '', true), pg_catalog.set_config(%2$L, '', true)
     FROM unnest(string_to_array(
         trim(BOTH ',' FROM pg_catalog.current_setting(%2$L, true)), ',')) g;
+    %20$s
     -- one row that is not parked (most statements): its wallet updated and
     -- checked in one go, its owner's profile after it
     IF NOT EXISTS (SELECT FROM sync_inserted OFFSET 1) THEN
@@ -1281,7 +1443,8 @@ $template$,
     ),
     a.earning,
     economy.render_owner_update(a),
-    economy.render_limit(a)
+    economy.render_limit(a),
+    economy.render_statement_correction(a)
 );
 $render$;
 
@@ -1440,8 +1603,13 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $fn$
 #variable_conflict use_column
--- ($1 is user_ids: the app's tables may have a column of that name)
+-- ($1 is user_ids, and the variable is named with its block: the app's
+-- tables may have a column of either name)
+<<economy_drift>>
+DECLARE
+    sync_covered bigint;  -- the entries the checkpoint sums, when it is to be trusted
 BEGIN
+    %16$s
     RETURN QUERY
     WITH parked AS (
         SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
@@ -1470,7 +1638,7 @@ BEGIN
         SELECT r.%7$I::bigint AS wallet_id, sum(r.%8$I)::numeric AS balance,
             coalesce(sum(r.%8$I) FILTER (WHERE %9$s), 0)::numeric AS earnings
         FROM (
-            SELECT * FROM %10$s WHERE $1 IS NULL
+            SELECT * FROM %10$s WHERE $1 IS NULL%17$s
             UNION ALL
             SELECT * FROM %10$s
             WHERE $1 IS NOT NULL AND %7$I IN (SELECT wl.wallet_id FROM wallets wl)
@@ -1479,10 +1647,13 @@ BEGIN
     ),
 
     per_wallet AS (
-        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
-            coalesce(l.earnings, 0) AS ledger_earnings
+        SELECT w.*, coalesce(l.balance, 0) + coalesce(c.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) + coalesce(c.earnings, 0) AS ledger_earnings
         FROM wallets w
         LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+        LEFT JOIN economy.attached_ledger_checkpoint c
+            ON $1 IS NULL AND economy_drift.sync_covered IS NOT NULL
+            AND c.attachment = %15$L AND c.wallet_id = w.wallet_id
     ),
 
     per_profile AS (%11$s),
@@ -1557,8 +1728,57 @@ $template$,
     a.wallet_earnings_column IS NOT NULL,
     a.profile_balance_column IS NOT NULL,
     a.profile_earnings_column IS NOT NULL,
-    a.name
+    a.name,
+    CASE WHEN a.id_column IS NOT NULL THEN format(
+        $covered$SELECT h.checkpointed_up_to INTO economy_drift.sync_covered
+    FROM economy.attached_ledger_horizon h
+    WHERE h.attachment = %1$L
+        AND h.sync_triggers = economy.triggers_state(%2$L);$covered$,
+        a.name, a.ledger) ELSE '' END,
+    CASE WHEN a.id_column IS NOT NULL
+        THEN format(' AND (economy_drift.sync_covered IS NULL OR %I > economy_drift.sync_covered)',
+            a.id_column) ELSE '' END
 );
+$render$;
+
+-- Template: the per-wallet sums of the ledger's entries with an id in
+-- (after, up_to] (after NULL: from the first), which the checkpoint keeps
+-- (economy.advance_attached_checkpoint) and its audit compares. Run as the
+-- sync role: the earning expression is the app's.
+CREATE FUNCTION economy.render_ledger_sums(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT CASE WHEN a.id_column IS NOT NULL THEN format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(after bigint, up_to bigint)
+RETURNS TABLE (wallet_id bigint, balance numeric, earnings numeric)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+-- ($1 and $2: the app's ledger may have columns of those names)
+BEGIN
+    RETURN QUERY
+    SELECT r.%2$I::bigint, sum(r.%3$I)::numeric,
+        coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)::numeric
+    FROM %5$s r
+    WHERE ($1 IS NULL OR r.%6$I > $1) AND r.%6$I <= $2
+    GROUP BY r.%2$I;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'ledger_sums'),
+    a.ledger_wallet_column,
+    a.amount_column,
+    a.earning,
+    a.ledger,
+    a.id_column
+) END;
 $render$;
 
 -- Template: reconcile an attachment as reconcile_economy does the package's
@@ -1938,6 +2158,9 @@ BEGIN
     END IF;
     DELETE FROM economy.attached_hot_credit c WHERE c.attachment = %5$L;
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = %5$L;
+    -- the checkpoint sums nothing now (an entry written again with an id it
+    -- covers is a correction, as any)
+    DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = %5$L;
     %6$s
     RETURN NULL;
 END;
@@ -2131,6 +2354,7 @@ AS $$
         ('earns', NULL, NULL),
         ('fold', 'bigint[]', 'economy_operator'),
         ('drift', 'bigint[]', 'economy_app'),
+        ('ledger_sums', 'bigint, bigint', 'economy_app'),
         ('reconcile', 'boolean, bigint[]', 'economy_operator'),
         ('set_hot', 'bigint, boolean', 'economy_operator'),
         ('balance', 'bigint', 'economy_app'),
@@ -2239,6 +2463,7 @@ BEGIN
             VALUES
             (economy.render_fold(a), NULL::regclass),
             (economy.render_drift(a), NULL),
+            (economy.render_ledger_sums(a), NULL),
             (economy.render_reconcile(a), NULL),
             (economy.render_set_hot(a), NULL),
             (economy.render_balance(a), NULL),
@@ -2313,7 +2538,8 @@ AS $$
         ('profile_key_column', a.profile, a.profile_key_column),
         ('profile_balance_column', a.profile, a.profile_balance_column),
         ('profile_earnings_column', a.profile, a.profile_earnings_column),
-        ('created_at_column', a.ledger, a.created_at_column)
+        ('created_at_column', a.ledger, a.created_at_column),
+        ('id_column', a.ledger, a.id_column)
     ) AS m (argument, tbl, col)
     WHERE m.col IS NOT NULL;
 $$;
@@ -2430,6 +2656,18 @@ BEGIN
         PERFORM economy.check_column(a.ledger, a.created_at_column, 'created_at_column',
             ARRAY['timestamptz', 'timestamp', 'date']::regtype[]);
     END IF;
+    -- the ledger's id, which its checkpoint counts in: its primary key, when
+    -- that is one integer column, unless another column is named
+    IF a.id_column IS NULL THEN
+        SELECT att.attname INTO a.id_column
+        FROM pg_catalog.pg_index i
+        JOIN pg_catalog.pg_attribute att
+            ON att.attrelid = i.indrelid AND att.attnum = i.indkey[0]
+        WHERE i.indrelid = a.ledger AND i.indisprimary AND i.indnkeyatts = 1
+            AND att.atttypid = ANY (key_types);
+    ELSE
+        PERFORM economy.check_column(a.ledger, a.id_column, 'id_column', key_types);
+    END IF;
     IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
         RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
             USING ERRCODE = 'invalid_parameter_value';
@@ -2461,7 +2699,8 @@ CREATE FUNCTION economy.attach(
     balance_after_column name DEFAULT NULL,
     guard text DEFAULT 'keep',
     overdraft_limit text DEFAULT NULL,
-    created_at_column name DEFAULT NULL
+    created_at_column name DEFAULT NULL,
+    id_column name DEFAULT NULL
 )
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -2502,10 +2741,12 @@ BEGIN
     a.guard := attach.guard;
     a.overdraft_limit := attach.overdraft_limit;
     a.created_at_column := attach.created_at_column;
+    a.id_column := attach.id_column;
     a.attached_at := now();
     a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);
     INSERT INTO economy.attachments VALUES (a.*);
+    INSERT INTO economy.attached_ledger_horizon (attachment, sync_role) VALUES (a.name, a.sync_role);
     PERFORM economy.create_attached_functions(a);
     RETURN a;
 END;
@@ -2548,7 +2789,7 @@ BEGIN
         wallet_owner_column = a.wallet_owner_column, profile_key_column = a.profile_key_column,
         profile_balance_column = a.profile_balance_column,
         profile_earnings_column = a.profile_earnings_column,
-        created_at_column = a.created_at_column, earning = a.earning
+        created_at_column = a.created_at_column, id_column = a.id_column, earning = a.earning
     WHERE x.name = a.name;
     PERFORM economy.create_attached_functions(a);
     RETURN a;
@@ -2751,6 +2992,172 @@ BEGIN
         FROM economy.balance_drift(attachment => attachment_name) d
         GROUP BY d.field
         ORDER BY d.field;
+    END LOOP;
+END;
+$$;
+
+-- Whether an attachment's ledger can be checkpointed (the package's always):
+-- one whose id has a sequence.
+CREATE FUNCTION economy.has_checkpoint(attachment text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT economy.own_tables(attachment) OR coalesce((
+        SELECT pg_catalog.pg_get_serial_sequence(a.ledger::text, a.id_column) IS NOT NULL
+        FROM economy.attachments a WHERE a.name = attachment), false);
+$$;
+
+-- The ledger checkpoint of an attachment, in the steps of the package's
+-- (economy.mark_ledger_horizon, economy.advance_ledger_checkpoint and the
+-- audit and reset, which call these for attachment => N). Marking: wait out
+-- the writes in flight on the ledger (its SHARE lock; within the caller's
+-- lock_timeout), then every id its sequence handed out belongs to an entry
+-- that has committed or is written from now on, and so corrects the
+-- checkpoint. Nothing of the app's runs: no table of it is read.
+CREATE FUNCTION economy.mark_attached_horizon(a economy.attachments)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id_sequence regclass;
+    horizon bigint;
+BEGIN
+    IF a.id_column IS NOT NULL THEN
+        id_sequence := pg_catalog.pg_get_serial_sequence(a.ledger::text, a.id_column)::regclass;
+    END IF;
+    IF id_sequence IS NULL THEN
+        RAISE EXCEPTION 'attachment %: the ledger has no integer id column with a sequence to'
+            ' checkpoint', a.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'economy.reattach(name) after giving it one, or attach(…, id_column => …)';
+    END IF;
+    BEGIN
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', a.ledger);
+    EXCEPTION
+        WHEN lock_not_available THEN
+            RAISE EXCEPTION 'mark_ledger_horizon: writes in flight held % for over %:'
+                ' the checkpoint was not advanced; try again', a.ledger,
+                current_setting('lock_timeout')
+                USING ERRCODE = 'lock_not_available';
+    END;
+    horizon := pg_catalog.pg_sequence_last_value(id_sequence);
+    UPDATE economy.attached_ledger_horizon h SET safe_up_to = greatest(h.safe_up_to, horizon)
+    WHERE h.attachment = a.name
+    RETURNING h.safe_up_to INTO horizon;
+    RETURN horizon;
+END;
+$$;
+
+-- Advancing: sums the entries up to the safe horizon into the checkpoint, or
+-- all of them again (the checkpoint emptied first) when the ledger's sync
+-- triggers changed since the last advance: a write made while they were off
+-- is in no sum yet. Concurrent advances and corrections queue on the horizon
+-- row.
+CREATE FUNCTION economy.advance_attached_checkpoint(a economy.attachments)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings text := economy.session_settings();
+    horizon economy.attached_ledger_horizon;
+    state text := economy.triggers_state(a.ledger);
+BEGIN
+    SELECT * INTO horizon FROM economy.attached_ledger_horizon h
+    WHERE h.attachment = a.name
+    FOR UPDATE;
+    IF horizon.sync_triggers IS DISTINCT FROM state THEN
+        DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = a.name;
+        horizon.checkpointed_up_to := NULL;
+    END IF;
+    IF horizon.safe_up_to IS DISTINCT FROM horizon.checkpointed_up_to THEN
+        EXECUTE format(
+            'INSERT INTO economy.attached_ledger_checkpoint AS c'
+            ' (attachment, wallet_id, balance, earnings, sync_role)'
+            ' SELECT %L, s.wallet_id, s.balance, s.earnings, %L FROM economy.%I($1, $2) s'
+            ' ON CONFLICT ON CONSTRAINT attached_ledger_checkpoint_pkey DO UPDATE'
+            ' SET balance = c.balance + excluded.balance, earnings = c.earnings + excluded.earnings',
+            a.name, a.sync_role, economy.attached_object(a.name, 'ledger_sums'))
+        USING horizon.checkpointed_up_to, horizon.safe_up_to;
+        PERFORM economy.refuse_changed_settings(settings);
+    END IF;
+    UPDATE economy.attached_ledger_horizon h
+    SET checkpointed_up_to = horizon.safe_up_to, sync_triggers = state
+    WHERE h.attachment = a.name;
+    RETURN horizon.safe_up_to;
+END;
+$$;
+
+-- The audit: each wallet and figure where the checkpoint differs from a full
+-- sum of the entries it covers (reads them all, in one snapshot).
+CREATE FUNCTION economy.audit_attached_checkpoint(a economy.attachments)
+RETURNS TABLE (wallet_id bigint, field text, checkpoint_value numeric, ledger_value numeric)
+LANGUAGE plpgsql
+STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+    settings text := economy.session_settings();
+    covered bigint := (
+        SELECT h.checkpointed_up_to FROM economy.attached_ledger_horizon h
+        WHERE h.attachment = a.name);
+BEGIN
+    IF covered IS NULL THEN
+        RETURN;  -- it sums nothing
+    END IF;
+    RETURN QUERY EXECUTE format($query$
+        SELECT coalesce(c.wallet_id, s.wallet_id), f.field, f.checkpoint_value, f.ledger_value
+        FROM (
+            SELECT * FROM economy.attached_ledger_checkpoint c WHERE c.attachment = $1
+        ) c
+        FULL JOIN economy.%I(NULL, $2) s ON s.wallet_id = c.wallet_id
+        CROSS JOIN LATERAL (
+            VALUES
+            ('balance', coalesce(c.balance, 0), coalesce(s.balance, 0)),
+            ('lifetime_earnings', coalesce(c.earnings, 0), coalesce(s.earnings, 0))
+        ) AS f (field, checkpoint_value, ledger_value)
+        WHERE f.checkpoint_value <> f.ledger_value
+        ORDER BY 1, 2$query$, economy.attached_object(a.name, 'ledger_sums'))
+    USING a.name, covered;
+    PERFORM economy.refuse_changed_settings(settings);
+END;
+$$;
+
+-- Empties an attachment's checkpoint (after a failed audit): drift checks
+-- then sum the whole ledger until the next advance rebuilds it.
+CREATE FUNCTION economy.reset_attached_checkpoint(a economy.attachments)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM economy.attached_ledger_horizon h WHERE h.attachment = a.name FOR UPDATE;
+    DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = a.name;
+    UPDATE economy.attached_ledger_horizon h SET checkpointed_up_to = NULL, sync_triggers = NULL
+    WHERE h.attachment = a.name;
+END;
+$$;
+
+-- Advances the checkpoint of every ledger that has one (economy.has_checkpoint),
+-- the package's first, each in transactions of its own (for a scheduler:
+-- pg_cron runs `CALL economy.checkpoint_ledgers()`). Called outside a
+-- transaction block; a ledger whose writes in flight outlast the wait stops
+-- the run (lock_not_available): the next run starts again.
+CREATE PROCEDURE economy.checkpoint_ledgers()
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    ledger record;
+    covered bigint;
+BEGIN
+    FOR ledger IN
+        SELECT a.name FROM economy.attachments a
+        WHERE economy.has_checkpoint(a.name)
+        ORDER BY a.name <> 'economy', a.name
+    LOOP
+        CALL economy.checkpoint_ledger(covered, ledger.name);
     END LOOP;
 END;
 $$;

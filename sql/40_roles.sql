@@ -29,6 +29,10 @@ CREATE POLICY package_roles_read ON economy.attached_hot_wallet FOR SELECT TO ec
 USING (true);
 CREATE POLICY package_roles_read ON economy.attached_hot_credit FOR SELECT TO economy_app
 USING (true);
+CREATE POLICY package_roles_read ON economy.attached_ledger_horizon FOR SELECT TO economy_app
+USING (true);
+CREATE POLICY package_roles_read ON economy.attached_ledger_checkpoint FOR SELECT TO economy_app
+USING (true);
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
 
@@ -54,7 +58,10 @@ economy.bounded_drift(bigint[], integer, text),
 economy.drifted_figures(bigint[]),
 economy.earned(numeric, boolean),
 economy.wallet_totals(bigint[]),
-economy.audit_ledger_checkpoint(),
+economy.audit_ledger_checkpoint(text),
+economy.triggers_state(regclass),
+economy.audit_attached_checkpoint(economy.attachments),
+economy.has_checkpoint(text),
 economy.wallet_owner(bigint, text),
 economy.owner_keys(text, bigint, integer),
 economy.wallet_ledger_totals(bigint, text),
@@ -80,12 +87,14 @@ TO economy_app;
 
 GRANT EXECUTE ON FUNCTION
 economy.repair_economy(bigint[], integer, uuid, text),
-economy.mark_ledger_horizon(),
-economy.advance_ledger_checkpoint(),
-economy.reset_ledger_checkpoint(),
+economy.mark_ledger_horizon(text),
+economy.advance_ledger_checkpoint(text),
+economy.reset_ledger_checkpoint(text),
 economy.set_hot(bigint, boolean, text),
 economy.fold_hot_wallets(text),
 economy.prune_reconcile_log(interval)
 TO economy_operator;
-REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint) FROM PUBLIC;
-GRANT EXECUTE ON PROCEDURE economy.checkpoint_ledger(bigint) TO economy_operator;
+REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE economy.checkpoint_ledger(bigint, text) TO economy_operator;
+REVOKE ALL ON PROCEDURE economy.checkpoint_ledgers() FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE economy.checkpoint_ledgers() TO economy_operator;

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import SEED_ATTACH, SEED_TABLES, pay
 
 from economy_sync import migrate
 from economy_sync._paths import SOURCE_ROOT
@@ -73,6 +74,11 @@ def test_the_pg_cron_recipe_runs_as_documented():
             for amount in (5, 7):
                 conn.execute("SELECT economy.post_transaction(%s, %s, 'prize')", [wallet, amount])
                 conn.execute("SELECT economy.post_transaction(%s, %s, 'fee')", [treasury, amount])
+            conn.execute(SEED_TABLES)  # an attachment, checkpointed by the same job
+            conn.execute(SEED_ATTACH)
+            conn.execute("INSERT INTO app_profile DEFAULT VALUES")
+            conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
+            pay(conn, 1, 3)
             conn.execute(recipe())
             # every job every minute, so the test waits one minute, not ten
             conn.execute("SELECT cron.alter_job(jobid, schedule => '* * * * *') FROM cron.job")
@@ -94,6 +100,9 @@ def test_the_pg_cron_recipe_runs_as_documented():
             assert conn.execute(
                 "SELECT checkpointed_up_to FROM economy.ledger_horizon"
             ).fetchone() == (4,)
+            assert conn.execute(
+                "SELECT checkpointed_up_to FROM economy.attached_ledger_horizon"
+            ).fetchone() == (1,)
             assert done["economy-fold-hot"][0][0] == "succeeded", done
             assert conn.execute("SELECT count(*) FROM economy.hot_credit").fetchone() == (0,)
             assert conn.execute(

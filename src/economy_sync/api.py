@@ -317,33 +317,46 @@ def _user_batches(
         yield [None]
 
 
-def advance_checkpoint(conn: psycopg.Connection) -> int | None:
-    """Fold the committed ledger into economy.ledger_checkpoint, so that drift
-    checks sum only newer entries; returns the ledger id now covered, or None
-    when in-flight inserts held the ledger longer than mark_ledger_horizon()
-    waits (try later). `CALL economy.checkpoint_ledger()`: two short
-    transactions, the first briefly blocks new inserts; outside a transaction."""
+def advance_checkpoint(conn: psycopg.Connection, attachment: str | None = None) -> int | None:
+    """Fold the committed ledger (the package's, or an attachment's) into its
+    checkpoint, so that drift checks sum only newer entries; returns the
+    ledger id now covered, or None when in-flight writes held the ledger
+    longer than mark_ledger_horizon() waits (try later).
+    `CALL economy.checkpoint_ledger(attachment => …)`: two short transactions,
+    the first briefly blocks new writes; outside a transaction."""
     autocommit = conn.autocommit
     conn.autocommit = True  # the procedure commits between its steps
     try:
-        return conn.execute("CALL economy.checkpoint_ledger()").fetchone()[0]
+        return conn.execute(
+            "CALL economy.checkpoint_ledger(attachment => %s)", [attachment]
+        ).fetchone()[0]
     except errors.LockNotAvailable:
         return None
     finally:
         conn.autocommit = autocommit
 
 
-def audit_ledger_checkpoint(conn: psycopg.Connection) -> list[CheckpointMismatch]:
+def audit_ledger_checkpoint(
+    conn: psycopg.Connection, attachment: str | None = None
+) -> list[CheckpointMismatch]:
     """Check the checkpoint itself against a full sum of the ledger (reads it
     all: for an occasional audit); [] when it is right."""
     with conn.cursor(row_factory=class_row(CheckpointMismatch)) as cur:
-        return cur.execute("SELECT * FROM economy.audit_ledger_checkpoint()").fetchall()
+        return cur.execute(
+            "SELECT * FROM economy.audit_ledger_checkpoint(attachment => %s)", [attachment]
+        ).fetchall()
 
 
-def reset_ledger_checkpoint(conn: psycopg.Connection) -> None:
+def reset_ledger_checkpoint(conn: psycopg.Connection, attachment: str | None = None) -> None:
     """Empty the checkpoint after a failed audit; the next advance rebuilds it."""
     with conn.transaction():
-        conn.execute("SELECT economy.reset_ledger_checkpoint()")
+        conn.execute("SELECT economy.reset_ledger_checkpoint(attachment => %s)", [attachment])
+
+
+def has_checkpoint(conn: psycopg.Connection, attachment: str | None = None) -> bool:
+    """Whether the ledger can be checkpointed: the package's always, an
+    attachment's when its ledger has an integer id with a sequence."""
+    return conn.execute("SELECT economy.has_checkpoint(%s)", [attachment]).fetchone()[0]
 
 
 def count_users(conn: psycopg.Connection, attachment: str | None = None) -> int:
@@ -384,8 +397,8 @@ def reconcile(
         raise RuntimeError("reconcile runs its own transactions: call it outside one")
     summary = into or ReconcileSummary(dry_run=dry_run)
     # The checkpoint speeds up scans of everyone; a dry run writes nothing.
-    if not dry_run and user_ids is None and own_tables(attachment):
-        summary.checkpoint_skipped = advance_checkpoint(conn) is None
+    if not dry_run and user_ids is None and has_checkpoint(conn, attachment):
+        summary.checkpoint_skipped = advance_checkpoint(conn, attachment) is None
     for batch in _user_batches(conn, user_ids, batch_size, attachment):
         if limit is not None:
             batch = batch[: limit - summary.processed]

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "audit",
-        parents=[database, output],
+        parents=[database, output, attached],
         help="check the ledger checkpoint against a full sum of the ledger (reads it all)",
     )
     return parser
@@ -351,19 +351,24 @@ def cmd_hot(args, out: Console) -> int:
 
 def cmd_audit(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
-        mismatches = api.audit_ledger_checkpoint(conn)
+        mismatches = [
+            (name, row)
+            for name in in_scope(conn, args)
+            for row in api.audit_ledger_checkpoint(conn, name)
+        ]
     if args.json:
-        rows = [row_json(row) for row in mismatches]
+        rows = [{"attachment": name, **row_json(row)} for name, row in mismatches]
         print(json.dumps({"count": len(mismatches), "mismatches": rows}))
     elif mismatches:
-        for row in mismatches:
+        for name, row in mismatches:
             out.print(
-                f"wallet {row.wallet_id} {row.field}: checkpoint {row.checkpoint_value},"
+                f"{name}: wallet {row.wallet_id} {row.field}: checkpoint {row.checkpoint_value},"
                 f" ledger {row.ledger_value}"
             )
         out.print(
             "The checkpoint disagrees with the ledger: as economy_operator,"
-            " SELECT economy.reset_ledger_checkpoint(); then reconcile --apply --all"
+            " SELECT economy.reset_ledger_checkpoint(attachment => …);"
+            " then reconcile --apply --all"
         )
     else:
         out.print("The ledger checkpoint equals a full sum of the ledger.")

@@ -320,14 +320,42 @@ def check_holds(conn) -> Iterator[Finding]:
         yield Finding(True, "no hold past its expiry")
 
 
+def check_checkpoint(conn, attachment: str) -> Iterator[Finding]:
+    """An attachment's ledger checkpoint: none (no id sequence), or void since
+    the ledger's triggers changed (the sync switched off, a reattach): drift
+    checks then sum the whole ledger until the next advance."""
+    if not api.has_checkpoint(conn, attachment):
+        yield Finding(
+            True,
+            f"{attachment}: no ledger checkpoint (its ledger has no integer id with a"
+            " sequence): drift checks sum the whole ledger",
+        )
+    elif one(
+        conn,
+        "SELECT h.checkpointed_up_to IS NOT NULL"
+        " AND h.sync_triggers IS DISTINCT FROM economy.triggers_state(a.ledger)"
+        " FROM economy.attached_ledger_horizon h JOIN economy.attachments a"
+        " ON a.name = h.attachment WHERE h.attachment = %s",
+        [attachment],
+    ):
+        yield Finding(
+            True,
+            f"{attachment}: the ledger checkpoint is void (the ledger's triggers changed since"
+            " its last advance: switched off, or a reattach); drift checks sum the whole ledger"
+            f" until `CALL economy.checkpoint_ledger(attachment => '{attachment}')`",
+        )
+
+
 def attachment_findings(conn: psycopg.Connection, name: str) -> Iterator[Finding]:
     """What doctor checks of one attachment's sync: its triggers, and for an
-    app's tables its mapped columns, its generated functions and its sync role."""
+    app's tables its mapped columns, its generated functions, its sync role and
+    its checkpoint."""
     yield from check_triggers(conn, name)
     if not api.own_tables(name):
         yield from check_mapped_columns(conn, name)
         yield from check_generated_functions(conn, name)
         yield from check_sync_role_objects(conn, name)
+        yield from check_checkpoint(conn, name)
 
 
 def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Finding]:

@@ -28,12 +28,20 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_drift(user_ids bigint[])
  SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
 #variable_conflict use_column
--- ($1 is user_ids: the app's tables may have a column of that name)
+-- ($1 is user_ids, and the variable is named with its block: the app's
+-- tables may have a column of either name)
+<<economy_drift>>
+DECLARE
+    sync_covered bigint;  -- the entries the checkpoint sums, when it is to be trusted
 BEGIN
     IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    SELECT h.checkpointed_up_to INTO economy_drift.sync_covered
+    FROM economy.attached_ledger_horizon h
+    WHERE h.attachment = 'seed'
+        AND h.sync_triggers = economy.triggers_state('public.app_transaction');
     RETURN QUERY
     WITH parked AS (
         SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
@@ -62,7 +70,7 @@ BEGIN
         SELECT r.wallet_id::bigint AS wallet_id, sum(r.amount)::numeric AS balance,
             coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)::numeric AS earnings
         FROM (
-            SELECT * FROM public.app_transaction WHERE $1 IS NULL
+            SELECT * FROM public.app_transaction WHERE $1 IS NULL AND (economy_drift.sync_covered IS NULL OR id > economy_drift.sync_covered)
             UNION ALL
             SELECT * FROM public.app_transaction
             WHERE $1 IS NOT NULL AND wallet_id IN (SELECT wl.wallet_id FROM wallets wl)
@@ -71,10 +79,13 @@ BEGIN
     ),
 
     per_wallet AS (
-        SELECT w.*, coalesce(l.balance, 0) AS ledger_balance,
-            coalesce(l.earnings, 0) AS ledger_earnings
+        SELECT w.*, coalesce(l.balance, 0) + coalesce(c.balance, 0) AS ledger_balance,
+            coalesce(l.earnings, 0) + coalesce(c.earnings, 0) AS ledger_earnings
         FROM wallets w
         LEFT JOIN ledger l ON l.wallet_id = w.wallet_id
+        LEFT JOIN economy.attached_ledger_checkpoint c
+            ON $1 IS NULL AND economy_drift.sync_covered IS NOT NULL
+            AND c.attachment = 'seed' AND c.wallet_id = w.wallet_id
     ),
 
     per_profile AS (
@@ -291,6 +302,29 @@ BEGIN
     NEW.cached_balance := sync_balance;
     NEW.lifetime_earnings := sync_earnings;
     RETURN NEW;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_ledger_sums(after bigint, up_to bigint)
+ RETURNS TABLE(wallet_id bigint, balance numeric, earnings numeric)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+#variable_conflict use_column
+-- ($1 and $2: the app's ledger may have columns of those names)
+BEGIN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+    SELECT r.wallet_id::bigint, sum(r.amount)::numeric,
+        coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)::numeric
+    FROM public.app_transaction r
+    WHERE ($1 IS NULL OR r.id > $1) AND r.id <= $2
+    GROUP BY r.wallet_id;
 END;
 $function$
 
@@ -562,6 +596,11 @@ BEGIN
     FROM public.app_wallet w
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
     WHERE w.id = ANY (ARRAY[NEW.wallet_id::bigint]);
+                IF NEW.id <= (
+            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
+        ) THEN
+            PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
+        END IF;
                 RETURN NULL;
             END IF;
         ELSIF EXISTS (
@@ -578,6 +617,11 @@ BEGIN
         IF sync_owner IS NOT NULL THEN
             UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner
             RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END INTO sync_fits;
+        END IF;
+        IF NEW.id <= (
+            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
+        ) THEN
+            PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
         END IF;
         RETURN NULL;
     END IF;
@@ -630,6 +674,11 @@ BEGIN
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
+    IF least(OLD.id, NEW.id) <= (
+            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
+        ) THEN
+            PERFORM economy.correct_attached_checkpoint('seed', ARRAY[OLD.id::bigint, NEW.id::bigint], ARRAY[OLD.wallet_id::bigint, NEW.wallet_id::bigint], ARRAY[-OLD.amount::numeric, sync_amount], ARRAY[CASE WHEN economy.attached_seed_earns(OLD.amount) THEN -OLD.amount::numeric ELSE 0 END, sync_earned]);
+        END IF;
     RETURN NULL;
 END;
 $function$
@@ -737,6 +786,15 @@ BEGIN
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
+    -- rows at or below the checkpoint's safe horizon keep it exact
+    PERFORM economy.correct_attached_checkpoint('seed', array_agg(s.id::bigint),
+        array_agg(s.wallet_id::bigint), array_agg(s.amount::numeric),
+        array_agg(CASE WHEN coalesce((amount > 0), false) THEN s.amount::numeric ELSE 0 END))
+    FROM sync_inserted s
+    WHERE s.id <= (
+        SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
+    )
+    HAVING count(*) > 0;
     RETURN NULL;
 END;
 $function$
@@ -759,6 +817,9 @@ BEGIN
     END IF;
     DELETE FROM economy.attached_hot_credit c WHERE c.attachment = 'seed';
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed';
+    -- the checkpoint sums nothing now (an entry written again with an id it
+    -- covers is a correction, as any)
+    DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = 'seed';
     UPDATE public.app_profile p SET deltacoin_balance = 0, lifetime_earnings = 0 WHERE p.deltacoin_balance <> 0 OR p.lifetime_earnings <> 0;
     RETURN NULL;
 END;
