@@ -1601,6 +1601,10 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
+-- as balance_drift: the joins and groups of every wallet and profile in memory,
+-- nothing compiled
+SET work_mem = '256MB'
+SET jit = off
 AS $fn$
 #variable_conflict use_column
 -- ($1 is user_ids, and the variable is named with its block: the app's

@@ -885,6 +885,7 @@ def load_attached_scan_data(conn: psycopg.Connection, wallets: int, entries: int
         conn.execute("UPDATE app_profile SET balance = %s, lifetime_earnings = %s", [each, each])
     conn.execute("VACUUM ANALYZE app_transaction, app_wallet, app_profile")
     advance_checkpoint(conn, "bench")
+    conn.execute("ANALYZE economy.attached_ledger_checkpoint")
 
 
 BARE_GROUP_BY = "SELECT wallet_id, sum(amount) FROM economy.transaction GROUP BY wallet_id"

@@ -26,6 +26,8 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_drift(user_ids bigint[])
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
  SET plan_cache_mode TO 'force_custom_plan'
+ SET work_mem TO '256MB'
+ SET jit TO 'off'
 AS $function$
 #variable_conflict use_column
 -- ($1 is user_ids, and the variable is named with its block: the app's
