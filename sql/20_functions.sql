@@ -812,6 +812,20 @@ BEGIN
 END;
 $$;
 
+-- Raises unless the transaction takes a new snapshot for each statement
+-- (READ COMMITTED): `step` waits for writers, then must see what they wrote.
+CREATE FUNCTION economy.refuse_snapshot_isolation(step text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '% needs READ COMMITTED: a snapshot taken after its waits', step
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+END;
+$$;
+
 -- Step 1 of advancing the checkpoint, in a short transaction of its own:
 -- wait out the inserts in flight (SHARE conflicts with their ROW EXCLUSIVE
 -- lock), then every id the identity has handed out belongs to an entry that
@@ -832,10 +846,7 @@ BEGIN
     IF NOT economy.own_tables(attachment) THEN
         RETURN economy.mark_attached_horizon(economy.attachment(attachment));
     END IF;
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'mark_ledger_horizon needs READ COMMITTED: a snapshot taken after its lock'
-            USING ERRCODE = 'invalid_transaction_state';
-    END IF;
+    PERFORM economy.refuse_snapshot_isolation('mark_ledger_horizon');
     IF (SELECT s.cache_size FROM pg_catalog.pg_sequences s
         WHERE s.schemaname = 'economy' AND s.sequencename = 'transaction_id_seq') <> 1 THEN
         RAISE EXCEPTION 'the ledger id sequence caches values: ids would not grow in commit order'

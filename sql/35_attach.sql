@@ -153,10 +153,10 @@ WITH CHECK (
 -- checkpointed_up_to, so that a drift check sums only the newer ones. An app's
 -- ledger may UPDATE and DELETE old entries, and insert ids of its choosing:
 -- the sync keeps the sums exact (economy.correct_attached_checkpoint). A
--- drift check trusts them only while the ledger's triggers are as they were
--- at the last advance (sync_triggers): switching the sync off (or any other
--- change of the ledger's triggers) voids the checkpoint until the next
--- advance rebuilds it.
+-- drift check trusts them only while the ledger is as DDL left it at the last
+-- advance (ledger_state): switching the sync off, or any other change of the
+-- ledger's triggers, columns, storage or partitions, voids the checkpoint
+-- until the next advance rebuilds it.
 CREATE TABLE economy.attached_ledger_horizon (
     attachment text PRIMARY KEY REFERENCES economy.attachments ON DELETE CASCADE,
     -- entries with id <= this are summed in economy.attached_ledger_checkpoint
@@ -164,8 +164,8 @@ CREATE TABLE economy.attached_ledger_horizon (
     -- the ledger sequence's last value once no write was in flight: an entry
     -- written since with an id at or below it is a correction (above)
     safe_up_to bigint,
-    -- economy.triggers_state of the ledger at the last advance
-    sync_triggers text,
+    -- economy.ledger_state of the ledger at the last advance
+    ledger_state text,
     sync_role name NOT NULL,
     CONSTRAINT attached_ledger_horizon_checkpoint_is_safe CHECK (checkpointed_up_to <= safe_up_to)
 );
@@ -196,18 +196,36 @@ WITH CHECK (
     AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
 );
 
--- The state of a table's triggers: each one's row version in pg_trigger,
--- which ALTER TABLE … DISABLE/ENABLE TRIGGER and CREATE OR REPLACE TRIGGER
--- change, as creating or dropping one does the list.
-CREATE FUNCTION economy.triggers_state(tbl regclass)
+-- The state of a ledger as DDL leaves it: the table and every table that
+-- inherits from it (partitions), each one's row versions in pg_class (a
+-- rewrite, a TRUNCATE, an ALTER), pg_trigger (DISABLE/ENABLE TRIGGER, CREATE
+-- OR REPLACE TRIGGER) and pg_attribute (a column renamed or retyped), and
+-- the list of them. A write that fires no trigger needs one of these changed
+-- (or a superuser's session_replication_role): the checkpoint records the
+-- state at each advance and is trusted only while it is the same.
+CREATE FUNCTION economy.ledger_state(tbl regclass)
 RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT string_agg(t.tgname || ':' || t.xmin::text || ':' || t.tgenabled::text, ','
-        ORDER BY t.tgname)
-    FROM pg_catalog.pg_trigger t
-    WHERE t.tgrelid = tbl;
+    WITH RECURSIVE family AS (
+        SELECT tbl::oid AS relid
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN family f ON i.inhparent = f.relid
+    )
+
+    SELECT string_agg(x.part, ',' ORDER BY x.part)
+    FROM (
+        SELECT 'r' || c.oid || ':' || c.xmin::text || ':' || c.relfilenode AS part
+        FROM pg_catalog.pg_class c JOIN family f ON c.oid = f.relid
+        UNION ALL
+        SELECT 't' || t.oid || ':' || t.xmin::text || ':' || t.tgenabled::text
+        FROM pg_catalog.pg_trigger t JOIN family f ON t.tgrelid = f.relid
+        UNION ALL
+        SELECT 'a' || a.attrelid || '.' || a.attnum || ':' || a.xmin::text
+        FROM pg_catalog.pg_attribute a JOIN family f ON a.attrelid = f.relid
+        WHERE a.attnum > 0
+    ) x;
 $$;
 
 -- Keeps an attachment's checkpoint exact under a write of entries at or
@@ -215,9 +233,11 @@ $$;
 -- after the caches: under the wallets' locks): an UPDATE or DELETE of an old
 -- entry, an insert with an id of the app's choosing. `ids`, `wallet_ids`,
 -- `amounts`, `earnings` are what each written or removed row version adds
--- (negated for a removed one). The horizon row is held FOR KEY SHARE until
+-- (negated for a removed one). The horizon row is held FOR SHARE until
 -- commit, so an advance (FOR UPDATE) either has summed these entries before,
--- and they are corrected here, or waits and sums them as they are then.
+-- and they are corrected here, or waits and sums them as they are then; and
+-- the row is read as it is now (a transaction whose snapshot predates a mark
+-- or an advance gets a serialization error instead).
 CREATE FUNCTION economy.correct_attached_checkpoint(
     attachment text, ids bigint[], wallet_ids bigint[], amounts numeric[], earnings numeric[]
 )
@@ -231,7 +251,7 @@ BEGIN
     SELECT h.checkpointed_up_to INTO covered
     FROM economy.attached_ledger_horizon h
     WHERE h.attachment = $1
-    FOR KEY SHARE;
+    FOR SHARE;
     INSERT INTO economy.attached_ledger_checkpoint AS c (attachment, wallet_id, balance, earnings)
     SELECT $1, e.wallet_id, sum(e.amount), sum(e.earnings)
     FROM unnest(ids, wallet_ids, amounts, earnings) AS e (id, wallet_id, amount, earnings)
@@ -370,13 +390,13 @@ BEGIN
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.park_attached_credit(text, bigint, numeric,'
         ' numeric) TO %I', a.sync_role);
-    -- UPDATE of sync_role alone: a correction holds its horizon row FOR KEY SHARE
+    -- UPDATE of sync_role alone: a correction holds its horizon row FOR SHARE
     EXECUTE format('GRANT SELECT, UPDATE (sync_role) ON economy.attached_ledger_horizon TO %I',
         a.sync_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_ledger_checkpoint'
         ' TO %I', a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.correct_attached_checkpoint(text, bigint[],'
-        ' bigint[], numeric[], numeric[]), economy.triggers_state(regclass) TO %I',
+        ' bigint[], numeric[], numeric[]), economy.ledger_state(regclass) TO %I',
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
@@ -765,7 +785,10 @@ $$;
 -- (economy.correct_attached_checkpoint) for entries at or below its safe
 -- horizon, by a row (`lowest`: the least id of the row versions, then their
 -- arrays) or by the rows of an INSERT statement; nothing where the ledger has
--- no id column (no checkpoint).
+-- no id column (no checkpoint). A transaction with one snapshot for all its
+-- statements (REPEATABLE READ, SERIALIZABLE) may not see a horizon marked
+-- since it began: it corrects every row (its lock on the horizon row then
+-- fails with a serialization error if a mark or an advance committed since).
 CREATE FUNCTION economy.render_row_correction(
     a economy.attachments, lowest text, ids text, wallet_ids text, amounts text, earnings text
 )
@@ -776,7 +799,7 @@ AS $$
     SELECT CASE WHEN a.id_column IS NOT NULL THEN format(
         $part$IF %2$s <= (
             SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = %1$L
-        ) THEN
+        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint(%1$L, %3$s, %4$s, %5$s, %6$s);
         END IF;$part$,
         a.name, lowest, ids, wallet_ids, amounts, earnings) ELSE '' END;
@@ -795,7 +818,7 @@ AS $$
     FROM sync_inserted s
     WHERE s.%2$I <= (
         SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = %1$L
-    )
+    ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed'
     HAVING count(*) > 0;$part$,
         a.name, a.id_column, a.ledger_wallet_column, a.amount_column, a.earning) ELSE '' END;
 $$;
@@ -1737,7 +1760,7 @@ $template$,
         $covered$SELECT h.checkpointed_up_to INTO economy_drift.sync_covered
     FROM economy.attached_ledger_horizon h
     WHERE h.attachment = %1$L
-        AND h.sync_triggers = economy.triggers_state(%2$L);$covered$,
+        AND h.ledger_state = economy.ledger_state(%2$L);$covered$,
         a.name, a.ledger) ELSE '' END,
     CASE WHEN a.id_column IS NOT NULL
         THEN format(' AND (economy_drift.sync_covered IS NULL OR %I > economy_drift.sync_covered)',
@@ -3001,7 +3024,7 @@ END;
 $$;
 
 -- Whether an attachment's ledger can be checkpointed (the package's always):
--- one whose id has a sequence.
+-- one whose id has a sequence and no NULL (which no sum would count).
 CREATE FUNCTION economy.has_checkpoint(attachment text)
 RETURNS boolean
 LANGUAGE sql
@@ -3009,7 +3032,10 @@ STABLE
 AS $$
     SELECT economy.own_tables(attachment) OR coalesce((
         SELECT pg_catalog.pg_get_serial_sequence(a.ledger::text, a.id_column) IS NOT NULL
-        FROM economy.attachments a WHERE a.name = attachment), false);
+            AND att.attnotnull
+        FROM economy.attachments a
+        JOIN pg_catalog.pg_attribute att ON att.attrelid = a.ledger AND att.attname = a.id_column
+        WHERE a.name = attachment), false);
 $$;
 
 -- The ledger checkpoint of an attachment, in the steps of the package's
@@ -3025,18 +3051,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    id_sequence regclass;
     horizon bigint;
 BEGIN
-    IF a.id_column IS NOT NULL THEN
-        id_sequence := pg_catalog.pg_get_serial_sequence(a.ledger::text, a.id_column)::regclass;
-    END IF;
-    IF id_sequence IS NULL THEN
-        RAISE EXCEPTION 'attachment %: the ledger has no integer id column with a sequence to'
-            ' checkpoint', a.name
+    IF NOT economy.has_checkpoint(a.name) THEN
+        RAISE EXCEPTION 'attachment %: the ledger has no integer id column with a sequence'
+            ' and NOT NULL to checkpoint', a.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'economy.reattach(name) after giving it one, or attach(…, id_column => …)';
     END IF;
+    PERFORM economy.refuse_snapshot_isolation('mark_ledger_horizon');
     BEGIN
         EXECUTE format('LOCK TABLE %s IN SHARE MODE', a.ledger);
     EXCEPTION
@@ -3046,7 +3069,8 @@ BEGIN
                 current_setting('lock_timeout')
                 USING ERRCODE = 'lock_not_available';
     END;
-    horizon := pg_catalog.pg_sequence_last_value(id_sequence);
+    horizon := pg_catalog.pg_sequence_last_value(
+        pg_catalog.pg_get_serial_sequence(a.ledger::text, a.id_column)::regclass);
     UPDATE economy.attached_ledger_horizon h SET safe_up_to = greatest(h.safe_up_to, horizon)
     WHERE h.attachment = a.name
     RETURNING h.safe_up_to INTO horizon;
@@ -3067,12 +3091,14 @@ AS $$
 DECLARE
     settings text := economy.session_settings();
     horizon economy.attached_ledger_horizon;
-    state text := economy.triggers_state(a.ledger);
+    state text := economy.ledger_state(a.ledger);
 BEGIN
+    -- it waits for corrections in flight, then must see them
+    PERFORM economy.refuse_snapshot_isolation('advance_ledger_checkpoint');
     SELECT * INTO horizon FROM economy.attached_ledger_horizon h
     WHERE h.attachment = a.name
     FOR UPDATE;
-    IF horizon.sync_triggers IS DISTINCT FROM state THEN
+    IF horizon.ledger_state IS DISTINCT FROM state THEN
         DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = a.name;
         horizon.checkpointed_up_to := NULL;
     END IF;
@@ -3088,7 +3114,7 @@ BEGIN
         PERFORM economy.refuse_changed_settings(settings);
     END IF;
     UPDATE economy.attached_ledger_horizon h
-    SET checkpointed_up_to = horizon.safe_up_to, sync_triggers = state
+    SET checkpointed_up_to = horizon.safe_up_to, ledger_state = state
     WHERE h.attachment = a.name;
     RETURN horizon.safe_up_to;
 END;
@@ -3139,7 +3165,7 @@ AS $$
 BEGIN
     PERFORM FROM economy.attached_ledger_horizon h WHERE h.attachment = a.name FOR UPDATE;
     DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = a.name;
-    UPDATE economy.attached_ledger_horizon h SET checkpointed_up_to = NULL, sync_triggers = NULL
+    UPDATE economy.attached_ledger_horizon h SET checkpointed_up_to = NULL, ledger_state = NULL
     WHERE h.attachment = a.name;
 END;
 $$;

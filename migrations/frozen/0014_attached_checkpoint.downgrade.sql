@@ -26,12 +26,13 @@ DROP FUNCTION economy.render_ledger_sums(economy.attachments);
 DROP FUNCTION economy.render_statement_correction(economy.attachments);
 DROP FUNCTION economy.render_row_correction(economy.attachments, text, text, text, text, text);
 DROP FUNCTION economy.correct_attached_checkpoint(text, bigint[], bigint[], numeric[], numeric[]);
-DROP FUNCTION economy.triggers_state(regclass);
+DROP FUNCTION economy.ledger_state(regclass);
 DROP FUNCTION economy.reset_ledger_checkpoint(text);
 DROP FUNCTION economy.audit_ledger_checkpoint(text);
 DROP PROCEDURE economy.checkpoint_ledger(bigint, text);
 DROP FUNCTION economy.advance_ledger_checkpoint(text);
 DROP FUNCTION economy.mark_ledger_horizon(text);
+DROP FUNCTION economy.refuse_snapshot_isolation(text);
 
 -- Step 1 of advancing the checkpoint, in a short transaction of its own:
 -- wait out the inserts in flight (SHARE conflicts with their ROW EXCLUSIVE

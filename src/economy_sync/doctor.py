@@ -322,26 +322,27 @@ def check_holds(conn) -> Iterator[Finding]:
 
 def check_checkpoint(conn, attachment: str) -> Iterator[Finding]:
     """An attachment's ledger checkpoint: none (no id sequence), or void since
-    the ledger's triggers changed (the sync switched off, a reattach): drift
-    checks then sum the whole ledger until the next advance."""
+    DDL changed the ledger (the sync switched off, a reattach, a column
+    altered): drift checks then sum the whole ledger until the next advance."""
     if not api.has_checkpoint(conn, attachment):
         yield Finding(
             True,
             f"{attachment}: no ledger checkpoint (its ledger has no integer id with a"
-            " sequence): drift checks sum the whole ledger",
+            " sequence and NOT NULL): drift checks sum the whole ledger",
         )
     elif one(
         conn,
         "SELECT h.checkpointed_up_to IS NOT NULL"
-        " AND h.sync_triggers IS DISTINCT FROM economy.triggers_state(a.ledger)"
+        " AND h.ledger_state IS DISTINCT FROM economy.ledger_state(a.ledger)"
         " FROM economy.attached_ledger_horizon h JOIN economy.attachments a"
         " ON a.name = h.attachment WHERE h.attachment = %s",
         [attachment],
     ):
         yield Finding(
             True,
-            f"{attachment}: the ledger checkpoint is void (the ledger's triggers changed since"
-            " its last advance: switched off, or a reattach); drift checks sum the whole ledger"
+            f"{attachment}: the ledger checkpoint is void (DDL changed the ledger since its last"
+            " advance: the sync switched off, a reattach, a column altered); drift checks sum"
+            " the whole ledger"
             f" until `CALL economy.checkpoint_ledger(attachment => '{attachment}')`",
         )
 

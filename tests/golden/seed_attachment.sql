@@ -43,7 +43,7 @@ BEGIN
     SELECT h.checkpointed_up_to INTO economy_drift.sync_covered
     FROM economy.attached_ledger_horizon h
     WHERE h.attachment = 'seed'
-        AND h.sync_triggers = economy.triggers_state('public.app_transaction');
+        AND h.ledger_state = economy.ledger_state('public.app_transaction');
     RETURN QUERY
     WITH parked AS (
         SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
@@ -600,7 +600,7 @@ BEGIN
     WHERE w.id = ANY (ARRAY[NEW.wallet_id::bigint]);
                 IF NEW.id <= (
             SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-        ) THEN
+        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
         END IF;
                 RETURN NULL;
@@ -622,7 +622,7 @@ BEGIN
         END IF;
         IF NEW.id <= (
             SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-        ) THEN
+        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
         END IF;
         RETURN NULL;
@@ -678,7 +678,7 @@ BEGIN
     END;
     IF least(OLD.id, NEW.id) <= (
             SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-        ) THEN
+        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[OLD.id::bigint, NEW.id::bigint], ARRAY[OLD.wallet_id::bigint, NEW.wallet_id::bigint], ARRAY[-OLD.amount::numeric, sync_amount], ARRAY[CASE WHEN economy.attached_seed_earns(OLD.amount) THEN -OLD.amount::numeric ELSE 0 END, sync_earned]);
         END IF;
     RETURN NULL;
@@ -795,7 +795,7 @@ BEGIN
     FROM sync_inserted s
     WHERE s.id <= (
         SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-    )
+    ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed'
     HAVING count(*) > 0;
     RETURN NULL;
 END;
