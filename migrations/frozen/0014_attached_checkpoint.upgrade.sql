@@ -745,18 +745,19 @@ BEGIN
         sync_earned := CASE WHEN %3$s THEN sync_amount ELSE 0 END;
     END IF;
     IF TG_OP = 'INSERT' THEN%25$s
-        IF sync_amount > 0 THEN
+        -- (read here first: most wallets are not hot, and a call costs more)
+        IF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
+        ) THEN
+            IF sync_amount <= 0 THEN
+                PERFORM economy.%17$I(ARRAY[NEW.%8$I::bigint]);  -- the balance is exact after it
             -- a credit to a hot wallet is parked: no shared row written
-            IF economy.park_attached_credit(%16$L, NEW.%8$I, sync_amount, sync_earned) THEN
+            ELSIF economy.park_attached_credit(%16$L, NEW.%8$I, sync_amount, sync_earned) THEN
                 %20$s
                 %27$s
                 %18$s
             END IF;
-        ELSIF EXISTS (
-            SELECT FROM economy.attached_hot_wallet h
-            WHERE h.attachment = %16$L AND h.wallet_id = NEW.%8$I
-        ) THEN
-            PERFORM economy.%17$I(ARRAY[NEW.%8$I::bigint]);  -- the balance is exact after it
         END IF;
         UPDATE %5$s w SET %6$s
         WHERE w.%7$I = NEW.%8$I

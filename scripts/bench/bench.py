@@ -45,6 +45,7 @@ SCALES = {
         "scan_wallets": 2_000,
         "scan_entries": 20_000,
         "seconds": 1,
+        "transactions": 20,  # per client, instead of a run of `seconds`: keeps it quick
         "repeats": 1,
         "copy_rows": 2_000,
         "one_wallet_rows": 2_000,
@@ -285,8 +286,11 @@ class Bench:
                 str(clients),
                 "-j",
                 str(min(clients, 2)),
-                "-T",
-                str(self.scale["seconds"]),
+                *(
+                    ("-t", str(self.scale["transactions"]))
+                    if "transactions" in self.scale
+                    else ("-T", str(self.scale["seconds"]))
+                ),
                 "-f",
                 str(path),
                 "-h",

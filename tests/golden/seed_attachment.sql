@@ -591,9 +591,15 @@ BEGIN
         sync_earned := CASE WHEN economy.attached_seed_earns(NEW.amount) THEN sync_amount ELSE 0 END;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        IF sync_amount > 0 THEN
+        -- (read here first: most wallets are not hot, and a call costs more)
+        IF EXISTS (
+            SELECT FROM economy.attached_hot_wallet h
+            WHERE h.attachment = 'seed' AND h.wallet_id = NEW.wallet_id
+        ) THEN
+            IF sync_amount <= 0 THEN
+                PERFORM economy.attached_seed_fold(ARRAY[NEW.wallet_id::bigint]);  -- the balance is exact after it
             -- a credit to a hot wallet is parked: no shared row written
-            IF economy.park_attached_credit('seed', NEW.wallet_id, sync_amount, sync_earned) THEN
+            ELSIF economy.park_attached_credit('seed', NEW.wallet_id, sync_amount, sync_earned) THEN
                 PERFORM (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id), CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END
     FROM public.app_wallet w
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
@@ -605,11 +611,6 @@ BEGIN
         END IF;
                 RETURN NULL;
             END IF;
-        ELSIF EXISTS (
-            SELECT FROM economy.attached_hot_wallet h
-            WHERE h.attachment = 'seed' AND h.wallet_id = NEW.wallet_id
-        ) THEN
-            PERFORM economy.attached_seed_fold(ARRAY[NEW.wallet_id::bigint]);  -- the balance is exact after it
         END IF;
         UPDATE public.app_wallet w SET cached_balance = w.cached_balance + sync_amount, lifetime_earnings = w.lifetime_earnings + sync_earned
         WHERE w.id = NEW.wallet_id
