@@ -3080,10 +3080,10 @@ END;
 $$;
 
 -- Advancing: sums the entries up to the safe horizon into the checkpoint, or
--- all of them again (the checkpoint emptied first) when the ledger's sync
--- triggers changed since the last advance: a write made while they were off
--- is in no sum yet. Concurrent advances and corrections queue on the horizon
--- row.
+-- all of them again (the checkpoint emptied first) when DDL changed the
+-- ledger since the last advance (economy.ledger_state): a write made while
+-- its sync was off is in no sum yet. Concurrent advances and corrections
+-- queue on the horizon row.
 CREATE FUNCTION economy.advance_attached_checkpoint(a economy.attachments)
 RETURNS bigint
 LANGUAGE plpgsql

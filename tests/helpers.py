@@ -132,6 +132,27 @@ SELECT economy.attach(
     profile_earnings_column => 'lifetime_earnings')
 """
 
+# The seed ledger partitioned by wallet (after SEED_TABLES' profiles and
+# wallets): partition 1 holds wallet 1's rows, the default one the others'.
+SEED_PARTITIONED_LEDGER = """
+CREATE TABLE app_transaction (id bigserial, wallet_id integer NOT NULL,
+    amount integer NOT NULL, reason text NOT NULL, PRIMARY KEY (id, wallet_id))
+PARTITION BY LIST (wallet_id);
+CREATE TABLE app_transaction_1 PARTITION OF app_transaction FOR VALUES IN (1);
+CREATE TABLE app_transaction_rest PARTITION OF app_transaction DEFAULT
+"""
+
+
+def seed_entries(conn):
+    """Three profiles with a wallet each, and 30 entries among them (ids 1-30)."""
+    conn.execute("INSERT INTO app_profile (username) SELECT 'u' || g FROM generate_series(1, 3) g")
+    conn.execute("INSERT INTO app_wallet (profile_id) SELECT g FROM generate_series(1, 3) g")
+    conn.execute(
+        "INSERT INTO app_transaction (wallet_id, amount, reason)"
+        " SELECT 1 + g % 3, CASE WHEN g % 4 = 0 THEN -1 ELSE 5 END, 'prize'"
+        " FROM generate_series(1, 30) g"
+    )
+
 
 def seed_figures(conn):
     """{wallet: (cached_balance, lifetime_earnings)}, {profile: (balance, earnings)}."""

@@ -9,7 +9,15 @@ import random
 import threading
 
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, pay, rows_updated, run, seed_figures
+from helpers import (
+    SEED_ATTACH,
+    SEED_PARTITIONED_LEDGER,
+    SEED_TABLES,
+    pay,
+    rows_updated,
+    run,
+    seed_figures,
+)
 from helpers import attached_drift as drift
 from psycopg import errors
 
@@ -191,13 +199,7 @@ def test_a_partitioned_ledger_syncs_every_row_however_it_is_written(conn):
     moved to another partition by an UPDATE: there every row is synced by the
     row trigger (one write per row, as before), whichever table it names."""
     conn.execute(SEED_TABLES[: SEED_TABLES.index("CREATE TABLE app_transaction")])
-    conn.execute(
-        "CREATE TABLE app_transaction (id bigserial, wallet_id integer NOT NULL,"
-        " amount integer NOT NULL, reason text NOT NULL, PRIMARY KEY (id, wallet_id))"
-        " PARTITION BY LIST (wallet_id);"
-        "CREATE TABLE app_transaction_1 PARTITION OF app_transaction FOR VALUES IN (1);"
-        "CREATE TABLE app_transaction_rest PARTITION OF app_transaction DEFAULT"
-    )
+    conn.execute(SEED_PARTITIONED_LEDGER)
     conn.execute(
         SEED_ATTACH.replace("'lifetime_earnings')", "'lifetime_earnings', overdraft_limit => '0')")
     )

@@ -7,7 +7,7 @@ import threading
 
 import psycopg
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, pay, rows_read
+from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, pay, rows_read, seed_entries
 from psycopg import errors
 
 from economy_sync import advance_checkpoint, audit_ledger_checkpoint, reconcile
@@ -19,13 +19,7 @@ def seeded(conn):
     """Three profiles with a wallet each, 30 entries, a checkpoint over them."""
     conn.execute(SEED_TABLES)
     conn.execute(SEED_ATTACH)
-    conn.execute("INSERT INTO app_profile (username) SELECT 'u' || g FROM generate_series(1, 3) g")
-    conn.execute("INSERT INTO app_wallet (profile_id) SELECT g FROM generate_series(1, 3) g")
-    conn.execute(
-        "INSERT INTO app_transaction (wallet_id, amount, reason)"
-        " SELECT 1 + g % 3, CASE WHEN g % 4 = 0 THEN -1 ELSE 5 END, 'prize'"
-        " FROM generate_series(1, 30) g"
-    )
+    seed_entries(conn)
     assert advance_checkpoint(conn, "seed") == 30
     return conn
 

@@ -9,28 +9,25 @@ import time
 
 import psycopg
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, pay
+from helpers import (
+    SEED_ATTACH,
+    SEED_PARTITIONED_LEDGER,
+    SEED_TABLES,
+    attached_drift,
+    pay,
+    seed_entries,
+)
 from psycopg import errors
 from test_attach_threats import OWNER, owner  # noqa: F401  (the fixture)
 
 from economy_sync import advance_checkpoint, audit_ledger_checkpoint
 
 
-def three_wallets(conn):
-    conn.execute("INSERT INTO app_profile (username) SELECT 'u' || g FROM generate_series(1, 3) g")
-    conn.execute("INSERT INTO app_wallet (profile_id) SELECT g FROM generate_series(1, 3) g")
-    conn.execute(
-        "INSERT INTO app_transaction (wallet_id, amount, reason)"
-        " SELECT 1 + g % 3, CASE WHEN g % 4 = 0 THEN -1 ELSE 5 END, 'prize'"
-        " FROM generate_series(1, 30) g"
-    )
-
-
 @pytest.fixture
 def seeded(conn):
     conn.execute(SEED_TABLES)
     conn.execute(SEED_ATTACH)
-    three_wallets(conn)
+    seed_entries(conn)
     assert advance_checkpoint(conn, "seed") == 30
     return conn
 
@@ -165,17 +162,11 @@ def test_rows_of_an_inheriting_table_are_reported(seeded):
 @pytest.fixture
 def partitioned(conn):
     conn.execute(SEED_TABLES[: SEED_TABLES.index("CREATE TABLE app_transaction")])
-    conn.execute(
-        "CREATE TABLE app_transaction (id bigserial, wallet_id integer NOT NULL,"
-        " amount integer NOT NULL, reason text NOT NULL, PRIMARY KEY (id, wallet_id))"
-        " PARTITION BY LIST (wallet_id);"
-        "CREATE TABLE app_transaction_1 PARTITION OF app_transaction FOR VALUES IN (1);"
-        "CREATE TABLE app_transaction_rest PARTITION OF app_transaction DEFAULT"
-    )
+    conn.execute(SEED_PARTITIONED_LEDGER)
     conn.execute(
         SEED_ATTACH.replace("'lifetime_earnings')", "'lifetime_earnings', id_column => 'id')")
     )
-    three_wallets(conn)
+    seed_entries(conn)
     assert advance_checkpoint(conn, "seed") == 30
     exact(conn)
     return conn
@@ -334,7 +325,7 @@ def running(conn):
             "'lifetime_earnings', balance_after_column => 'cached_balance_after')",
         )
     )
-    three_wallets(conn)
+    seed_entries(conn)
     assert advance_checkpoint(conn, "seed") == 30
     return conn
 
@@ -382,7 +373,7 @@ def test_a_partitioned_running_ledger_skipping_a_row_on_conflict_is_reported(con
             " balance_after_column => 'cached_balance_after')",
         )
     )
-    three_wallets(conn)
+    seed_entries(conn)
     assert advance_checkpoint(conn, "seed") == 30
     conn.execute(
         "INSERT INTO app_transaction (id, wallet_id, amount, reason)"
@@ -640,7 +631,7 @@ def test_a_nullable_id_column_has_no_checkpoint(conn):
     conn.execute(
         SEED_ATTACH.replace("'lifetime_earnings')", "'lifetime_earnings', id_column => 'seq')")
     )
-    three_wallets(conn)
+    seed_entries(conn)
     with pytest.raises(errors.ObjectNotInPrerequisiteState, match="NOT NULL"):
         advance_checkpoint(conn, "seed")
     conn.execute(
