@@ -16,13 +16,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES
+from helpers import SEED_ATTACH, SEED_TABLES, seed_entries
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from economy_sync import migrate
+from economy_sync import advance_checkpoint, migrate
 from economy_sync.pg_binaries import find_pg_ctl
 from economy_sync.throwaway import PostgreSQLServerExecutor
 
@@ -165,4 +165,15 @@ def seed(conn):
     conn.execute(SEED_ATTACH)
     conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
     conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
+    return conn
+
+
+@pytest.fixture
+def seeded(conn):
+    """The attached app with three profiles and a wallet each, 30 entries
+    (helpers.seed_entries), and a ledger checkpoint over them."""
+    conn.execute(SEED_TABLES)
+    conn.execute(SEED_ATTACH)
+    seed_entries(conn)
+    assert advance_checkpoint(conn, "seed") == 30
     return conn

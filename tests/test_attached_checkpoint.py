@@ -7,21 +7,11 @@ import threading
 
 import psycopg
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, pay, rows_read, seed_entries
+from helpers import SEED_ATTACH, SEED_TABLES, attached_drift, pay, rows_read
 from psycopg import errors
 
 from economy_sync import advance_checkpoint, audit_ledger_checkpoint, reconcile
 from economy_sync.doctor import findings
-
-
-@pytest.fixture
-def seeded(conn):
-    """Three profiles with a wallet each, 30 entries, a checkpoint over them."""
-    conn.execute(SEED_TABLES)
-    conn.execute(SEED_ATTACH)
-    seed_entries(conn)
-    assert advance_checkpoint(conn, "seed") == 30
-    return conn
 
 
 def entries_read(conn):

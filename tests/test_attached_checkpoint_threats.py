@@ -23,15 +23,6 @@ from test_attach_threats import OWNER, owner  # noqa: F401  (the fixture)
 from economy_sync import advance_checkpoint, audit_ledger_checkpoint
 
 
-@pytest.fixture
-def seeded(conn):
-    conn.execute(SEED_TABLES)
-    conn.execute(SEED_ATTACH)
-    seed_entries(conn)
-    assert advance_checkpoint(conn, "seed") == 30
-    return conn
-
-
 def full_drift(conn):
     """Drift as it would be reported without the checkpoint (a full sum)."""
     with conn.transaction():
