@@ -3174,21 +3174,37 @@ $$;
 -- Advances the checkpoint of every ledger that has one (economy.has_checkpoint),
 -- the package's first, each in transactions of its own (for a scheduler:
 -- pg_cron runs `CALL economy.checkpoint_ledgers()`). Called outside a
--- transaction block; a ledger whose writes in flight outlast the wait stops
--- the run (lock_not_available): the next run starts again.
+-- transaction block. A ledger whose writes in flight outlast the mark's wait
+-- is skipped, the others advanced; then the call fails (lock_not_available)
+-- naming the skipped ones, so that a scheduler shows it: the next run tries
+-- them again.
 CREATE PROCEDURE economy.checkpoint_ledgers()
 LANGUAGE plpgsql
 AS $$
 DECLARE
     ledger record;
-    covered bigint;
+    skipped text[] := '{}';
 BEGIN
     FOR ledger IN
         SELECT a.name FROM economy.attachments a
         WHERE economy.has_checkpoint(a.name)
         ORDER BY a.name <> 'economy', a.name
     LOOP
-        CALL economy.checkpoint_ledger(covered, ledger.name);
+        BEGIN
+            PERFORM economy.mark_ledger_horizon(ledger.name);
+        EXCEPTION
+            WHEN lock_not_available THEN
+                skipped := skipped || ledger.name;
+                CONTINUE;
+        END;
+        COMMIT;
+        PERFORM economy.advance_ledger_checkpoint(ledger.name);
+        COMMIT;
     END LOOP;
+    IF cardinality(skipped) > 0 THEN
+        RAISE EXCEPTION 'checkpoint_ledgers: writes in flight held the ledger of % too long:'
+            ' not advanced (the others were); the next run tries again', skipped
+            USING ERRCODE = 'lock_not_available';
+    END IF;
 END;
 $$;
