@@ -25,7 +25,9 @@ DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, n
 DROP FUNCTION economy.render_ledger_sums(economy.attachments);
 DROP FUNCTION economy.render_statement_correction(economy.attachments);
 DROP FUNCTION economy.render_row_correction(economy.attachments, text, text, text, text, text);
+DROP FUNCTION economy.render_corrects(economy.attachments, text);
 DROP FUNCTION economy.correct_attached_checkpoint(text, bigint[], bigint[], numeric[], numeric[]);
+DROP FUNCTION economy.trusted_checkpoint(text);
 DROP FUNCTION economy.ledger_state(regclass);
 DROP FUNCTION economy.reset_ledger_checkpoint(text);
 DROP FUNCTION economy.audit_ledger_checkpoint(text);

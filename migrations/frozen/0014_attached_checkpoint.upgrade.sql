@@ -255,6 +255,21 @@ AS $$
     ) x;
 $$;
 
+-- How far an attachment's checkpoint may be trusted: the entries it sums
+-- (id <= this), or NULL when it sums none or DDL changed the ledger since
+-- its last advance.
+CREATE FUNCTION economy.trusted_checkpoint(attachment text)
+RETURNS bigint
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT h.checkpointed_up_to
+    FROM economy.attached_ledger_horizon h
+    JOIN economy.attachments a ON a.name = h.attachment
+    WHERE h.attachment = trusted_checkpoint.attachment
+        AND h.ledger_state = economy.ledger_state(a.ledger);
+$$;
+
 -- Keeps an attachment's checkpoint exact under a write of entries at or
 -- below its safe horizon (run as the attachment's sync role, by its sync,
 -- after the caches: under the wallets' locks): an UPDATE or DELETE of an old
@@ -298,6 +313,18 @@ $$;
 -- statements (REPEATABLE READ, SERIALIZABLE) may not see a horizon marked
 -- since it began: it corrects every row (its lock on the horizon row then
 -- fails with a serialization error if a mark or an advance committed since).
+CREATE FUNCTION economy.render_corrects(a economy.attachments, id text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT format(
+        '%2$s <= (SELECT h.safe_up_to FROM economy.attached_ledger_horizon h'
+        ' WHERE h.attachment = %1$L)'
+        ' OR pg_catalog.current_setting(''transaction_isolation'') <> ''read committed''',
+        a.name, id);
+$$;
+
 CREATE FUNCTION economy.render_row_correction(
     a economy.attachments, lowest text, ids text, wallet_ids text, amounts text, earnings text
 )
@@ -306,12 +333,10 @@ LANGUAGE sql
 STABLE
 AS $$
     SELECT CASE WHEN a.id_column IS NOT NULL THEN format(
-        $part$IF %2$s <= (
-            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = %1$L
-        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        $part$IF %2$s THEN
             PERFORM economy.correct_attached_checkpoint(%1$L, %3$s, %4$s, %5$s, %6$s);
         END IF;$part$,
-        a.name, lowest, ids, wallet_ids, amounts, earnings) ELSE '' END;
+        a.name, economy.render_corrects(a, lowest), ids, wallet_ids, amounts, earnings) ELSE '' END;
 $$;
 
 CREATE FUNCTION economy.render_statement_correction(a economy.attachments)
@@ -325,11 +350,10 @@ AS $$
         array_agg(s.%3$I::bigint), array_agg(s.%4$I::numeric),
         array_agg(CASE WHEN coalesce((%5$s), false) THEN s.%4$I::numeric ELSE 0 END))
     FROM sync_inserted s
-    WHERE s.%2$I <= (
-        SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = %1$L
-    ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+    WHERE %6$s
     HAVING count(*) > 0;$part$,
-        a.name, a.id_column, a.ledger_wallet_column, a.amount_column, a.earning) ELSE '' END;
+        a.name, a.id_column, a.ledger_wallet_column, a.amount_column, a.earning,
+        economy.render_corrects(a, format('s.%I', a.id_column))) ELSE '' END;
 $$;
 
 -- Template: the per-wallet sums of the ledger's entries with an id in
@@ -700,7 +724,8 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_ledger_checkpoint'
         ' TO %I', a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.correct_attached_checkpoint(text, bigint[],'
-        ' bigint[], numeric[], numeric[]), economy.ledger_state(regclass) TO %I',
+        ' bigint[], numeric[], numeric[]), economy.trusted_checkpoint(text),'
+        ' economy.ledger_state(regclass) TO %I',
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
@@ -1354,11 +1379,7 @@ $template$,
     a.profile_earnings_column IS NOT NULL,
     a.name,
     CASE WHEN a.id_column IS NOT NULL THEN format(
-        $covered$SELECT h.checkpointed_up_to INTO economy_drift.sync_covered
-    FROM economy.attached_ledger_horizon h
-    WHERE h.attachment = %1$L
-        AND h.ledger_state = economy.ledger_state(%2$L);$covered$,
-        a.name, a.ledger) ELSE '' END,
+        'economy_drift.sync_covered := economy.trusted_checkpoint(%L);', a.name) ELSE '' END,
     CASE WHEN a.id_column IS NOT NULL
         THEN format(' AND (economy_drift.sync_covered IS NULL OR %I > economy_drift.sync_covered)',
             a.id_column) ELSE '' END
@@ -1753,7 +1774,9 @@ REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.audit_ledger_checkpoint(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.reset_ledger_checkpoint(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.ledger_state(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.trusted_checkpoint(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.correct_attached_checkpoint(text, bigint[], bigint[], numeric[], numeric[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_corrects(economy.attachments, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_row_correction(economy.attachments, text, text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_statement_correction(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_ledger_sums(economy.attachments) FROM PUBLIC;
@@ -1767,6 +1790,7 @@ REVOKE ALL ON PROCEDURE economy.checkpoint_ledgers() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 economy.audit_ledger_checkpoint(text),
 economy.ledger_state(regclass),
+economy.trusted_checkpoint(text),
 economy.audit_attached_checkpoint(economy.attachments),
 economy.has_checkpoint(text)
 TO economy_app;

@@ -40,10 +40,7 @@ BEGIN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    SELECT h.checkpointed_up_to INTO economy_drift.sync_covered
-    FROM economy.attached_ledger_horizon h
-    WHERE h.attachment = 'seed'
-        AND h.ledger_state = economy.ledger_state('public.app_transaction');
+    economy_drift.sync_covered := economy.trusted_checkpoint('seed');
     RETURN QUERY
     WITH parked AS (
         SELECT c.wallet_id, sum(c.amount) AS balance, sum(c.earnings) AS earnings
@@ -604,9 +601,7 @@ BEGIN
     FROM public.app_wallet w
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
     WHERE w.id = ANY (ARRAY[NEW.wallet_id::bigint]);
-                IF NEW.id <= (
-            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+                IF NEW.id <= (SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed') OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
         END IF;
                 RETURN NULL;
@@ -621,9 +616,7 @@ BEGIN
             UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner
             RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END INTO sync_fits;
         END IF;
-        IF NEW.id <= (
-            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        IF NEW.id <= (SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed') OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
         END IF;
         RETURN NULL;
@@ -677,9 +670,7 @@ BEGIN
         )
         SELECT count(*) INTO profiles.updated FROM updated;
     END;
-    IF least(OLD.id, NEW.id) <= (
-            SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-        ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+    IF least(OLD.id, NEW.id) <= (SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed') OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[OLD.id::bigint, NEW.id::bigint], ARRAY[OLD.wallet_id::bigint, NEW.wallet_id::bigint], ARRAY[-OLD.amount::numeric, sync_amount], ARRAY[CASE WHEN economy.attached_seed_earns(OLD.amount) THEN -OLD.amount::numeric ELSE 0 END, sync_earned]);
         END IF;
     RETURN NULL;
@@ -794,9 +785,7 @@ BEGIN
         array_agg(s.wallet_id::bigint), array_agg(s.amount::numeric),
         array_agg(CASE WHEN coalesce((amount > 0), false) THEN s.amount::numeric ELSE 0 END))
     FROM sync_inserted s
-    WHERE s.id <= (
-        SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed'
-    ) OR pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+    WHERE s.id <= (SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed') OR pg_catalog.current_setting('transaction_isolation') <> 'read committed'
     HAVING count(*) > 0;
     RETURN NULL;
 END;
