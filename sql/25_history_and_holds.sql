@@ -86,12 +86,14 @@ $$;
 -- Sets `amount` of the wallet's available amount (balance - held) aside.
 -- Refused when that would take the available amount below -overdraft_limit.
 -- Same idempotency key and payload: the same hold; another payload: error.
+-- With an attachment: its generated hold (economy.render_hold).
 CREATE FUNCTION economy.hold(
     wallet_id bigint,
     amount numeric,
     expires_at timestamptz DEFAULT NULL,
     idempotency_key text DEFAULT NULL,
-    memo text DEFAULT NULL
+    memo text DEFAULT NULL,
+    attachment text DEFAULT NULL
 )
 RETURNS economy.wallet_hold
 LANGUAGE plpgsql
@@ -100,9 +102,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
+    settings text;
     w economy.wallet;
     placed economy.wallet_hold;
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT * FROM economy.%I($1, $2, $3, $4, $5)', economy.attached_object(
+            (economy.holds_attachment(hold.attachment, true)).name, 'hold'))
+        INTO placed
+        USING wallet_id, amount, expires_at, idempotency_key, memo;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN placed;
+    END IF;
     PERFORM economy.check_amount(amount, 'hold amount');
     -- the wallet's lock first: the available amount and a replayed key are
     -- then seen for sure
@@ -171,7 +183,11 @@ $$;
 -- Captures a hold: posts one debit of `amount` (all of it when NULL, never
 -- more than held) and releases the rest; returns that ledger entry.
 CREATE FUNCTION economy.capture_hold(
-    hold_id bigint, amount numeric DEFAULT NULL, kind text DEFAULT 'purchase', memo text DEFAULT NULL
+    hold_id bigint,
+    amount numeric DEFAULT NULL,
+    kind text DEFAULT 'purchase',
+    memo text DEFAULT NULL,
+    attachment text DEFAULT NULL
 )
 RETURNS economy.transaction
 LANGUAGE plpgsql
@@ -180,9 +196,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    captured economy.wallet_hold := economy.lock_held(hold_id, true);
+    settings text;
+    captured economy.wallet_hold;
     entry economy.transaction;
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT * FROM economy.%I($1, $2, $3, $4)', economy.attached_object(
+            (economy.holds_attachment(capture_hold.attachment, true)).name, 'capture'))
+        INTO entry
+        USING hold_id, amount, kind, memo;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN entry;
+    END IF;
+    captured := economy.lock_held(hold_id, true);
     amount := coalesce(amount, captured.amount);
     PERFORM economy.check_amount(amount, 'captured amount');
     IF amount > captured.amount THEN
@@ -199,15 +226,25 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION economy.release_hold(hold_id bigint)
+CREATE FUNCTION economy.release_hold(hold_id bigint, attachment text DEFAULT NULL)
 RETURNS economy.wallet_hold
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    settings text;
     released economy.wallet_hold;
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT * FROM economy.%I($1)', economy.attached_object(
+            (economy.holds_attachment(release_hold.attachment, true)).name, 'release'))
+        INTO released
+        USING hold_id;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN released;
+    END IF;
     PERFORM economy.lock_held(hold_id, false);
     UPDATE economy.wallet_hold h SET status = 'released' WHERE h.id = hold_id
     RETURNING h.* INTO released;
@@ -216,16 +253,26 @@ END;
 $$;
 
 -- Marks 'expired' every hold past its expiry (for a scheduler); returns how
--- many. Their wallets are locked first, in id order.
-CREATE FUNCTION economy.expire_holds()
+-- many. Their wallets are locked first, in id order. With an attachment: its
+-- generated expire (economy.render_expire).
+CREATE FUNCTION economy.expire_holds(attachment text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    settings text;
     expired integer;
 BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT economy.%I()', economy.attached_object(
+            (economy.holds_attachment(expire_holds.attachment, false)).name, 'expire'))
+        INTO expired;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN expired;
+    END IF;
     PERFORM FROM economy.wallet w
     WHERE w.id IN (
         SELECT h.wallet_id FROM economy.wallet_hold h

@@ -61,7 +61,14 @@ CREATE TABLE economy.attachments (
     created_at_column name,
     -- the ledger's integer id with a sequence (its primary key by default),
     -- which the ledger checkpoint counts in; NULL: no checkpoint
-    id_column name
+    id_column name,
+    -- the wallet column that caches the sum of its holds in status 'held'
+    -- (economy.hold(…, attachment => N)); NULL: no holds
+    held_column name,
+    -- the ledger columns a captured hold's debit writes its kind and memo to
+    -- (NULL: none)
+    kind_column name,
+    memo_column name
 );
 
 -- The package's own tables are the first attachment: every function takes
@@ -71,12 +78,13 @@ CREATE TABLE economy.attachments (
 INSERT INTO economy.attachments (
     name, ledger, wallet, profile, ledger_wallet_column, amount_column, wallet_key_column,
     wallet_balance_column, wallet_owner_column, profile_key_column, profile_balance_column,
-    profile_earnings_column, earning, balance_after_column
+    profile_earnings_column, earning, balance_after_column, held_column, kind_column, memo_column
 )
 VALUES (
     'economy', 'economy.transaction', 'economy.wallet', 'economy.profile', 'wallet_id',
     'amount', 'id', 'balance', 'user_id', 'user_id', 'balance', 'lifetime_earnings',
-    'kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)', 'balance_after'
+    'kind IN (SELECT k.kind FROM economy.transaction_kind k WHERE k.is_earning)', 'balance_after',
+    'held', 'kind', 'memo'
 );
 
 -- Whether an attachment argument names the package's own tables.
@@ -190,6 +198,43 @@ USING (sync_role = current_user)
 WITH CHECK (sync_role = current_user);
 
 CREATE POLICY own_attachment ON economy.attached_ledger_checkpoint
+USING (sync_role = current_user)
+WITH CHECK (
+    sync_role = current_user
+    AND attachment = (SELECT a.name FROM economy.attachments a WHERE a.sync_role = current_user)
+);
+
+-- Holds on the wallets of attachments (economy.hold(…, attachment => N)), as
+-- economy.wallet_hold is for the package's: the wallet's held_column caches
+-- the sum of its holds in status 'held'. Kept by the attachment's generated
+-- hold functions alone, as its sync role (row level security, as above).
+CREATE TABLE economy.attached_hold (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    attachment text NOT NULL REFERENCES economy.attachments ON DELETE CASCADE,
+    wallet_id bigint NOT NULL,
+    -- (NaN is above every number, Infinity is not below itself)
+    amount numeric NOT NULL CONSTRAINT attached_hold_amount_positive
+    CHECK (amount > 0 AND amount < 'Infinity'),
+    status text NOT NULL DEFAULT 'held'
+    CONSTRAINT attached_hold_status CHECK (status IN ('held', 'captured', 'released', 'expired')),
+    expires_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    idempotency_key text,
+    memo text,
+    -- the id of the debit a capture wrote to the app's ledger
+    captured_entry_id bigint,
+    sync_role name NOT NULL DEFAULT current_user,
+    CONSTRAINT attached_hold_wallet_idempotency_key UNIQUE (attachment, wallet_id, idempotency_key)
+);
+
+CREATE INDEX attached_hold_held ON economy.attached_hold (attachment, wallet_id)
+WHERE status = 'held';
+CREATE INDEX attached_hold_expiry ON economy.attached_hold (attachment, expires_at)
+WHERE status = 'held';
+
+ALTER TABLE economy.attached_hold ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY own_attachment ON economy.attached_hold
 USING (sync_role = current_user)
 WITH CHECK (
     sync_role = current_user
@@ -416,7 +461,25 @@ BEGIN
         a.sync_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION economy.lock_rows(regclass, name, bigint[],'
         ' regclass, name, bigint[], text) TO %I', a.sync_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON economy.attached_hold TO %I',
+        a.sync_role);
     EXECUTE format('GRANT SELECT ON %s TO %I', a.ledger, a.sync_role);
+    -- a captured hold's debit, written to the app's ledger
+    IF a.held_column IS NOT NULL THEN
+        EXECUTE format('GRANT INSERT (%s) ON %s TO %I',
+            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(array_remove(ARRAY[
+                a.ledger_wallet_column, a.amount_column, a.created_at_column, a.kind_column,
+                a.memo_column], NULL)) c),
+            a.ledger, a.sync_role);
+        FOR cached IN
+            SELECT s.seq FROM pg_catalog.pg_attribute att
+            CROSS JOIN LATERAL pg_catalog.pg_get_serial_sequence(a.ledger::text, att.attname) s (seq)
+            WHERE att.attrelid = a.ledger AND att.attnum > 0 AND NOT att.attisdropped
+                AND s.seq IS NOT NULL
+        LOOP
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', cached.seq, a.sync_role);
+        END LOOP;
+    END IF;
     FOR cached IN SELECT * FROM economy.cached_tables(a) LOOP
         EXECUTE format('GRANT SELECT, UPDATE (%s) ON %s TO %I',
             (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cached.cached) c),
@@ -440,6 +503,34 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM economy.attachments';
     END IF;
     RETURN found_row;
+END;
+$$;
+
+-- The attachment a hold function names, checked: it keeps holds (a
+-- held_column), and for what writes (hold, capture, release) the login
+-- calling may insert into its ledger, to which a capture writes a debit
+-- (session_user: the login itself, which nothing run in the session can
+-- change; a member of economy_app gets no more on the app's tables than it
+-- has).
+CREATE FUNCTION economy.holds_attachment(attachment text, writes boolean)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(attachment);
+BEGIN
+    IF a.held_column IS NULL THEN
+        RAISE EXCEPTION 'attachment % keeps no holds: attach it with held_column', a.name
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF writes AND NOT has_table_privilege(session_user, a.ledger, 'INSERT') THEN
+        RAISE EXCEPTION 'holds on attachment % are for logins that may insert into %',
+            a.name, a.ledger
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN a;
 END;
 $$;
 
@@ -681,7 +772,8 @@ LANGUAGE sql
 IMMUTABLE
 AS $$
     SELECT a.wallet,
-        array_remove(ARRAY[a.wallet_balance_column, a.wallet_earnings_column], NULL),
+        array_remove(
+            ARRAY[a.wallet_balance_column, a.wallet_earnings_column, a.held_column], NULL),
         economy.attached_object(a.name, 'guard_wallet'),
         a.wallet_balance_column, a.wallet_earnings_column
     UNION ALL
@@ -848,16 +940,19 @@ AS $$
         economy.render_corrects(a, format('s.%I', a.id_column))) ELSE '' END;
 $$;
 
--- Template parts: the wallet's overdraft limit, as a numeric expression
--- over the wallet row (alias-free: in an UPDATE's RETURNING of it, or a
--- query of it alone), and the check of a debit against it.
+-- Template parts: the wallet's overdraft limit less what it holds, as a
+-- numeric expression over the wallet row `w` (in an UPDATE's RETURNING of
+-- it, or a query of it alone): a debit or a hold is refused below its
+-- negation, so that the available amount (balance - held) stays at or above
+-- -limit. Then the check of a debit against it.
 CREATE FUNCTION economy.render_limit(a economy.attachments)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 AS $$
     SELECT CASE WHEN a.overdraft_limit IS NULL THEN 'NULL::numeric'
-        ELSE format('(%s)::numeric', a.overdraft_limit) END;
+        WHEN a.held_column IS NULL THEN format('(%s)::numeric', a.overdraft_limit)
+        ELSE format('(%s)::numeric - w.%I::numeric', a.overdraft_limit, a.held_column) END;
 $$;
 
 CREATE FUNCTION economy.render_limit_check(a economy.attachments, amount text)
@@ -867,8 +962,8 @@ IMMUTABLE
 AS $$
     SELECT CASE WHEN a.overdraft_limit IS NOT NULL THEN format(
         $check$IF %1$s < 0 AND sync_balance < -sync_limit THEN
-            RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
-                sync_wallet, sync_balance, sync_limit
+            RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < %%',
+                sync_wallet, sync_balance, -sync_limit
                 USING ERRCODE = 'check_violation';
         END IF;$check$, amount) ELSE '' END;
 $$;
@@ -1300,8 +1395,8 @@ $template$,
     WHERE r.amount < 0 AND r.running < -r.overdraft
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
-            sync_refused.wallet_key, sync_refused.running, sync_refused.overdraft
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < %%',
+            sync_refused.wallet_key, sync_refused.running, -sync_refused.overdraft
             USING ERRCODE = 'check_violation';
     END IF;$check$,
         a.ledger_wallet_column, a.amount_column, a.wallet_key_column, a.wallet_balance_column,
@@ -1375,8 +1470,8 @@ BEGIN
                 END IF;
                 -- (checked by the row too; again here, on the row as it was written)
                 IF sync_amount < 0 AND sync_balance < -sync_limit THEN
-                    RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
-                        sync_wallet, sync_balance, sync_limit
+                    RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < %%',
+                        sync_wallet, sync_balance, -sync_limit
                         USING ERRCODE = 'check_violation';
                 END IF;
                 %18$s
@@ -1421,8 +1516,9 @@ BEGIN
             HINT = 'the statement skipped a row (ON CONFLICT) of a wallet it wrote again, or'
                 ' changed a setting of economy-sync: write such rows one statement each';
     ELSIF FOUND THEN
-        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < -%%',
-            sync_refused.sync_wallet_key, sync_refused.running, sync_refused.overdraft
+        RAISE EXCEPTION 'wallet %% would go below its overdraft limit: balance %% < %%',
+            sync_refused.sync_wallet_key, sync_refused.running,
+            -sync_refused.overdraft
             USING ERRCODE = 'check_violation';
     END IF;
     WITH %10$s,
@@ -1580,16 +1676,17 @@ AS $fn$
 DECLARE
     sync_balance numeric;
     sync_earnings numeric;
+    sync_held numeric;
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         %2$s
         RETURN NEW;
     END IF;
-    -- the ledger's figures for the new row
+    -- the ledger's figures for the new row (and its holds')
     SELECT coalesce(sum(r.%3$I), 0), coalesce(sum(r.%3$I) FILTER (WHERE %4$s), 0)
     INTO sync_balance, sync_earnings
     FROM %5$s AS r
-    WHERE %6$s;
+    WHERE %6$s;%8$s
     %7$s
     RETURN NEW;
 END;
@@ -1617,18 +1714,26 @@ $template$,
     CASE WHEN a.guard = 'keep'
         THEN concat_ws(E'\n    ',
             economy.render_set('NEW.%1$I := sync_balance;', k.balance_column),
-            economy.render_set('NEW.%1$I := sync_earnings;', k.earnings_column))
+            economy.render_set('NEW.%1$I := sync_earnings;', k.earnings_column),
+            economy.render_set('NEW.%1$I := sync_held;', held.col))
         ELSE format(
             'IF %s THEN' || E'\n        '
             || 'RAISE EXCEPTION ''%%: a new row''''s %% must be its ledger''''s figures'','
             ' TG_TABLE_NAME, %L USING ERRCODE = ''check_violation'';' || E'\n    END IF;',
             concat_ws(' OR ',
                 economy.render_set('NEW.%1$I IS DISTINCT FROM sync_balance', k.balance_column),
-                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_earnings', k.earnings_column)),
+                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_earnings', k.earnings_column),
+                economy.render_set('NEW.%1$I IS DISTINCT FROM sync_held', held.col)),
             array_to_string(k.cached, ', '))
-    END
+    END,
+    CASE WHEN held.col IS NOT NULL THEN format(
+        E'\n    SELECT coalesce(sum(h.amount), 0) INTO sync_held FROM economy.attached_hold h'
+        || E'\n    WHERE h.attachment = %L AND h.wallet_id = NEW.%I AND h.status = ''held'';',
+        a.name, a.wallet_key_column) ELSE '' END
 )
 FROM economy.cached_tables(a) k
+-- the held sum is the wallet's
+CROSS JOIN LATERAL (SELECT CASE WHEN k.tbl = a.wallet THEN a.held_column END AS col) held
 WHERE k.tbl = render_guard.tbl;
 $render$;
 
@@ -1671,15 +1776,24 @@ BEGIN
         GROUP BY c.wallet_id
     ),
 
+    holds AS (
+        SELECT h.wallet_id, sum(h.amount) AS held
+        FROM economy.attached_hold h
+        WHERE h.attachment = %15$L AND h.status = 'held'
+        GROUP BY h.wallet_id
+    ),
+
     -- a hot wallet's cached figures with its parked credits: the exact ones
     wallets AS (
         SELECT w.%2$I::bigint AS wallet_id, %3$s::bigint AS owner_id,
             w.%4$I::numeric + coalesce(pk.balance, 0) AS cached_balance,
             %5$s::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
             coalesce(pk.balance, 0) AS parked_balance,
-            coalesce(pk.earnings, 0) AS parked_earnings
+            coalesce(pk.earnings, 0) AS parked_earnings,
+            %18$s::numeric AS cached_held, coalesce(hd.held, 0) AS holds_held
         FROM %6$s w
         LEFT JOIN parked pk ON pk.wallet_id = w.%2$I
+        LEFT JOIN holds hd ON hd.wallet_id = w.%2$I
         WHERE $1 IS NULL OR %3$s = ANY ($1)
             OR (%3$s IS NULL AND array_position($1, NULL) IS NOT NULL)
     ),
@@ -1721,12 +1835,16 @@ BEGIN
         FROM per_wallet pw
         WHERE %12$L
         UNION ALL
-        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+        SELECT pw.owner_id, pw.wallet_id, 3, 'wallet.held', pw.cached_held, pw.holds_held
+        FROM per_wallet pw
+        WHERE %19$L
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.balance',
             pp.cached_balance, pp.ledger_balance
         FROM per_profile pp
         WHERE %13$L
         UNION ALL
-        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+        SELECT pp.user_id, pp.wallet_id, 5, 'profile.lifetime_earnings',
             pp.cached_earnings, pp.ledger_earnings
         FROM per_profile pp
         WHERE %14$L
@@ -1786,7 +1904,9 @@ $template$,
         'economy_drift.sync_covered := economy.trusted_checkpoint(%L);', a.name) ELSE '' END,
     CASE WHEN a.id_column IS NOT NULL
         THEN format(' AND (economy_drift.sync_covered IS NULL OR %I > economy_drift.sync_covered)',
-            a.id_column) ELSE '' END
+            a.id_column) ELSE '' END,
+    economy.render_column('w', a.held_column),
+    a.held_column IS NOT NULL
 );
 $render$;
 
@@ -1917,6 +2037,7 @@ BEGIN
         FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%%') u
         LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
         LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        LEFT JOIN drift h ON h.wallet_id = u.wallet_id AND h.field = 'wallet.held'
         LEFT JOIN parked pk ON pk.wallet_id = u.wallet_id
         WHERE w.%5$I = u.wallet_id
     ),
@@ -1961,7 +2082,8 @@ $template$,
             a.wallet_balance_column),
         economy.render_set(
             '%1$I = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.%1$I)',
-            a.wallet_earnings_column)),
+            a.wallet_earnings_column),
+        economy.render_set('%1$I = coalesce(h.ledger_value, w.%1$I)', a.held_column)),
     CASE WHEN a.profile IS NULL THEN 'SELECT' ELSE format(
         $profiles$
         UPDATE %1$s p SET %3$s
@@ -2207,6 +2329,7 @@ BEGIN
     END IF;
     DELETE FROM economy.attached_hot_credit c WHERE c.attachment = %5$L;
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = %5$L;
+    DELETE FROM economy.attached_hold h WHERE h.attachment = %5$L;
     -- the checkpoint sums nothing now (an entry written again with an id it
     -- covers is a correction, as any)
     DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = %5$L;
@@ -2310,6 +2433,320 @@ $template$,
 WHERE a.created_at_column IS NOT NULL;
 $render$;
 
+-- Template part: refuses a hold's amount `amount` (`what`) that is not
+-- positive, or that the ledger's amount column, the wallet's balance or its
+-- held column would not hold exactly (nothing is ever rounded).
+CREATE FUNCTION economy.render_hold_amount(a economy.attachments, amount text, what text)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT format(
+        $part$IF %1$s IS NULL THEN
+        RAISE EXCEPTION '%2$s must not be null' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF %1$s IN ('NaN', 'Infinity', '-Infinity') OR %1$s <= 0%3$s THEN
+        RAISE EXCEPTION '%2$s must be a positive amount that %4$s holds exactly, got %%', %1$s
+            USING ERRCODE = 'check_violation';
+    END IF;$part$,
+        amount, what,
+        (SELECT string_agg(format(' OR %1$s::%2$s <> %1$s', amount, t.type), '')
+            FROM (
+                VALUES
+                (economy.bounded_type(a.ledger, a.amount_column)),
+                (economy.bounded_type(a.wallet, a.wallet_balance_column)),
+                (economy.bounded_type(a.wallet, a.held_column))
+            ) t (type)
+            WHERE t.type IS NOT NULL),
+        a.wallet::text);
+$$;
+
+-- Template part: the hold $1 of a capture or release, locked after its
+-- wallet (the writers' lock order) into sync_hold, when it is still 'held'
+-- (and, for a capture, not past its expiry by the clock: a transaction begun
+-- before it expired is refused too).
+CREATE FUNCTION economy.render_lock_held(a economy.attachments, for_capture boolean)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT format(
+        $part$PERFORM FROM %1$s w
+    WHERE w.%2$I = (
+        SELECT h.wallet_id FROM economy.attached_hold h WHERE h.attachment = %3$L AND h.id = $1
+    )
+    FOR NO KEY UPDATE;
+    SELECT * INTO sync_hold FROM economy.attached_hold h
+    WHERE h.attachment = %3$L AND h.id = $1
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'hold %% does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    IF sync_hold.status <> 'held' THEN
+        RAISE EXCEPTION 'hold %% is %%', $1, sync_hold.status USING ERRCODE = 'check_violation';
+    END IF;%4$s$part$,
+        a.wallet, a.wallet_key_column, a.name,
+        CASE WHEN for_capture THEN $expiry$
+    IF sync_hold.expires_at <= pg_catalog.clock_timestamp() THEN
+        RAISE EXCEPTION 'hold % expired at %', $1, sync_hold.expires_at
+            USING ERRCODE = 'check_violation';
+    END IF;$expiry$ ELSE '' END);
+$$;
+
+-- Template: hold(…, attachment => N): sets an amount of the wallet's
+-- available amount (balance - held) aside, as economy.hold does for the
+-- package's wallets: a hot wallet's parked credits folded first, then under
+-- the wallet's lock, refused below -overdraft_limit, or where the held
+-- column would not hold the sum (nothing written). Same idempotency key and
+-- payload: the same hold. None without a held_column.
+CREATE FUNCTION economy.render_hold(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(
+    wallet_id bigint, amount numeric, expires_at timestamptz, idempotency_key text, memo text
+)
+RETURNS economy.wallet_hold
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sync_balance numeric;
+    sync_limit numeric;
+    placed economy.attached_hold;
+BEGIN
+    %2$s
+    IF EXISTS (
+        SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = %3$L AND h.wallet_id = $1
+    ) THEN
+        PERFORM economy.%4$I(ARRAY[$1]);
+    END IF;
+    SELECT w.%5$I::numeric, %6$s INTO sync_balance, sync_limit
+    FROM %7$s w
+    WHERE w.%8$I = $1
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet %% does not exist', $1 USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF $4 IS NOT NULL THEN
+        SELECT * INTO placed FROM economy.attached_hold h
+        WHERE h.attachment = %3$L AND h.wallet_id = $1 AND h.idempotency_key = $4;
+        IF FOUND THEN
+            IF placed.amount <> $2 OR placed.expires_at IS DISTINCT FROM $3
+                OR placed.memo IS DISTINCT FROM $5 THEN
+                RAISE EXCEPTION 'idempotency key %% of wallet %% was used for a different hold (#%%)',
+                    $4, $1, placed.id
+                    USING ERRCODE = 'unique_violation';
+            END IF;
+            RETURN pg_catalog.jsonb_populate_record(NULL::economy.wallet_hold, to_jsonb(placed));
+        END IF;
+    END IF;
+    IF sync_balance - $2 < -sync_limit THEN
+        RAISE EXCEPTION 'wallet %% cannot hold %%: its available amount would go below its'
+            ' overdraft limit (balance %%, less what it holds, must stay at or above %%)',
+            $1, $2, sync_balance, -sync_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO economy.attached_hold AS h (
+        attachment, wallet_id, amount, expires_at, idempotency_key, memo
+    )
+    VALUES (%3$L, $1, $2, $3, $4, $5)
+    RETURNING h.* INTO placed;
+    UPDATE %7$s w SET %9$I = w.%9$I + $2 WHERE w.%8$I = $1;
+    RETURN pg_catalog.jsonb_populate_record(NULL::economy.wallet_hold, to_jsonb(placed));
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'hold'),
+    economy.render_hold_amount(a, '$2', 'hold amount'),
+    a.name,
+    economy.attached_object(a.name, 'fold'),
+    a.wallet_balance_column,
+    economy.render_limit(a),
+    a.wallet,
+    a.wallet_key_column,
+    a.held_column
+)
+WHERE a.held_column IS NOT NULL;
+$render$;
+
+-- Template: capture_hold(…, attachment => N): the hold released, then one
+-- debit of the captured amount (all of it when NULL, never more than held)
+-- written to the app's ledger, its kind and memo to kind_column and
+-- memo_column where named; the ledger's sync applies it (spending the held
+-- amount). Returns it as an economy.transaction row (the ledger's id,
+-- created_at and balance_after where it has them).
+CREATE FUNCTION economy.render_capture(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+-- the debit's columns and values
+WITH c AS (
+    SELECT v.position, v.col, v.value
+    FROM (
+        VALUES
+        (1, a.ledger_wallet_column, 'sync_hold.wallet_id'),
+        (2, a.amount_column, '-sync_amount'),
+        (3, a.created_at_column, 'pg_catalog.now()'),
+        (4, a.kind_column, '$3'),
+        (5, a.memo_column, 'sync_memo')
+    ) v (position, col, value)
+    WHERE v.col IS NOT NULL
+)
+
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(hold_id bigint, amount numeric, kind text, memo text)
+RETURNS economy.transaction
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sync_hold economy.attached_hold;
+    sync_amount numeric;
+    sync_memo text := coalesce($4, 'capture of hold #' || $1);
+    sync_entry record;
+BEGIN
+    %2$s
+    sync_amount := coalesce($2, sync_hold.amount);
+    %3$s
+    IF sync_amount > sync_hold.amount THEN
+        RAISE EXCEPTION 'hold %% holds %%: cannot capture %%', $1, sync_hold.amount, sync_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE economy.attached_hold h SET status = 'captured' WHERE h.id = $1;
+    UPDATE %4$s w SET %5$I = w.%5$I - sync_hold.amount WHERE w.%6$I = sync_hold.wallet_id;
+    INSERT INTO %7$s AS r (%8$s)
+    VALUES (%9$s)
+    RETURNING %10$s::bigint AS id, %11$s::timestamptz AS created_at,
+        %12$s::numeric AS balance_after
+    INTO sync_entry;
+    UPDATE economy.attached_hold h SET captured_entry_id = sync_entry.id WHERE h.id = $1;
+    RETURN pg_catalog.jsonb_populate_record(NULL::economy.transaction, pg_catalog.jsonb_build_object(
+        'id', sync_entry.id, 'wallet_id', sync_hold.wallet_id, 'amount', -sync_amount,
+        'kind', %13$s, 'memo', %14$s, 'created_at', sync_entry.created_at,
+        'balance_after', sync_entry.balance_after));
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'capture'),
+    economy.render_lock_held(a, true),
+    economy.render_hold_amount(a, 'sync_amount', 'captured amount'),
+    a.wallet,
+    a.held_column,
+    a.wallet_key_column,
+    a.ledger,
+    (SELECT string_agg(quote_ident(c.col), ', ' ORDER BY c.position) FROM c),
+    (SELECT string_agg(c.value, ', ' ORDER BY c.position) FROM c),
+    economy.render_column('r', a.id_column),
+    economy.render_column('r', a.created_at_column),
+    economy.render_column('r', a.balance_after_column),
+    CASE WHEN a.kind_column IS NOT NULL THEN '$3' ELSE 'NULL' END,
+    CASE WHEN a.memo_column IS NOT NULL THEN 'sync_memo' ELSE 'NULL' END
+)
+WHERE a.held_column IS NOT NULL;
+$render$;
+
+-- Template: release_hold(…, attachment => N): gives a held amount back.
+CREATE FUNCTION economy.render_release(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I(hold_id bigint)
+RETURNS economy.wallet_hold
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sync_hold economy.attached_hold;
+BEGIN
+    %2$s
+    UPDATE economy.attached_hold h SET status = 'released' WHERE h.id = $1
+    RETURNING h.* INTO sync_hold;
+    UPDATE %3$s w SET %4$I = w.%4$I - sync_hold.amount WHERE w.%5$I = sync_hold.wallet_id;
+    RETURN pg_catalog.jsonb_populate_record(NULL::economy.wallet_hold, to_jsonb(sync_hold));
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'release'),
+    economy.render_lock_held(a, false),
+    a.wallet,
+    a.held_column,
+    a.wallet_key_column
+)
+WHERE a.held_column IS NOT NULL;
+$render$;
+
+-- Template: expire_holds(attachment => N): marks 'expired' every hold past
+-- its expiry; returns how many. Their wallets are locked first, as a
+-- reconcile locks them (economy.lock_rows: never waiting for one while
+-- holding another, so no deadlock with the app's own order).
+CREATE FUNCTION economy.render_expire(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sync_wallets bigint[];
+    sync_expired integer;
+BEGIN
+    sync_wallets := ARRAY(
+        SELECT DISTINCT h.wallet_id FROM economy.attached_hold h
+        WHERE h.attachment = %2$L AND h.status = 'held' AND h.expires_at <= pg_catalog.now()
+    );
+    PERFORM economy.lock_rows(%3$s::regclass, %4$L, sync_wallets);
+    WITH expired AS (
+        UPDATE economy.attached_hold h SET status = 'expired'
+        WHERE h.attachment = %2$L AND h.status = 'held' AND h.expires_at <= pg_catalog.now()
+            AND h.wallet_id = ANY (sync_wallets)
+        RETURNING h.wallet_id, h.amount
+    ),
+
+    per_wallet AS (
+        SELECT e.wallet_id, sum(e.amount) AS amount, count(*) AS holds
+        FROM expired e
+        GROUP BY e.wallet_id
+    ),
+
+    updated AS (
+        UPDATE %5$s w SET %6$I = w.%6$I - p.amount
+        FROM per_wallet p
+        WHERE w.%4$I = p.wallet_id
+    )
+
+    SELECT coalesce(sum(p.holds), 0) INTO sync_expired FROM per_wallet p;
+    RETURN sync_expired;
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'expire'),
+    a.name,
+    a.wallet::oid,
+    a.wallet_key_column,
+    a.wallet,
+    a.held_column
+)
+WHERE a.held_column IS NOT NULL;
+$render$;
+
 -- Template: the owners a reconcile walks, in key order after `after`, at
 -- most `batch_size` (all when NULL): the profiles' keys, or the wallets'
 -- distinct owners when there is no profile table (none without owners).
@@ -2409,7 +2846,13 @@ AS $$
         ('balance', 'bigint', 'economy_app'),
         ('wallet', 'bigint', 'economy_app'),
         ('balance_at', 'bigint, timestamptz', 'economy_app'),
-        ('owners', 'bigint, integer', 'economy_app')
+        ('owners', 'bigint, integer', 'economy_app'),
+        -- (the hold functions are called through economy.hold and the others
+        -- alone, which check who calls)
+        ('hold', 'bigint, numeric, timestamptz, text, text', NULL),
+        ('capture', 'bigint, numeric, text, text', NULL),
+        ('release', 'bigint', NULL),
+        ('expire', '', NULL)
     ) AS f (suffix, arguments, granted_to);
 $$;
 
@@ -2519,6 +2962,10 @@ BEGIN
             (economy.render_wallet(a), NULL),
             (economy.render_owners(a), NULL),
             (economy.render_balance_at(a), NULL),
+            (economy.render_hold(a), NULL),
+            (economy.render_capture(a), NULL),
+            (economy.render_release(a), NULL),
+            (economy.render_expire(a), NULL),
             (economy.render_sync(a), a.ledger),
             (economy.render_truncate(a), a.ledger),
             (CASE economy.insert_sync(a)
@@ -2588,7 +3035,10 @@ AS $$
         ('profile_balance_column', a.profile, a.profile_balance_column),
         ('profile_earnings_column', a.profile, a.profile_earnings_column),
         ('created_at_column', a.ledger, a.created_at_column),
-        ('id_column', a.ledger, a.id_column)
+        ('id_column', a.ledger, a.id_column),
+        ('held_column', a.wallet, a.held_column),
+        ('kind_column', a.ledger, a.kind_column),
+        ('memo_column', a.ledger, a.memo_column)
     ) AS m (argument, tbl, col)
     WHERE m.col IS NOT NULL;
 $$;
@@ -2717,6 +3167,26 @@ BEGIN
     ELSE
         PERFORM economy.check_column(a.ledger, a.id_column, 'id_column', key_types);
     END IF;
+    IF a.held_column IS NOT NULL THEN
+        PERFORM economy.check_column(a.wallet, a.held_column, 'held_column', money_types);
+        IF a.held_column IN (a.wallet_key_column, a.wallet_balance_column,
+            a.wallet_earnings_column, a.wallet_owner_column) THEN
+            RAISE EXCEPTION 'held_column % is mapped already', a.held_column
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF a.kind_column = a.memo_column THEN
+        RAISE EXCEPTION 'kind_column and memo_column must be two columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF a.kind_column IS NOT NULL THEN
+        PERFORM economy.check_column(a.ledger, a.kind_column, 'kind_column',
+            ARRAY['text', 'character varying']::regtype[]);
+    END IF;
+    IF a.memo_column IS NOT NULL THEN
+        PERFORM economy.check_column(a.ledger, a.memo_column, 'memo_column',
+            ARRAY['text', 'character varying']::regtype[]);
+    END IF;
     IF a.guard IS NULL OR a.guard NOT IN ('keep', 'refuse') THEN
         RAISE EXCEPTION 'guard must be keep or refuse, got %', a.guard
             USING ERRCODE = 'invalid_parameter_value';
@@ -2749,7 +3219,10 @@ CREATE FUNCTION economy.attach(
     guard text DEFAULT 'keep',
     overdraft_limit text DEFAULT NULL,
     created_at_column name DEFAULT NULL,
-    id_column name DEFAULT NULL
+    id_column name DEFAULT NULL,
+    held_column name DEFAULT NULL,
+    kind_column name DEFAULT NULL,
+    memo_column name DEFAULT NULL
 )
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -2791,6 +3264,9 @@ BEGIN
     a.overdraft_limit := attach.overdraft_limit;
     a.created_at_column := attach.created_at_column;
     a.id_column := attach.id_column;
+    a.held_column := attach.held_column;
+    a.kind_column := attach.kind_column;
+    a.memo_column := attach.memo_column;
     a.attached_at := now();
     a.sync_role := economy.sync_role_name(a.name);
     a := economy.check_attachment(a);
@@ -2838,7 +3314,8 @@ BEGIN
         wallet_owner_column = a.wallet_owner_column, profile_key_column = a.profile_key_column,
         profile_balance_column = a.profile_balance_column,
         profile_earnings_column = a.profile_earnings_column,
-        created_at_column = a.created_at_column, id_column = a.id_column, earning = a.earning
+        created_at_column = a.created_at_column, id_column = a.id_column, earning = a.earning,
+        held_column = a.held_column, kind_column = a.kind_column, memo_column = a.memo_column
     WHERE x.name = a.name;
     PERFORM economy.create_attached_functions(a);
     RETURN a;

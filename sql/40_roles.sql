@@ -33,6 +33,8 @@ CREATE POLICY package_roles_read ON economy.attached_ledger_horizon FOR SELECT T
 USING (true);
 CREATE POLICY package_roles_read ON economy.attached_ledger_checkpoint FOR SELECT TO economy_app
 USING (true);
+CREATE POLICY package_roles_read ON economy.attached_hold FOR SELECT TO economy_app
+USING (true);
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA economy FROM PUBLIC;
 
@@ -79,10 +81,10 @@ economy.mapped_columns(economy.attachments),
 economy.column_type(regclass, name),
 economy.drift_summary(),
 economy.balance_at(bigint, timestamptz, text),
-economy.hold(bigint, numeric, timestamptz, text, text),
-economy.capture_hold(bigint, numeric, text, text),
-economy.release_hold(bigint),
-economy.expire_holds(),
+economy.hold(bigint, numeric, timestamptz, text, text, text),
+economy.capture_hold(bigint, numeric, text, text, text),
+economy.release_hold(bigint, text),
+economy.expire_holds(text),
 economy.wallet_balance(bigint, text)
 TO economy_app;
 

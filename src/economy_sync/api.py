@@ -175,12 +175,16 @@ def own_tables(attachment: str | None) -> bool:
     return attachment in (None, OWN_TABLES)
 
 
-def attachments(conn: psycopg.Connection) -> list[str]:
-    """Every attachment's name, the package's own tables (economy) first."""
+def attachments(conn: psycopg.Connection, keeping_holds: bool = False) -> list[str]:
+    """Every attachment's name, the package's own tables (economy) first; with
+    keeping_holds, only those that keep holds (a held_column)."""
     return [
         row[0]
         for row in conn.execute(
-            "SELECT a.name FROM economy.attachments a ORDER BY a.name <> 'economy', a.name"
+            "SELECT a.name FROM economy.attachments a"
+            " WHERE NOT %s OR a.held_column IS NOT NULL"
+            " ORDER BY a.name <> 'economy', a.name",
+            [keeping_holds],
         )
     ]
 
@@ -530,19 +534,22 @@ def hold(
     expires_at: datetime | None = None,
     idempotency_key: str | None = None,
     memo: str | None = None,
+    attachment: str | None = None,
 ) -> Hold:
     """Set `amount` of the wallet's available balance aside (`economy.hold`)."""
     with conn.cursor(row_factory=class_row(Hold)) as cur:
         return cur.execute(
             "SELECT * FROM economy.hold(%(wallet_id)s::bigint, %(amount)s::numeric,"
             " expires_at => %(expires_at)s::timestamptz,"
-            " idempotency_key => %(idempotency_key)s::text, memo => %(memo)s::text)",
+            " idempotency_key => %(idempotency_key)s::text, memo => %(memo)s::text,"
+            " attachment => %(attachment)s::text)",
             {
                 "wallet_id": wallet_id,
                 "amount": amount,
                 "expires_at": expires_at,
                 "idempotency_key": idempotency_key,
                 "memo": memo,
+                "attachment": attachment,
             },
         ).fetchone()
 
@@ -553,27 +560,39 @@ def capture_hold(
     amount: Decimal | None = None,
     kind: str = "purchase",
     memo: str | None = None,
+    attachment: str | None = None,
 ) -> LedgerEntry:
     """Post the debit of a hold (all of it, or `amount`; the rest is released)."""
     with conn.cursor(row_factory=class_row(LedgerEntry)) as cur:
         return cur.execute(
             "SELECT * FROM economy.capture_hold(%(hold_id)s::bigint,"
-            " amount => %(amount)s::numeric, kind => %(kind)s::text, memo => %(memo)s::text)",
-            {"hold_id": hold_id, "amount": amount, "kind": kind, "memo": memo},
+            " amount => %(amount)s::numeric, kind => %(kind)s::text, memo => %(memo)s::text,"
+            " attachment => %(attachment)s::text)",
+            {
+                "hold_id": hold_id,
+                "amount": amount,
+                "kind": kind,
+                "memo": memo,
+                "attachment": attachment,
+            },
         ).fetchone()
 
 
-def release_hold(conn: psycopg.Connection, hold_id: int) -> Hold:
+def release_hold(conn: psycopg.Connection, hold_id: int, attachment: str | None = None) -> Hold:
     """Give a hold's amount back to the wallet's available balance."""
     with conn.cursor(row_factory=class_row(Hold)) as cur:
         return cur.execute(
-            "SELECT * FROM economy.release_hold(%(hold_id)s::bigint)", {"hold_id": hold_id}
+            "SELECT * FROM economy.release_hold(%(hold_id)s::bigint,"
+            " attachment => %(attachment)s::text)",
+            {"hold_id": hold_id, "attachment": attachment},
         ).fetchone()
 
 
-def expire_holds(conn: psycopg.Connection) -> int:
+def expire_holds(conn: psycopg.Connection, attachment: str | None = None) -> int:
     """Mark every hold past its expiry expired; returns how many."""
-    return conn.execute("SELECT economy.expire_holds()").fetchone()[0]
+    return conn.execute(
+        "SELECT economy.expire_holds(attachment => %s::text)", [attachment]
+    ).fetchone()[0]
 
 
 def set_hot(

@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[database, attached],
         help="the figures to alert on, in Prometheus text format",
     )
-    holds = commands.add_parser("holds", parents=[database], help="holds: expire (for a scheduler)")
+    holds = commands.add_parser(
+        "holds", parents=[database, attached], help="holds: expire (for a scheduler)"
+    )
     holds.add_argument("action", choices=["expire"], help="mark holds past their expiry expired")
     prune = commands.add_parser(
         "prune-log", parents=[database], help="delete old reconcile_log rows (retention)"
@@ -330,8 +332,12 @@ def cmd_metrics(args, out: Console) -> int:
 
 def cmd_holds(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
-        expired = api.expire_holds(conn)
-    out.print(f"Expired holds: {expired}")
+        names = [args.attachment] if args.attachment else api.attachments(conn, keeping_holds=True)
+        expired = {name: api.expire_holds(conn, name) for name in names}
+    out.print(f"Expired holds: {sum(expired.values())}")
+    if len(expired) > 1:
+        for name, count in expired.items():
+            out.print(f"  {name}: {count}")
     return EXIT_OK
 
 

@@ -49,15 +49,24 @@ BEGIN
         GROUP BY c.wallet_id
     ),
 
+    holds AS (
+        SELECT h.wallet_id, sum(h.amount) AS held
+        FROM economy.attached_hold h
+        WHERE h.attachment = 'seed' AND h.status = 'held'
+        GROUP BY h.wallet_id
+    ),
+
     -- a hot wallet's cached figures with its parked credits: the exact ones
     wallets AS (
         SELECT w.id::bigint AS wallet_id, w.profile_id::bigint AS owner_id,
             w.cached_balance::numeric + coalesce(pk.balance, 0) AS cached_balance,
             w.lifetime_earnings::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
             coalesce(pk.balance, 0) AS parked_balance,
-            coalesce(pk.earnings, 0) AS parked_earnings
+            coalesce(pk.earnings, 0) AS parked_earnings,
+            NULL::numeric AS cached_held, coalesce(hd.held, 0) AS holds_held
         FROM public.app_wallet w
         LEFT JOIN parked pk ON pk.wallet_id = w.id
+        LEFT JOIN holds hd ON hd.wallet_id = w.id
         WHERE $1 IS NULL OR w.profile_id = ANY ($1)
             OR (w.profile_id IS NULL AND array_position($1, NULL) IS NOT NULL)
     ),
@@ -117,12 +126,16 @@ BEGIN
         FROM per_wallet pw
         WHERE 't'
         UNION ALL
-        SELECT pp.user_id, pp.wallet_id, 3, 'profile.balance',
+        SELECT pw.owner_id, pw.wallet_id, 3, 'wallet.held', pw.cached_held, pw.holds_held
+        FROM per_wallet pw
+        WHERE 'f'
+        UNION ALL
+        SELECT pp.user_id, pp.wallet_id, 4, 'profile.balance',
             pp.cached_balance, pp.ledger_balance
         FROM per_profile pp
         WHERE 't'
         UNION ALL
-        SELECT pp.user_id, pp.wallet_id, 4, 'profile.lifetime_earnings',
+        SELECT pp.user_id, pp.wallet_id, 5, 'profile.lifetime_earnings',
             pp.cached_earnings, pp.ledger_earnings
         FROM per_profile pp
         WHERE 't'
@@ -252,6 +265,7 @@ AS $function$
 DECLARE
     sync_balance numeric;
     sync_earnings numeric;
+    sync_held numeric;
 BEGIN
     IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_profile'
@@ -262,7 +276,7 @@ BEGIN
         NEW.lifetime_earnings := OLD.lifetime_earnings;
         RETURN NEW;
     END IF;
-    -- the ledger's figures for the new row
+    -- the ledger's figures for the new row (and its holds')
     SELECT coalesce(sum(r.amount), 0), coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)
     INTO sync_balance, sync_earnings
     FROM public.app_transaction AS r
@@ -283,6 +297,7 @@ AS $function$
 DECLARE
     sync_balance numeric;
     sync_earnings numeric;
+    sync_held numeric;
 BEGIN
     IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' OR (TG_RELID OPERATOR(pg_catalog.<>) <oid>::regclass AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(<oid>::regclass) t WHERE t.relid OPERATOR(pg_catalog.=) TG_RELID)) THEN
         RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>, for a trigger on public.app_wallet'
@@ -293,7 +308,7 @@ BEGIN
         NEW.lifetime_earnings := OLD.lifetime_earnings;
         RETURN NEW;
     END IF;
-    -- the ledger's figures for the new row
+    -- the ledger's figures for the new row (and its holds')
     SELECT coalesce(sum(r.amount), 0), coalesce(sum(r.amount) FILTER (WHERE amount > 0), 0)
     INTO sync_balance, sync_earnings
     FROM public.app_transaction AS r
@@ -476,6 +491,7 @@ BEGIN
         FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
         LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
         LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
+        LEFT JOIN drift h ON h.wallet_id = u.wallet_id AND h.field = 'wallet.held'
         LEFT JOIN parked pk ON pk.wallet_id = u.wallet_id
         WHERE w.id = u.wallet_id
     ),
@@ -809,6 +825,7 @@ BEGIN
     END IF;
     DELETE FROM economy.attached_hot_credit c WHERE c.attachment = 'seed';
     DELETE FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed';
+    DELETE FROM economy.attached_hold h WHERE h.attachment = 'seed';
     -- the checkpoint sums nothing now (an entry written again with an id it
     -- covers is a correction, as any)
     DELETE FROM economy.attached_ledger_checkpoint c WHERE c.attachment = 'seed';
