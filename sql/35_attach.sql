@@ -3278,11 +3278,19 @@ END;
 $$;
 
 -- Regenerates an attachment after the app changed its tables (a column
--- renamed, added, dropped or of a new type): its settings, hot wallets and
--- parked credits are kept, a renamed mapped column is followed (by its
--- number), and everything is checked again as attach does. `earning`, when
--- given, replaces the earning expression (one that named a renamed column).
-CREATE FUNCTION economy.reattach(name text, earning text DEFAULT NULL)
+-- renamed, added, dropped or of a new type): its settings, hot wallets,
+-- parked credits and holds are kept, a renamed mapped column is followed (by
+-- its number), and everything is checked again as attach does. `earning`,
+-- when given, replaces the earning expression (one that named a renamed
+-- column); `held_column`, `kind_column` and `memo_column`, when given, name
+-- those columns (holds for an attachment made without them).
+CREATE FUNCTION economy.reattach(
+    name text,
+    earning text DEFAULT NULL,
+    held_column name DEFAULT NULL,
+    kind_column name DEFAULT NULL,
+    memo_column name DEFAULT NULL
+)
 RETURNS economy.attachments
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -3305,6 +3313,9 @@ BEGIN
         AND economy.column_type(m.tbl, m.col) IS NULL;
     a := jsonb_populate_record(a, to_jsonb(a) || coalesce(renamed, '{}'));
     a.earning := coalesce(reattach.earning, a.earning);
+    a.held_column := coalesce(reattach.held_column, a.held_column);
+    a.kind_column := coalesce(reattach.kind_column, a.kind_column);
+    a.memo_column := coalesce(reattach.memo_column, a.memo_column);
     a := economy.check_attachment(a);
     UPDATE economy.attachments x SET column_numbers = a.column_numbers,
         ledger_wallet_column = a.ledger_wallet_column, amount_column = a.amount_column,

@@ -255,6 +255,25 @@ def test_an_attachment_without_a_held_column_keeps_no_holds(conn):
         )
 
 
+def test_reattach_starts_holds_on_an_attachment_made_without_them(conn):
+    conn.execute(SEED_TABLES)
+    conn.execute(SEED_ATTACH)
+    conn.execute("INSERT INTO app_wallet DEFAULT VALUES")
+    pay(conn, 1, 10)
+    conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
+    conn.execute(
+        "SELECT economy.reattach('seed', held_column => 'pending_balance', kind_column => 'reason')"
+    )
+    placed = hold(conn, 1, Decimal(4), attachment="seed")
+    assert figures(conn, 1) == (10, 4)
+    capture_hold(conn, placed.id, attachment="seed")
+    assert figures(conn, 1) == (6, 0)
+    conn.execute("SELECT economy.reattach('seed')")  # keeps them
+    hold(conn, 1, Decimal(1), attachment="seed")
+    assert figures(conn, 1) == (6, 1)
+    assert drift(conn, "seed") == []
+
+
 def test_truncate_with_the_wallets_and_detach_take_the_holds(seed):
     hold(seed, ANA, Decimal(5), attachment="seed")
     seed.execute("TRUNCATE app_transaction, app_wallet, app_profile")

@@ -52,6 +52,7 @@ GRANT SELECT ON economy.attached_hold TO economy_app;
 CREATE POLICY package_roles_read ON economy.attached_hold FOR SELECT TO economy_app
 USING (true);
 
+DROP FUNCTION economy.reattach(text, text);
 DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name, name);
 DROP FUNCTION economy.expire_holds();
 DROP FUNCTION economy.release_hold(bigint);
@@ -649,6 +650,62 @@ BEGIN
     a := economy.check_attachment(a);
     INSERT INTO economy.attachments VALUES (a.*);
     INSERT INTO economy.attached_ledger_horizon (attachment, sync_role) VALUES (a.name, a.sync_role);
+    PERFORM economy.create_attached_functions(a);
+    RETURN a;
+END;
+$$;
+
+-- Regenerates an attachment after the app changed its tables (a column
+-- renamed, added, dropped or of a new type): its settings, hot wallets,
+-- parked credits and holds are kept, a renamed mapped column is followed (by
+-- its number), and everything is checked again as attach does. `earning`,
+-- when given, replaces the earning expression (one that named a renamed
+-- column); `held_column`, `kind_column` and `memo_column`, when given, name
+-- those columns (holds for an attachment made without them).
+CREATE FUNCTION economy.reattach(
+    name text,
+    earning text DEFAULT NULL,
+    held_column name DEFAULT NULL,
+    kind_column name DEFAULT NULL,
+    memo_column name DEFAULT NULL
+)
+RETURNS economy.attachments
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- what it creates is checked as it is created, whatever the session says
+SET check_function_bodies = on
+AS $$
+DECLARE
+    a economy.attachments := economy.attachment(reattach.name);
+    renamed jsonb;
+BEGIN
+    IF economy.own_tables(a.name) THEN
+        RAISE EXCEPTION 'the package''s own tables are no generated attachment: nothing to regenerate'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT jsonb_object_agg(m.argument, att.attname) INTO renamed
+    FROM economy.mapped_columns(a) m
+    JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = m.tbl AND att.attnum = (a.column_numbers ->> m.argument)::smallint
+    WHERE NOT att.attisdropped AND att.attname <> m.col
+        AND economy.column_type(m.tbl, m.col) IS NULL;
+    a := jsonb_populate_record(a, to_jsonb(a) || coalesce(renamed, '{}'));
+    a.earning := coalesce(reattach.earning, a.earning);
+    a.held_column := coalesce(reattach.held_column, a.held_column);
+    a.kind_column := coalesce(reattach.kind_column, a.kind_column);
+    a.memo_column := coalesce(reattach.memo_column, a.memo_column);
+    a := economy.check_attachment(a);
+    UPDATE economy.attachments x SET column_numbers = a.column_numbers,
+        ledger_wallet_column = a.ledger_wallet_column, amount_column = a.amount_column,
+        balance_after_column = a.balance_after_column, wallet_key_column = a.wallet_key_column,
+        wallet_balance_column = a.wallet_balance_column,
+        wallet_earnings_column = a.wallet_earnings_column,
+        wallet_owner_column = a.wallet_owner_column, profile_key_column = a.profile_key_column,
+        profile_balance_column = a.profile_balance_column,
+        profile_earnings_column = a.profile_earnings_column,
+        created_at_column = a.created_at_column, id_column = a.id_column, earning = a.earning,
+        held_column = a.held_column, kind_column = a.kind_column, memo_column = a.memo_column
+    WHERE x.name = a.name;
     PERFORM economy.create_attached_functions(a);
     RETURN a;
 END;
@@ -1930,51 +1987,6 @@ BEGIN
 END;
 $$;
 
--- Regenerates an attachment after the app changed its tables (a column
--- renamed, added, dropped or of a new type): its settings, hot wallets and
--- parked credits are kept, a renamed mapped column is followed (by its
--- number), and everything is checked again as attach does. `earning`, when
--- given, replaces the earning expression (one that named a renamed column).
-CREATE OR REPLACE FUNCTION economy.reattach(name text, earning text DEFAULT NULL)
-RETURNS economy.attachments
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
--- what it creates is checked as it is created, whatever the session says
-SET check_function_bodies = on
-AS $$
-DECLARE
-    a economy.attachments := economy.attachment(reattach.name);
-    renamed jsonb;
-BEGIN
-    IF economy.own_tables(a.name) THEN
-        RAISE EXCEPTION 'the package''s own tables are no generated attachment: nothing to regenerate'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT jsonb_object_agg(m.argument, att.attname) INTO renamed
-    FROM economy.mapped_columns(a) m
-    JOIN pg_catalog.pg_attribute att
-        ON att.attrelid = m.tbl AND att.attnum = (a.column_numbers ->> m.argument)::smallint
-    WHERE NOT att.attisdropped AND att.attname <> m.col
-        AND economy.column_type(m.tbl, m.col) IS NULL;
-    a := jsonb_populate_record(a, to_jsonb(a) || coalesce(renamed, '{}'));
-    a.earning := coalesce(reattach.earning, a.earning);
-    a := economy.check_attachment(a);
-    UPDATE economy.attachments x SET column_numbers = a.column_numbers,
-        ledger_wallet_column = a.ledger_wallet_column, amount_column = a.amount_column,
-        balance_after_column = a.balance_after_column, wallet_key_column = a.wallet_key_column,
-        wallet_balance_column = a.wallet_balance_column,
-        wallet_earnings_column = a.wallet_earnings_column,
-        wallet_owner_column = a.wallet_owner_column, profile_key_column = a.profile_key_column,
-        profile_balance_column = a.profile_balance_column,
-        profile_earnings_column = a.profile_earnings_column,
-        created_at_column = a.created_at_column, id_column = a.id_column, earning = a.earning,
-        held_column = a.held_column, kind_column = a.kind_column, memo_column = a.memo_column
-    WHERE x.name = a.name;
-    PERFORM economy.create_attached_functions(a);
-    RETURN a;
-END;
-$$;
-
 REVOKE ALL ON FUNCTION economy.hold(bigint, numeric, timestamptz, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.capture_hold(bigint, numeric, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.release_hold(bigint, text) FROM PUBLIC;
@@ -1987,6 +1999,7 @@ REVOKE ALL ON FUNCTION economy.render_capture(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_release(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_expire(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name, name, name, name, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.reattach(text, text, name, name, name) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 economy.hold(bigint, numeric, timestamptz, text, text, text),
 economy.capture_hold(bigint, numeric, text, text, text),

@@ -20,6 +20,8 @@ class DeltaCrownWallet(models.Model):
     profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.PROTECT)
     cached_balance = CachedIntegerField()
     lifetime_earnings = CachedIntegerField()
+    # the sum of its holds (checkout sets coins aside, then captures them)
+    pending_balance = CachedIntegerField()
     is_deleted = models.BooleanField(default=False)
 
 

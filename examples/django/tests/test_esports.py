@@ -216,7 +216,7 @@ def test_economy_attach_writes_the_migration_the_models_say():
         "economy_attach", "esports", "--ledger", "esports.DeltaCrownTransaction",
         "--wallet", "esports.DeltaCrownWallet", "--profile", "esports.Profile",
         "--balance-after-field", "cached_balance_after", "--created-at-field", "created_at",
-        "--dry-run", stdout=out,
+        "--kind-field", "reason", "--dry-run", stdout=out,
     )  # fmt: skip
     generated: dict = {}
     exec(out.getvalue(), generated)  # the migration file's text
@@ -254,3 +254,21 @@ def test_the_packages_python_calls_on_djangos_connection(economy):
     conn = psycopg_connection()
     assert api.wallet_balance(conn, ana.pk, attachment="esports") == 9
     assert api.balance_drift(conn, attachment="esports") == []
+
+
+def test_holds_on_pending_balance(economy):
+    """Checkout sets coins aside, then captures them: the capture's debit is a
+    DeltaCrownTransaction row like any other."""
+    ana, _, _ = economy
+    DeltaCrownTransaction.objects.create(wallet=ana, amount=50, reason="reward")
+    conn = psycopg_connection()
+    placed = api.hold(conn, ana.pk, Decimal(20), attachment="esports")
+    ana.refresh_from_db()
+    assert (ana.cached_balance, ana.pending_balance) == (50, 20)
+    entry = api.capture_hold(conn, placed.id, Decimal(15), attachment="esports")
+    debit = DeltaCrownTransaction.objects.get(pk=entry.id)
+    assert (debit.amount, debit.reason, debit.cached_balance_after) == (-15, "purchase", 35)
+    assert debit.created_at is not None
+    ana.refresh_from_db()
+    assert (ana.cached_balance, ana.pending_balance) == (35, 0)
+    assert drift() == []

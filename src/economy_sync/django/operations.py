@@ -88,6 +88,9 @@ FIELD_ARGUMENTS = {
     "profile_key_field": ("profile", "profile_key_column"),
     "profile_balance_field": ("profile", "profile_balance_column"),
     "profile_earnings_field": ("profile", "profile_earnings_column"),
+    "held_field": ("wallet", "held_column"),
+    "kind_field": ("ledger", "kind_column"),
+    "memo_field": ("ledger", "memo_column"),
 }
 
 
@@ -114,6 +117,9 @@ class AttachEconomy(migrations.operations.base.Operation):
         profile_earnings_field: str | None = None,
         balance_after_field: str | None = None,
         created_at_field: str | None = None,
+        held_field: str | None = None,
+        kind_field: str | None = None,
+        memo_field: str | None = None,
         guard: str | None = None,
         overdraft_limit: str | None = None,
     ):
@@ -133,6 +139,9 @@ class AttachEconomy(migrations.operations.base.Operation):
             "profile_earnings_field": profile_earnings_field,
             "balance_after_field": balance_after_field,
             "created_at_field": created_at_field,
+            "held_field": held_field,
+            "kind_field": kind_field,
+            "memo_field": memo_field,
         }
 
     def deconstruct(self):

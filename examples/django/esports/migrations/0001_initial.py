@@ -21,6 +21,7 @@ class Migration(migrations.Migration):
                 ),
                 ("cached_balance", models.IntegerField(default=0)),
                 ("lifetime_earnings", models.IntegerField(default=0)),
+                ("pending_balance", models.IntegerField(default=0)),
                 ("is_deleted", models.BooleanField(default=False)),
             ],
         ),

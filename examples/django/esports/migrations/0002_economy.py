@@ -23,6 +23,10 @@ class Migration(migrations.Migration):
             earning="amount > 0",
             balance_after_field="cached_balance_after",
             created_at_field="created_at",
+            # holds set coins aside in pending_balance; a capture's debit gets
+            # its kind in `reason`
+            held_field="pending_balance",
+            kind_field="reason",
             # the cached fields are Django's CachedIntegerField / CachedDecimalField
             # (0003), which Django never writes: an explicit write is refused
             guard="refuse",

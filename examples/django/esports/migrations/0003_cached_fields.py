@@ -23,6 +23,11 @@ class Migration(migrations.Migration):
             field=economy_sync.django.fields.CachedIntegerField(),
         ),
         migrations.AlterField(
+            model_name="deltacrownwallet",
+            name="pending_balance",
+            field=economy_sync.django.fields.CachedIntegerField(),
+        ),
+        migrations.AlterField(
             model_name="profile",
             name="deltacoin_balance",
             field=economy_sync.django.fields.CachedDecimalField(decimal_places=2, max_digits=10),

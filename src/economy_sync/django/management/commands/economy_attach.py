@@ -3,7 +3,8 @@ writes the app's next migration, which installs economy-sync (unless an earlier
 migration of the project does) and attaches it to those models. The mapping is
 read from the models: the ledger's foreign key to the wallet, the wallet's to
 the profile, and the cached columns declared with economy-sync's fields (a
-field whose name says "earning" caches earnings, the other the balance); a
+field whose name says "earning" caches earnings, one that says "held" or
+"pending" the sum of the wallet's holds, the other the balance); a
 flag names whatever the models leave open. When every cached column is such a
 field, an explicit write of one is refused (guard 'refuse'). Review the file,
 then `migrate`."""
@@ -32,17 +33,24 @@ def foreign_key_to(model, target) -> str | None:
     return found[0] if found else None
 
 
+CACHED_BY_NAME = {"earnings": ("earning",), "held": ("held", "pending")}
+
+
 def cached(model) -> dict[str, str]:
-    """{'balance': field, 'earnings': field} of model's economy-sync fields."""
+    """{'balance': field, 'earnings': field, 'held': field} of model's
+    economy-sync fields, told apart by their names (CACHED_BY_NAME)."""
     fields = [f.name for f in model._meta.concrete_fields if isinstance(f, CachedField)]
-    earnings = [name for name in fields if "earning" in name]
-    balances = [name for name in fields if "earning" not in name]
-    if len(earnings) > 1 or len(balances) > 1:
+    kinds = {
+        kind: [name for name in fields if any(word in name for word in words)]
+        for kind, words in CACHED_BY_NAME.items()
+    }
+    kinds["balance"] = [name for name in fields if not any(name in k for k in kinds.values())]
+    if any(len(names) > 1 for names in kinds.values()):
         raise CommandError(
             f"{model._meta.label} has several cached fields ({', '.join(fields)}): name them"
             " with flags"
         )
-    return {"balance": (balances or [None])[0], "earnings": (earnings or [None])[0]}
+    return {kind: (names or [None])[0] for kind, names in kinds.items()}
 
 
 class Command(BaseCommand):
@@ -111,9 +119,9 @@ class Command(BaseCommand):
         (Django never writes them, so only an explicit write is refused);
         else attach's default, 'keep' (a stale full-row save keeps the cache)."""
         cached_columns = [
-            models[argument.split("_")[0]]._meta.get_field(fields[argument])
+            models[FIELD_ARGUMENTS[argument][0]]._meta.get_field(fields[argument])
             for argument in fields
-            if argument.endswith(("balance_field", "earnings_field"))
+            if argument.endswith(("balance_field", "earnings_field", "held_field"))
         ]
         return "refuse" if all(isinstance(f, CachedField) for f in cached_columns) else None
 
@@ -125,6 +133,7 @@ class Command(BaseCommand):
             "amount_field": "amount" if hasattr_field(ledger, "amount") else None,
             "wallet_balance_field": cached(wallet)["balance"],
             "wallet_earnings_field": cached(wallet)["earnings"],
+            "held_field": cached(wallet)["held"],
             "wallet_owner_field": foreign_key_to(wallet, profile) if profile else None,
             "profile_balance_field": cached(profile)["balance"] if profile else None,
             "profile_earnings_field": cached(profile)["earnings"] if profile else None,
