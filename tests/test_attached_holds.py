@@ -18,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from economy_sync import (
     capture_hold,
+    doctor,
     expire_holds,
     hold,
     migrate,
@@ -125,6 +126,9 @@ def test_release_and_expiry(seed):
     with pytest.raises(errors.CheckViolation, match="expired"):
         capture_hold(seed, past.id, attachment="seed")
     assert figures(seed, BO) == (100, 11)  # counts until expire_holds marks it
+    said = [f.message for f in doctor.findings(seed, "seed") if not f.ok]
+    assert said == ["seed: 1 holds are past their expiry and still count against their"
+                    " wallets: `economy-sync holds expire` (schedule it)"]  # fmt: skip
     assert expire_holds(seed, "seed") == 1
     assert figures(seed, BO) == (100, 6)
     assert expire_holds(seed, "seed") == 0

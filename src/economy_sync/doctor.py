@@ -305,18 +305,27 @@ def check_drift(conn, names: list[str]) -> Iterator[Finding]:
         yield Finding(True, "no drift: every cached balance equals the ledger")
 
 
-def check_holds(conn) -> Iterator[Finding]:
-    overdue = one(
-        conn,
-        "SELECT count(*) FROM economy.wallet_hold WHERE status = 'held' AND expires_at <= now()",
-    )
-    if overdue:
+OVERDUE_HOLDS = """
+SELECT 'economy', count(*) FROM economy.wallet_hold h
+WHERE h.status = 'held' AND h.expires_at <= now()
+UNION ALL
+SELECT h.attachment, count(*) FROM economy.attached_hold h
+WHERE h.status = 'held' AND h.expires_at <= now()
+GROUP BY h.attachment
+"""
+
+
+def check_holds(conn, names: list[str]) -> Iterator[Finding]:
+    overdue = {
+        name: count for name, count in conn.execute(OVERDUE_HOLDS) if name in names and count
+    }
+    for name, count in overdue.items():
         yield Finding(
             False,
-            f"{overdue} holds are past their expiry and still count against their wallets:"
-            " `economy-sync holds expire` (schedule it)",
+            f"{name}: {count} holds are past their expiry and still count against their"
+            " wallets: `economy-sync holds expire` (schedule it)",
         )
-    else:
+    if not overdue:
         yield Finding(True, "no hold past its expiry")
 
 
@@ -372,8 +381,7 @@ def findings(conn: psycopg.Connection, attachment: str | None = None) -> list[Fi
         results.extend(check_replication_role(conn))
         results.extend(check_roles(conn))
         results.extend(check_drift(conn, names))
-        if any(api.own_tables(name) for name in names):
-            results.extend(check_holds(conn))
+        results.extend(check_holds(conn, names))
     return results
 
 
