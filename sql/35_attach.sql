@@ -2747,6 +2747,39 @@ $template$,
 WHERE a.held_column IS NOT NULL;
 $render$;
 
+-- Template: the ledger entries a drift check of the attachment sums: those
+-- newer than its checkpoint while it may be trusted, else all of them
+-- (economy.checkpoint_lag). Run as the sync role: the ledger is the app's.
+CREATE FUNCTION economy.render_checkpoint_lag(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS bigint
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sync_covered bigint := %2$s;
+BEGIN
+    RETURN (SELECT count(*) FROM %3$s AS r WHERE %4$s);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'checkpoint_lag'),
+    CASE WHEN a.id_column IS NOT NULL
+        THEN format('economy.trusted_checkpoint(%L)', a.name) ELSE 'NULL' END,
+    a.ledger,
+    CASE WHEN a.id_column IS NOT NULL
+        THEN format('sync_covered IS NULL OR r.%I > sync_covered', a.id_column) ELSE 'true' END
+);
+$render$;
+
 -- Template: the owners a reconcile walks, in key order after `after`, at
 -- most `batch_size` (all when NULL): the profiles' keys, or the wallets'
 -- distinct owners when there is no profile table (none without owners).
@@ -2847,6 +2880,7 @@ AS $$
         ('wallet', 'bigint', 'economy_app'),
         ('balance_at', 'bigint, timestamptz', 'economy_app'),
         ('owners', 'bigint, integer', 'economy_app'),
+        ('checkpoint_lag', '', 'economy_app'),
         -- (the hold functions are called through economy.hold and the others
         -- alone, which check who calls)
         ('hold', 'bigint, numeric, timestamptz, text, text', NULL),
@@ -2962,6 +2996,7 @@ BEGIN
             (economy.render_wallet(a), NULL),
             (economy.render_owners(a), NULL),
             (economy.render_balance_at(a), NULL),
+            (economy.render_checkpoint_lag(a), NULL),
             (economy.render_hold(a), NULL),
             (economy.render_capture(a), NULL),
             (economy.render_release(a), NULL),
@@ -3546,6 +3581,35 @@ AS $$
         FROM economy.attachments a
         JOIN pg_catalog.pg_attribute att ON att.attrelid = a.ledger AND att.attname = a.id_column
         WHERE a.name = attachment), false);
+$$;
+
+-- The ledger entries a drift check sums (`economy_checkpoint_lag_entries`):
+-- those newer than the checkpoint, every entry of an attachment without a
+-- trusted one. With an attachment: its generated checkpoint_lag.
+CREATE FUNCTION economy.checkpoint_lag(attachment text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings text;
+    lag bigint;
+BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT economy.%I()', economy.attached_object(
+            (economy.attachment(checkpoint_lag.attachment)).name, 'checkpoint_lag'))
+        INTO lag;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN lag;
+    END IF;
+    RETURN (
+        SELECT count(*) FROM economy.transaction t
+        WHERE t.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+    );
+END;
 $$;
 
 -- The ledger checkpoint of an attachment, in the steps of the package's

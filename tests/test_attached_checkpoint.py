@@ -12,6 +12,7 @@ from psycopg import errors
 
 from economy_sync import advance_checkpoint, audit_ledger_checkpoint, reconcile
 from economy_sync.doctor import findings
+from economy_sync.metrics import collect
 
 
 def entries_read(conn):
@@ -265,3 +266,26 @@ def test_no_other_role_writes_an_attachments_checkpoint(seeded, login, conn):
             " earnings) VALUES ('seed', 1, 1000, 0)"
         )
     exact(seeded)
+
+
+def test_metrics_count_what_a_drift_check_sums(seeded, login):
+    """economy_checkpoint_lag_entries of an attachment, read as a metrics login
+    (economy_app) that may not read the app's ledger: the entries newer than
+    the checkpoint, every entry once the checkpoint is void."""
+    reader = login("economy_app")
+
+    def lag():
+        samples = collect(reader).decode().splitlines()
+        return [
+            s for s in samples if s.startswith('economy_checkpoint_lag_entries{attachment="seed"}')
+        ]
+
+    assert lag() == ['economy_checkpoint_lag_entries{attachment="seed"} 0.0']
+    pay(seeded, 1, 5)
+    pay(seeded, 2, 5)
+    assert lag() == ['economy_checkpoint_lag_entries{attachment="seed"} 2.0']
+    seeded.execute("ALTER TABLE app_transaction DISABLE TRIGGER USER")
+    seeded.execute("ALTER TABLE app_transaction ENABLE TRIGGER USER")
+    assert lag() == ['economy_checkpoint_lag_entries{attachment="seed"} 32.0']
+    with pytest.raises(errors.InsufficientPrivilege):
+        reader.execute("SELECT count(*) FROM app_transaction")

@@ -17,6 +17,8 @@ BEGIN
             economy.attached_object(a.name, 'release'));
         EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
             economy.attached_object(a.name, 'expire'));
+        EXECUTE format('DROP FUNCTION IF EXISTS economy.%I()',
+            economy.attached_object(a.name, 'checkpoint_lag'));
         IF a.held_column IS NOT NULL THEN
             EXECUTE format('REVOKE INSERT ON %s FROM %I', a.ledger, a.sync_role);
         END IF;
@@ -24,8 +26,10 @@ BEGIN
 END;
 $$;
 
+DROP FUNCTION economy.checkpoint_lag(text);
 DROP FUNCTION economy.reattach(text, text, name, name, name);
 DROP FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name, name, name, name, name);
+DROP FUNCTION economy.render_checkpoint_lag(economy.attachments);
 DROP FUNCTION economy.render_expire(economy.attachments);
 DROP FUNCTION economy.render_release(economy.attachments);
 DROP FUNCTION economy.render_capture(economy.attachments);

@@ -576,6 +576,39 @@ $template$,
 WHERE a.held_column IS NOT NULL;
 $render$;
 
+-- Template: the ledger entries a drift check of the attachment sums: those
+-- newer than its checkpoint while it may be trusted, else all of them
+-- (economy.checkpoint_lag). Run as the sync role: the ledger is the app's.
+CREATE FUNCTION economy.render_checkpoint_lag(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $render$
+SELECT format(
+    $template$
+CREATE OR REPLACE FUNCTION economy.%1$I()
+RETURNS bigint
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sync_covered bigint := %2$s;
+BEGIN
+    RETURN (SELECT count(*) FROM %3$s AS r WHERE %4$s);
+END;
+$fn$
+$template$,
+    economy.attached_object(a.name, 'checkpoint_lag'),
+    CASE WHEN a.id_column IS NOT NULL
+        THEN format('economy.trusted_checkpoint(%L)', a.name) ELSE 'NULL' END,
+    a.ledger,
+    CASE WHEN a.id_column IS NOT NULL
+        THEN format('sync_covered IS NULL OR r.%I > sync_covered', a.id_column) ELSE 'true' END
+);
+$render$;
+
 -- Attaches the sync, drift and reconcile to an application's tables (see
 -- the top of this file). Changes no cache: existing drift shows in drift
 -- checks. All or nothing: a bad argument creates nothing.
@@ -708,6 +741,35 @@ BEGIN
     WHERE x.name = a.name;
     PERFORM economy.create_attached_functions(a);
     RETURN a;
+END;
+$$;
+
+-- The ledger entries a drift check sums (`economy_checkpoint_lag_entries`):
+-- those newer than the checkpoint, every entry of an attachment without a
+-- trusted one. With an attachment: its generated checkpoint_lag.
+CREATE FUNCTION economy.checkpoint_lag(attachment text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings text;
+    lag bigint;
+BEGIN
+    IF NOT economy.own_tables(attachment) THEN
+        settings := economy.session_settings();  -- before code run for the attachment
+        EXECUTE format('SELECT economy.%I()', economy.attached_object(
+            (economy.attachment(checkpoint_lag.attachment)).name, 'checkpoint_lag'))
+        INTO lag;
+        PERFORM economy.refuse_changed_settings(settings);
+        RETURN lag;
+    END IF;
+    RETURN (
+        SELECT count(*) FROM economy.transaction t
+        WHERE t.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)
+    );
 END;
 $$;
 
@@ -1702,6 +1764,7 @@ AS $$
         ('wallet', 'bigint', 'economy_app'),
         ('balance_at', 'bigint, timestamptz', 'economy_app'),
         ('owners', 'bigint, integer', 'economy_app'),
+        ('checkpoint_lag', '', 'economy_app'),
         -- (the hold functions are called through economy.hold and the others
         -- alone, which check who calls)
         ('hold', 'bigint, numeric, timestamptz, text, text', NULL),
@@ -1751,6 +1814,7 @@ BEGIN
             (economy.render_wallet(a), NULL),
             (economy.render_owners(a), NULL),
             (economy.render_balance_at(a), NULL),
+            (economy.render_checkpoint_lag(a), NULL),
             (economy.render_hold(a), NULL),
             (economy.render_capture(a), NULL),
             (economy.render_release(a), NULL),
@@ -1998,13 +2062,16 @@ REVOKE ALL ON FUNCTION economy.render_hold(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_capture(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_release(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.render_expire(economy.attachments) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.render_checkpoint_lag(economy.attachments) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.attach(text, regclass, regclass, name, name, name, name, name, regclass, name, name, name, text, name, text, text, name, name, name, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.reattach(text, text, name, name, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION economy.checkpoint_lag(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 economy.hold(bigint, numeric, timestamptz, text, text, text),
 economy.capture_hold(bigint, numeric, text, text, text),
 economy.release_hold(bigint, text),
-economy.expire_holds(text)
+economy.expire_holds(text),
+economy.checkpoint_lag(text)
 TO economy_app;
 
 -- every attachment regenerated (its sync role granted the holds table)

@@ -357,6 +357,12 @@ def reset_ledger_checkpoint(conn: psycopg.Connection, attachment: str | None = N
         conn.execute("SELECT economy.reset_ledger_checkpoint(attachment => %s)", [attachment])
 
 
+def checkpoint_lag(conn: psycopg.Connection, attachment: str | None = None) -> int:
+    """How many ledger entries a drift check sums (`economy.checkpoint_lag`):
+    those newer than the checkpoint, all of them without a trusted one."""
+    return conn.execute("SELECT economy.checkpoint_lag(%s::text)", [attachment]).fetchone()[0]
+
+
 def has_checkpoint(conn: psycopg.Connection, attachment: str | None = None) -> bool:
     """Whether the ledger can be checkpointed: the package's always, an
     attachment's when its ledger has an integer id with a sequence."""

@@ -10,7 +10,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from economy_sync import api, migrate
-from economy_sync.doctor import one
+from economy_sync.doctor import OVERDUE_HOLDS, one
 
 FIELDS = (
     "wallet.balance",
@@ -46,7 +46,8 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
     )
     lag = family(
         "economy_checkpoint_lag_entries",
-        "ledger entries newer than the checkpoint (summed by every drift check)",
+        "ledger entries a drift check sums: those newer than the checkpoint (all of an"
+        " attachment's without one)",
     )
     overdue = family(
         "economy_holds_past_expiry",
@@ -54,6 +55,7 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
     )
     # counted in SQL, every attachment at once: no drifted row is fetched
     counts = {(row.attachment, row.field): row.drifted for row in api.drift_summary(conn)}
+    overdue_holds = dict(conn.execute(OVERDUE_HOLDS).fetchall())
     for name in names:
         own = api.own_tables(name)
         for field in FIELDS:
@@ -66,31 +68,18 @@ def collect(conn: psycopg.Connection, attachment: str | None = None) -> bytes:
         ).fetchone()
         last_fix.labels(name).set(last_run[0] or 0)
         last_fixes.labels(name).set(last_run[1])
-        if own:
-            parked.labels(name).set(one(conn, "SELECT count(*) FROM economy.hot_credit"))
-            lag.labels(name).set(
-                one(
-                    conn,
-                    "SELECT count(*) FROM economy.transaction t"
-                    " WHERE t.id > (SELECT h.checkpointed_up_to FROM economy.ledger_horizon h)",
-                )
+        parked.labels(name).set(
+            one(conn, "SELECT count(*) FROM economy.hot_credit")
+            if own
+            else one(
+                conn,
+                "SELECT coalesce(sum(c.credits), 0) FROM economy.attached_hot_credit c"
+                " WHERE c.attachment = %s",
+                [name],
             )
-            overdue.labels(name).set(
-                one(
-                    conn,
-                    "SELECT count(*) FROM economy.wallet_hold h"
-                    " WHERE h.status = 'held' AND h.expires_at <= now()",
-                )
-            )
-        else:
-            parked.labels(name).set(
-                one(
-                    conn,
-                    "SELECT coalesce(sum(c.credits), 0) FROM economy.attached_hot_credit c"
-                    " WHERE c.attachment = %s",
-                    [name],
-                )
-            )
+        )
+        lag.labels(name).set(api.checkpoint_lag(conn, name))
+        overdue.labels(name).set(overdue_holds.get(name, 0))
     Gauge(
         "economy_metrics_last_success_timestamp_seconds",
         "when these figures were collected (an exporter file that stops moving is stale)",

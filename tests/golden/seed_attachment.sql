@@ -20,6 +20,23 @@ BEGIN
 END;
 $function$
 
+CREATE OR REPLACE FUNCTION economy.attached_seed_checkpoint_lag()
+ RETURNS bigint
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    sync_covered bigint := economy.trusted_checkpoint('seed');
+BEGIN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN (SELECT count(*) FROM public.app_transaction AS r WHERE sync_covered IS NULL OR r.id > sync_covered);
+END;
+$function$
+
 CREATE OR REPLACE FUNCTION economy.attached_seed_drift(user_ids bigint[])
  RETURNS TABLE(user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric)
  LANGUAGE plpgsql
