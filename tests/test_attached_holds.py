@@ -98,6 +98,17 @@ def test_a_hold_sets_money_aside_and_a_capture_spends_it(seed):
     assert drift(seed, "seed") == []
 
 
+def test_lowering_an_entry_counts_what_the_wallet_holds(seed):
+    hold(seed, ANA, Decimal(30), attachment="seed")
+    seed.execute("UPDATE app_transaction SET amount = 60 WHERE wallet_id = 1")
+    assert figures(seed, ANA) == (60, 30)
+    with pytest.raises(errors.CheckViolation, match="overdraft limit"):
+        seed.execute("UPDATE app_transaction SET amount = 20 WHERE wallet_id = 1")
+    with pytest.raises(errors.CheckViolation, match="overdraft limit"):
+        seed.execute("DELETE FROM app_transaction WHERE wallet_id = 1")
+    assert figures(seed, ANA) == (60, 30)
+
+
 def test_a_capture_spends_the_held_amount_at_the_limit(seed):
     placed = hold(seed, ANA, Decimal(100), attachment="seed")
     with pytest.raises(errors.CheckViolation):
