@@ -1407,3 +1407,25 @@ BEGIN
     RETURN pruned;
 END;
 $$;
+
+-- Deletes the keys of transfer_many calls made more than `older_than` ago
+-- (retention, for a scheduler): a call retried with a pruned key transfers
+-- again, so keep them longer than any client retries. Returns how many.
+CREATE FUNCTION economy.prune_transfer_keys(older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pruned bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be an interval of at least 0, got %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM economy.transfer_many_call k WHERE k.created_at < now() - older_than;
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+    RETURN pruned;
+END;
+$$;

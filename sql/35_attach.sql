@@ -507,11 +507,11 @@ END;
 $$;
 
 -- The attachment a hold function names, checked: it keeps holds (a
--- held_column), and for what writes (hold, capture, release) the login
--- calling may insert into its ledger, to which a capture writes a debit
--- (session_user: the login itself, which nothing run in the session can
--- change; a member of economy_app gets no more on the app's tables than it
--- has).
+-- held_column), its ledger has no row level security, and for what writes
+-- (hold, capture, release) the login calling may insert into that ledger,
+-- to which a capture writes a debit (session_user: the login itself, which
+-- nothing run in the session can change; a member of economy_app gets no
+-- more on the app's tables than it has).
 CREATE FUNCTION economy.holds_attachment(attachment text, writes boolean)
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -523,6 +523,13 @@ DECLARE
 BEGIN
     IF a.held_column IS NULL THEN
         RAISE EXCEPTION 'attachment % keeps no holds: attach it with held_column', a.name
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    -- there a login's rights are per row: which wallets it may act on, the
+    -- package cannot tell
+    IF writes AND (SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) THEN
+        RAISE EXCEPTION 'attachment %: no holds on a ledger with row level security (%)',
+            a.name, a.ledger
             USING ERRCODE = 'feature_not_supported';
     END IF;
     IF writes AND NOT has_table_privilege(session_user, a.ledger, 'INSERT') THEN
@@ -944,7 +951,8 @@ $$;
 -- numeric expression over the wallet row `w` (in an UPDATE's RETURNING of
 -- it, or a query of it alone): a debit or a hold is refused below its
 -- negation, so that the available amount (balance - held) stays at or above
--- -limit. Then the check of a debit against it.
+-- -limit; a held sum made NULL behind the sync's back refuses them all (it
+-- is NOT NULL at attach). Then the check of a debit against it.
 CREATE FUNCTION economy.render_limit(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -952,7 +960,8 @@ IMMUTABLE
 AS $$
     SELECT CASE WHEN a.overdraft_limit IS NULL THEN 'NULL::numeric'
         WHEN a.held_column IS NULL THEN format('(%s)::numeric', a.overdraft_limit)
-        ELSE format('(%s)::numeric - w.%I::numeric', a.overdraft_limit, a.held_column) END;
+        ELSE format('(%s)::numeric - coalesce(w.%I::numeric, ''Infinity'')', a.overdraft_limit,
+            a.held_column) END;
 $$;
 
 CREATE FUNCTION economy.render_limit_check(a economy.attachments, amount text)
@@ -2514,6 +2523,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_balance numeric;
     sync_limit numeric;
@@ -2607,6 +2617,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_hold economy.attached_hold;
     sync_amount numeric;
@@ -2625,8 +2636,15 @@ BEGIN
     INSERT INTO %7$s AS r (%8$s)
     VALUES (%9$s)
     RETURNING %10$s::bigint AS id, %11$s::timestamptz AS created_at,
-        %12$s::numeric AS balance_after
+        %12$s::numeric AS balance_after, r.%15$I::bigint AS wallet_id, r.%16$I::numeric AS amount
     INTO sync_entry;
+    -- as it was written (a trigger of the ledger may change or skip a row)
+    IF sync_entry.wallet_id IS DISTINCT FROM sync_hold.wallet_id
+        OR sync_entry.amount IS DISTINCT FROM -sync_amount THEN
+        RAISE EXCEPTION 'hold %%: its debit of %% to wallet %% was written as %% to wallet %%',
+            $1, -sync_amount, sync_hold.wallet_id, sync_entry.amount, sync_entry.wallet_id
+            USING ERRCODE = 'check_violation';
+    END IF;
     UPDATE economy.attached_hold h SET captured_entry_id = sync_entry.id WHERE h.id = $1;
     RETURN pg_catalog.jsonb_populate_record(NULL::economy.transaction, pg_catalog.jsonb_build_object(
         'id', sync_entry.id, 'wallet_id', sync_hold.wallet_id, 'amount', -sync_amount,
@@ -2648,7 +2666,9 @@ $template$,
     economy.render_column('r', a.created_at_column),
     economy.render_column('r', a.balance_after_column),
     CASE WHEN a.kind_column IS NOT NULL THEN '$3' ELSE 'NULL' END,
-    CASE WHEN a.memo_column IS NOT NULL THEN 'sync_memo' ELSE 'NULL' END
+    CASE WHEN a.memo_column IS NOT NULL THEN 'sync_memo' ELSE 'NULL' END,
+    a.ledger_wallet_column,
+    a.amount_column
 )
 WHERE a.held_column IS NOT NULL;
 $render$;
@@ -2667,6 +2687,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_hold economy.attached_hold;
 BEGIN
@@ -2704,6 +2725,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_wallets bigint[];
     sync_expired integer;
@@ -3204,6 +3226,12 @@ BEGIN
     END IF;
     IF a.held_column IS NOT NULL THEN
         PERFORM economy.check_column(a.wallet, a.held_column, 'held_column', money_types);
+        -- (a NULL held sum would be no sum: see render_limit)
+        IF NOT (SELECT att.attnotnull FROM pg_catalog.pg_attribute att
+            WHERE att.attrelid = a.wallet AND att.attname = a.held_column) THEN
+            RAISE EXCEPTION 'held_column %.% must be NOT NULL', a.wallet, a.held_column
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
         IF a.held_column IN (a.wallet_key_column, a.wallet_balance_column,
             a.wallet_earnings_column, a.wallet_owner_column) THEN
             RAISE EXCEPTION 'held_column % is mapped already', a.held_column

@@ -96,7 +96,8 @@ economy.advance_ledger_checkpoint(text),
 economy.reset_ledger_checkpoint(text),
 economy.set_hot(bigint, boolean, text),
 economy.fold_hot_wallets(text),
-economy.prune_reconcile_log(interval)
+economy.prune_reconcile_log(interval),
+economy.prune_transfer_keys(interval)
 TO economy_operator;
 REVOKE ALL ON PROCEDURE economy.checkpoint_ledger(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE economy.checkpoint_ledger(bigint, text) TO economy_operator;

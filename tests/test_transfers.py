@@ -5,6 +5,7 @@ import itertools
 import random
 import threading
 from contextlib import suppress
+from datetime import timedelta
 from decimal import Decimal
 
 import psycopg
@@ -17,11 +18,13 @@ from psycopg.types.json import Jsonb
 from economy_sync import (
     fold_hot_wallets,
     post_transaction,
+    prune_transfer_keys,
     set_hot,
     transfer,
     transfer_many,
     wallet_balance,
 )
+from economy_sync.cli import main as cli
 
 ORDER = {"order": "A-17", "lines": [1, 2]}
 
@@ -405,4 +408,24 @@ def test_racing_transfers_replays_reversals_and_the_operator_never_deadlock(logi
         ).fetchall()
         == []
     )
+    assert_conserved_and_exact(conn)
+
+
+def test_old_call_keys_are_pruned_by_the_operator_alone(conn, app, wallets, dsn, login):
+    _, a, b, _ = wallets
+    transfer_many(app, [(a, b, Decimal("1"))], idempotency_key="old")
+    transfer_many(app, [(a, b, Decimal("1"))], idempotency_key="new")
+    conn.execute(
+        "UPDATE economy.transfer_many_call SET created_at = now() - interval '40 days'"
+        " WHERE idempotency_key = 'old'"
+    )
+    with pytest.raises(errors.InsufficientPrivilege):
+        app.execute("SELECT economy.prune_transfer_keys('1 day')")
+    assert cli(["prune-keys", "--older-than", "30d", "--dsn", dsn]) == 0
+    assert conn.execute("SELECT idempotency_key FROM economy.transfer_many_call").fetchall() == [
+        ("new",)
+    ]
+    assert prune_transfer_keys(login("economy_operator"), timedelta(0)) == 1
+    with pytest.raises(errors.InvalidParameterValue):
+        conn.execute("SELECT economy.prune_transfer_keys('-1 day')")
     assert_conserved_and_exact(conn)

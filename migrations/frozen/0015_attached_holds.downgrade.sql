@@ -41,6 +41,7 @@ DROP FUNCTION economy.expire_holds(text);
 DROP FUNCTION economy.release_hold(bigint, text);
 DROP FUNCTION economy.capture_hold(bigint, numeric, text, text, text);
 DROP FUNCTION economy.hold(bigint, numeric, timestamptz, text, text, text);
+DROP FUNCTION economy.prune_transfer_keys(interval);
 
 -- Sets `amount` of the wallet's available amount (balance - held) aside.
 -- Refused when that would take the available amount below -overdraft_limit.

@@ -1,5 +1,6 @@
 -- 0015_attached_holds: holds on every attachment (a held_column), captured into the
--- app's ledger.
+-- app's ledger; what a drift check sums, counted for every attachment; the
+-- keys of transfer_many calls pruned.
 
 COMMENT ON SCHEMA economy IS
 'economy-sync: an append-only ledger with cached balances kept in sync by triggers (revision 0015_attached_holds)';
@@ -58,6 +59,28 @@ DROP FUNCTION economy.expire_holds();
 DROP FUNCTION economy.release_hold(bigint);
 DROP FUNCTION economy.capture_hold(bigint, numeric, text, text);
 DROP FUNCTION economy.hold(bigint, numeric, timestamptz, text, text);
+
+-- Deletes the keys of transfer_many calls made more than `older_than` ago
+-- (retention, for a scheduler): a call retried with a pruned key transfers
+-- again, so keep them longer than any client retries. Returns how many.
+CREATE FUNCTION economy.prune_transfer_keys(older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pruned bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be an interval of at least 0, got %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM economy.transfer_many_call k WHERE k.created_at < now() - older_than;
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+    RETURN pruned;
+END;
+$$;
 
 -- Sets `amount` of the wallet's available amount (balance - held) aside.
 -- Refused when that would take the available amount below -overdraft_limit.
@@ -235,11 +258,11 @@ END;
 $$;
 
 -- The attachment a hold function names, checked: it keeps holds (a
--- held_column), and for what writes (hold, capture, release) the login
--- calling may insert into its ledger, to which a capture writes a debit
--- (session_user: the login itself, which nothing run in the session can
--- change; a member of economy_app gets no more on the app's tables than it
--- has).
+-- held_column), its ledger has no row level security, and for what writes
+-- (hold, capture, release) the login calling may insert into that ledger,
+-- to which a capture writes a debit (session_user: the login itself, which
+-- nothing run in the session can change; a member of economy_app gets no
+-- more on the app's tables than it has).
 CREATE FUNCTION economy.holds_attachment(attachment text, writes boolean)
 RETURNS economy.attachments
 LANGUAGE plpgsql
@@ -251,6 +274,13 @@ DECLARE
 BEGIN
     IF a.held_column IS NULL THEN
         RAISE EXCEPTION 'attachment % keeps no holds: attach it with held_column', a.name
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    -- there a login's rights are per row: which wallets it may act on, the
+    -- package cannot tell
+    IF writes AND (SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = a.ledger) THEN
+        RAISE EXCEPTION 'attachment %: no holds on a ledger with row level security (%)',
+            a.name, a.ledger
             USING ERRCODE = 'feature_not_supported';
     END IF;
     IF writes AND NOT has_table_privilege(session_user, a.ledger, 'INSERT') THEN
@@ -343,6 +373,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_balance numeric;
     sync_limit numeric;
@@ -436,6 +467,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_hold economy.attached_hold;
     sync_amount numeric;
@@ -454,8 +486,15 @@ BEGIN
     INSERT INTO %7$s AS r (%8$s)
     VALUES (%9$s)
     RETURNING %10$s::bigint AS id, %11$s::timestamptz AS created_at,
-        %12$s::numeric AS balance_after
+        %12$s::numeric AS balance_after, r.%15$I::bigint AS wallet_id, r.%16$I::numeric AS amount
     INTO sync_entry;
+    -- as it was written (a trigger of the ledger may change or skip a row)
+    IF sync_entry.wallet_id IS DISTINCT FROM sync_hold.wallet_id
+        OR sync_entry.amount IS DISTINCT FROM -sync_amount THEN
+        RAISE EXCEPTION 'hold %%: its debit of %% to wallet %% was written as %% to wallet %%',
+            $1, -sync_amount, sync_hold.wallet_id, sync_entry.amount, sync_entry.wallet_id
+            USING ERRCODE = 'check_violation';
+    END IF;
     UPDATE economy.attached_hold h SET captured_entry_id = sync_entry.id WHERE h.id = $1;
     RETURN pg_catalog.jsonb_populate_record(NULL::economy.transaction, pg_catalog.jsonb_build_object(
         'id', sync_entry.id, 'wallet_id', sync_hold.wallet_id, 'amount', -sync_amount,
@@ -477,7 +516,9 @@ $template$,
     economy.render_column('r', a.created_at_column),
     economy.render_column('r', a.balance_after_column),
     CASE WHEN a.kind_column IS NOT NULL THEN '$3' ELSE 'NULL' END,
-    CASE WHEN a.memo_column IS NOT NULL THEN 'sync_memo' ELSE 'NULL' END
+    CASE WHEN a.memo_column IS NOT NULL THEN 'sync_memo' ELSE 'NULL' END,
+    a.ledger_wallet_column,
+    a.amount_column
 )
 WHERE a.held_column IS NOT NULL;
 $render$;
@@ -496,6 +537,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_hold economy.attached_hold;
 BEGIN
@@ -533,6 +575,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     sync_wallets bigint[];
     sync_expired integer;
@@ -902,7 +945,8 @@ $$;
 -- numeric expression over the wallet row `w` (in an UPDATE's RETURNING of
 -- it, or a query of it alone): a debit or a hold is refused below its
 -- negation, so that the available amount (balance - held) stays at or above
--- -limit. Then the check of a debit against it.
+-- -limit; a held sum made NULL behind the sync's back refuses them all (it
+-- is NOT NULL at attach). Then the check of a debit against it.
 CREATE OR REPLACE FUNCTION economy.render_limit(a economy.attachments)
 RETURNS text
 LANGUAGE sql
@@ -910,7 +954,8 @@ IMMUTABLE
 AS $$
     SELECT CASE WHEN a.overdraft_limit IS NULL THEN 'NULL::numeric'
         WHEN a.held_column IS NULL THEN format('(%s)::numeric', a.overdraft_limit)
-        ELSE format('(%s)::numeric - w.%I::numeric', a.overdraft_limit, a.held_column) END;
+        ELSE format('(%s)::numeric - coalesce(w.%I::numeric, ''Infinity'')', a.overdraft_limit,
+            a.held_column) END;
 $$;
 
 CREATE OR REPLACE FUNCTION economy.render_limit_check(a economy.attachments, amount text)
@@ -2022,6 +2067,12 @@ BEGIN
     END IF;
     IF a.held_column IS NOT NULL THEN
         PERFORM economy.check_column(a.wallet, a.held_column, 'held_column', money_types);
+        -- (a NULL held sum would be no sum: see render_limit)
+        IF NOT (SELECT att.attnotnull FROM pg_catalog.pg_attribute att
+            WHERE att.attrelid = a.wallet AND att.attname = a.held_column) THEN
+            RAISE EXCEPTION 'held_column %.% must be NOT NULL', a.wallet, a.held_column
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
         IF a.held_column IN (a.wallet_key_column, a.wallet_balance_column,
             a.wallet_earnings_column, a.wallet_owner_column) THEN
             RAISE EXCEPTION 'held_column % is mapped already', a.held_column
@@ -2051,6 +2102,7 @@ BEGIN
 END;
 $$;
 
+REVOKE ALL ON FUNCTION economy.prune_transfer_keys(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.hold(bigint, numeric, timestamptz, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.capture_hold(bigint, numeric, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION economy.release_hold(bigint, text) FROM PUBLIC;
@@ -2073,6 +2125,7 @@ economy.release_hold(bigint, text),
 economy.expire_holds(text),
 economy.checkpoint_lag(text)
 TO economy_app;
+GRANT EXECUTE ON FUNCTION economy.prune_transfer_keys(interval) TO economy_operator;
 
 -- every attachment regenerated (its sync role granted the holds table)
 DO $$

@@ -652,6 +652,14 @@ def post_batch(conn: psycopg.Connection, rows: Iterable[tuple]) -> None:
             copy.write_row(tuple(row) + (None,) * (5 - len(row)))
 
 
+def prune_transfer_keys(conn: psycopg.Connection, older_than: timedelta) -> int:
+    """Delete the keys of transfer_many calls made more than older_than ago (a
+    call retried with a pruned key transfers again); returns how many."""
+    return conn.execute(
+        "SELECT economy.prune_transfer_keys(%(older_than)s::interval)", {"older_than": older_than}
+    ).fetchone()[0]
+
+
 def prune_reconcile_log(conn: psycopg.Connection, older_than: timedelta) -> int:
     """Delete the reconcile_log rows logged more than older_than ago; returns how many."""
     return conn.execute(

@@ -147,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help="e.g. 90d, 12h, 30m: delete the fixes logged longer ago",
     )
+    prune_keys = commands.add_parser(
+        "prune-keys",
+        parents=[database],
+        help="delete the keys of old transfer_many calls (retention)",
+    )
+    prune_keys.add_argument(
+        "--older-than",
+        required=True,
+        type=age,
+        metavar="AGE",
+        help="e.g. 30d: delete the keys of calls made longer ago (a retry with one transfers"
+        " again: keep them longer than any client retries)",
+    )
     hot = commands.add_parser(
         "hot", parents=[database, attached], help="hot wallets: fold (for a scheduler)"
     )
@@ -341,6 +354,13 @@ def cmd_holds(args, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_prune_keys(args, out: Console) -> int:
+    with connected(required_dsn(args)) as conn:
+        pruned = api.prune_transfer_keys(conn, args.older_than)
+    out.print(f"Pruned transfer_many keys: {pruned}")
+    return EXIT_OK
+
+
 def cmd_prune_log(args, out: Console) -> int:
     with connected(required_dsn(args)) as conn:
         pruned = api.prune_reconcile_log(conn, args.older_than)
@@ -416,6 +436,7 @@ COMMANDS = {
     "holds": cmd_holds,
     "hot": cmd_hot,
     "prune-log": cmd_prune_log,
+    "prune-keys": cmd_prune_keys,
     "metrics": cmd_metrics,
     "roles": cmd_roles,
 }
@@ -425,7 +446,8 @@ def role_needed(args) -> str:
     """The package role a command needs (its members may run it)."""
     if args.command == "migrate":
         return roles.INSTALL_NEEDS
-    if (args.command == "reconcile" and args.apply) or args.command in ("prune-log", "hot"):
+    operator_commands = ("prune-log", "prune-keys", "hot")
+    if (args.command == "reconcile" and args.apply) or args.command in operator_commands:
         return "a member of economy_operator"
     return "a member of economy_app"
 
