@@ -419,6 +419,29 @@ AS $$
         END IF;$check$, amount) ELSE '' END;
 $$;
 
+-- Template part: one entry's amount (sync_amount, sync_earned) added to its
+-- wallet's owner's profile (sync_owner), checked to fit with what the owner's
+-- hot wallets have parked.
+CREATE OR REPLACE FUNCTION economy.render_owner_update(a economy.attachments)
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT CASE WHEN a.profile IS NOT NULL THEN format(
+        $profile$IF sync_owner IS NOT NULL THEN
+            UPDATE %1$s p SET %2$s WHERE p.%3$I = sync_owner
+            RETURNING %4$s INTO sync_fits;
+        END IF;$profile$,
+        a.profile,
+        economy.render_additions(
+            'p', a.profile_balance_column, a.profile_earnings_column,
+            'sync_amount', 'sync_earned'
+        ),
+        a.profile_key_column,
+        coalesce(economy.render_profile_fit(a), 'true')
+    ) ELSE '' END;
+$$;
+
 -- Template: the ledger's statement trigger, for an INSERT of several rows (a
 -- multi-row INSERT, INSERT … SELECT, COPY, Django's bulk_create): its
 -- wallets locked in ascending key order, each updated once with the sum of

@@ -646,8 +646,10 @@ BEGIN
         INTO sync_owner, sync_wallet, sync_balance, sync_limit;
         
         IF sync_owner IS NOT NULL THEN
-            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner
-            RETURNING CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END INTO sync_fits;
+            UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner;
+            IF EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed') THEN
+                SELECT CASE WHEN EXISTS (SELECT FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) THEN (SELECT ROW((p.deltacoin_balance + coalesce(sum(c.amount), 0))::numeric(10,2), (p.lifetime_earnings + coalesce(sum(c.earnings), 0))::numeric(10,2)) IS NOT NULL FROM economy.attached_hot_wallet h JOIN public.app_wallet ow ON ow.id = h.wallet_id JOIN economy.attached_hot_credit c ON c.attachment = h.attachment AND c.wallet_id = h.wallet_id WHERE h.attachment = 'seed' AND ow.profile_id = p.id) ELSE true END INTO sync_fits FROM public.app_profile p WHERE p.id = sync_owner;
+            END IF;
         END IF;
         IF NEW.id <= (SELECT h.safe_up_to FROM economy.attached_ledger_horizon h WHERE h.attachment = 'seed') OR pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM economy.correct_attached_checkpoint('seed', ARRAY[NEW.id::bigint], ARRAY[NEW.wallet_id::bigint], ARRAY[sync_amount], ARRAY[sync_earned]);
