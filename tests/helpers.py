@@ -132,6 +132,30 @@ SELECT economy.attach(
     profile_earnings_column => 'lifetime_earnings')
 """
 
+# The seed app with holds: its wallets' pending_balance caches the sum of their
+# holds, a capture writes its kind to the ledger's reason, and profiles'
+# wallets may not go below 0 (the ownerless treasury has no limit).
+SEED_HELD_COLUMN = "ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0"
+SEED_ATTACH_WITH_HOLDS = SEED_ATTACH.replace(
+    "'lifetime_earnings')",
+    "'lifetime_earnings',"
+    " overdraft_limit => 'CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END',"
+    " held_column => 'pending_balance', kind_column => 'reason')",
+)
+
+
+def seed_with_holds(conn):
+    """Profiles 1 and 2 with wallets 1 and 2 (100 on each), the treasury 3."""
+    conn.execute(SEED_TABLES)
+    conn.execute(SEED_HELD_COLUMN)
+    conn.execute(SEED_ATTACH_WITH_HOLDS)
+    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
+    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
+    for wallet in (1, 2):
+        pay(conn, wallet, 100)
+    return conn
+
+
 # The seed ledger partitioned by wallet (after SEED_TABLES' profiles and
 # wallets): partition 1 holds wallet 1's rows, the default one the others'.
 SEED_PARTITIONED_LEDGER = """

@@ -11,7 +11,14 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from helpers import SEED_ATTACH, SEED_TABLES, pay
+from helpers import (
+    SEED_ATTACH,
+    SEED_ATTACH_WITH_HOLDS,
+    SEED_HELD_COLUMN,
+    SEED_TABLES,
+    pay,
+    seed_with_holds,
+)
 from helpers import attached_drift as drift
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
@@ -31,33 +38,12 @@ from economy_sync.cli import main as cli
 
 ANA, BO, TREASURY = 1, 2, 3
 
-ATTACH_WITH_HOLDS = """
-SELECT economy.attach(
-    'seed', 'app_transaction', 'app_wallet',
-    wallet_balance_column => 'cached_balance',
-    wallet_earnings_column => 'lifetime_earnings',
-    wallet_owner_column => 'profile_id',
-    profile => 'app_profile',
-    profile_balance_column => 'deltacoin_balance',
-    profile_earnings_column => 'lifetime_earnings',
-    overdraft_limit => 'CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END',
-    held_column => 'pending_balance',
-    kind_column => 'reason')
-"""
-
 
 @pytest.fixture
 def seed(conn):
     """The Django-shaped app (tests/helpers.py) with a `pending_balance` on its
     wallets: 100 on wallets 1 and 2 (no overdraft), the treasury 3 unlimited."""
-    conn.execute(SEED_TABLES)
-    conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
-    conn.execute(ATTACH_WITH_HOLDS)
-    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
-    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
-    for wallet in (ANA, BO):
-        pay(conn, wallet, 100)
-    return conn
+    return seed_with_holds(conn)
 
 
 def figures(conn, wallet):
@@ -275,7 +261,7 @@ def test_reattach_starts_holds_on_an_attachment_made_without_them(conn):
     conn.execute(SEED_ATTACH)
     conn.execute("INSERT INTO app_wallet DEFAULT VALUES")
     pay(conn, 1, 10)
-    conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
+    conn.execute(SEED_HELD_COLUMN)
     conn.execute(
         "SELECT economy.reattach('seed', held_column => 'pending_balance', kind_column => 'reason')"
     )
@@ -355,7 +341,7 @@ def test_attachments_made_before_0015_keep_working_and_get_holds_up_and_down(emp
     migrate.upgrade(empty_dsn, "0014_attached_checkpoint")
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(SEED_TABLES)
-        conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
+        conn.execute(SEED_HELD_COLUMN)
         conn.execute(SEED_ATTACH)
         conn.execute("INSERT INTO app_profile (username) VALUES ('ana')")
         conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
@@ -365,7 +351,7 @@ def test_attachments_made_before_0015_keep_working_and_get_holds_up_and_down(emp
         with pytest.raises(errors.FeatureNotSupported):
             hold(conn, ANA, Decimal(1), attachment="seed")
         conn.execute("SELECT economy.detach('seed')")
-        conn.execute(ATTACH_WITH_HOLDS)
+        conn.execute(SEED_ATTACH_WITH_HOLDS)
         hold(conn, ANA, Decimal(10), attachment="seed")
         sync_role = conn.execute(
             "SELECT sync_role FROM economy.attachments WHERE name = 'seed'"

@@ -12,7 +12,13 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from helpers import SEED_TABLES, pay
+from helpers import (
+    SEED_ATTACH_WITH_HOLDS,
+    SEED_HELD_COLUMN,
+    SEED_TABLES,
+    pay,
+    seed_with_holds,
+)
 from helpers import attached_drift as drift
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
@@ -23,31 +29,10 @@ ANA, BO, TREASURY = 1, 2, 3
 OWNER = "economy_test_app_owner"
 APP = "economy_test_app_login"
 
-ATTACH_WITH_HOLDS = """
-SELECT economy.attach(
-    'seed', 'app_transaction', 'app_wallet',
-    wallet_balance_column => 'cached_balance',
-    wallet_earnings_column => 'lifetime_earnings',
-    wallet_owner_column => 'profile_id',
-    profile => 'app_profile',
-    profile_balance_column => 'deltacoin_balance',
-    profile_earnings_column => 'lifetime_earnings',
-    overdraft_limit => 'CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END',
-    held_column => 'pending_balance',
-    kind_column => 'reason')
-"""
-
 
 @pytest.fixture
 def seed(conn):
-    conn.execute(SEED_TABLES)
-    conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
-    conn.execute(ATTACH_WITH_HOLDS)
-    conn.execute("INSERT INTO app_profile (username) VALUES ('ana'), ('bo')")
-    conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1), (2), (NULL)")
-    for wallet in (ANA, BO):
-        pay(conn, wallet, 100)
-    return conn
+    return seed_with_holds(conn)
 
 
 def figures(conn, wallet, table="app_wallet"):
@@ -112,10 +97,10 @@ def test_a_null_held_column_does_not_switch_the_overdraft_limit_off(conn):
     conn.execute("INSERT INTO app_wallet (profile_id) VALUES (1)")
     conn.execute("ALTER TABLE app_wallet ADD pending_balance integer")
     with pytest.raises(errors.InvalidTableDefinition, match="NOT NULL"):
-        conn.execute(ATTACH_WITH_HOLDS)
+        conn.execute(SEED_ATTACH_WITH_HOLDS)
     conn.execute("UPDATE app_wallet SET pending_balance = 0")
     conn.execute("ALTER TABLE app_wallet ALTER pending_balance SET NOT NULL")
-    conn.execute(ATTACH_WITH_HOLDS)
+    conn.execute(SEED_ATTACH_WITH_HOLDS)
     pay(conn, ANA, 100)
     conn.execute("ALTER TABLE app_wallet ALTER pending_balance DROP NOT NULL")
     conn.execute("ALTER TABLE app_wallet DISABLE TRIGGER USER")
@@ -288,7 +273,7 @@ def owned(conn, dsn):
     conn.execute(f"GRANT {OWNER} TO current_user")
     own = psycopg.connect(make_conninfo(dsn, user=OWNER), autocommit=True)
     own.execute(SEED_TABLES)
-    own.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
+    own.execute(SEED_HELD_COLUMN)
     own.execute(
         "CREATE TABLE attack_log (ran_as text, attempt text, worked boolean, note text);"
         " GRANT INSERT ON attack_log TO PUBLIC;"
@@ -395,8 +380,8 @@ def test_sync_role_code_cannot_stall_every_attachments_holds(owned, conn, dsn):
 def race(conn):
     """The treasury first (wallet 1, no limit), then users 2..5 (limit 0, 300 each)."""
     conn.execute(SEED_TABLES)
-    conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
-    conn.execute(ATTACH_WITH_HOLDS)
+    conn.execute(SEED_HELD_COLUMN)
+    conn.execute(SEED_ATTACH_WITH_HOLDS)
     conn.execute("INSERT INTO app_profile (username) SELECT 'u' || g FROM generate_series(1, 4) g")
     conn.execute("INSERT INTO app_wallet (profile_id) VALUES (NULL), (1), (2), (3), (4)")
     pay(conn, 1, 100000)
@@ -561,9 +546,9 @@ def test_a_wallet_keyed_wallet_id_with_a_limit_naming_it_can_hold(conn, connect)
 
 def test_the_running_path_checks_the_available_amount(conn):
     conn.execute(SEED_TABLES)
-    conn.execute("ALTER TABLE app_wallet ADD pending_balance integer NOT NULL DEFAULT 0")
+    conn.execute(SEED_HELD_COLUMN)
     conn.execute(
-        ATTACH_WITH_HOLDS.replace(
+        SEED_ATTACH_WITH_HOLDS.replace(
             "kind_column => 'reason')",
             "kind_column => 'reason', balance_after_column => 'cached_balance_after')",
         )
