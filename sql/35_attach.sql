@@ -10,7 +10,8 @@
 -- checked `earning` expression) the functions economy.attached_functions(N)
 -- lists and the triggers economy.attached_triggers(N) lists: the ledger's
 -- row and statement sync, the guards of the cached columns, the move of a
--- wallet to a new owner, and drift, reconcile, fold, set_hot and balance.
+-- wallet to a new owner, and drift, reconcile, fold, set_hot, balance, the
+-- checkpoint's sums and lag, and holds (where it names a held_column).
 -- economy.reattach(N) regenerates them after the app's own migrations,
 -- economy.detach(N) drops them, economy.attachment_sql(N) prints what runs
 -- per row. No SQL is built per row: every function is static once generated.
