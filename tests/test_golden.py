@@ -1,5 +1,6 @@
-"""The SQL generated for a reference attachment (tests/helpers.py's SEED_ATTACH:
-integer wallet caches, numeric(10, 2) profiles, an ownerless treasury), compared
+"""The SQL generated for a reference attachment (tests/helpers.py's
+SEED_ATTACH_WITH_HOLDS: integer wallet caches, numeric(10, 2) profiles, an
+ownerless treasury, an overdraft limit, holds in pending_balance), compared
 with its committed render, pg_regress style: a change of a template shows as a
 diff of what an attachment runs. After a deliberate change, write the new render
 with ECONOMY_SYNC_WRITE_GOLDEN=1 and read the diff before committing it."""
@@ -8,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from helpers import SEED_ATTACH, SEED_TABLES
+from helpers import SEED_ATTACH_WITH_HOLDS, SEED_HELD_COLUMN, SEED_TABLES
 
 GOLDEN = Path(__file__).parent / "golden" / "seed_attachment.sql"
 
@@ -32,7 +33,8 @@ def rendered(conn) -> str:
 
 def test_the_reference_attachment_renders_as_committed(conn):
     conn.execute(SEED_TABLES)
-    conn.execute(SEED_ATTACH)
+    conn.execute(SEED_HELD_COLUMN)
+    conn.execute(SEED_ATTACH_WITH_HOLDS)
     text = rendered(conn)
     if os.environ.get("ECONOMY_SYNC_WRITE_GOLDEN"):
         GOLDEN.write_text(text)

@@ -20,6 +20,75 @@ BEGIN
 END;
 $function$
 
+CREATE OR REPLACE FUNCTION economy.attached_seed_capture(hold_id bigint, amount numeric, kind text, memo text)
+ RETURNS economy.transaction
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_hold economy.attached_hold;
+    sync_amount numeric;
+    sync_memo text := coalesce($4, 'capture of hold #' || $1);
+    sync_entry record;
+BEGIN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM FROM public.app_wallet w
+    WHERE w.id = (
+        SELECT h.wallet_id FROM economy.attached_hold h WHERE h.attachment = 'seed' AND h.id = $1
+    )
+    FOR NO KEY UPDATE;
+    SELECT * INTO sync_hold FROM economy.attached_hold h
+    WHERE h.attachment = 'seed' AND h.id = $1
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'hold % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    IF sync_hold.status <> 'held' THEN
+        RAISE EXCEPTION 'hold % is %', $1, sync_hold.status USING ERRCODE = 'check_violation';
+    END IF;
+    IF sync_hold.expires_at <= pg_catalog.clock_timestamp() THEN
+        RAISE EXCEPTION 'hold % expired at %', $1, sync_hold.expires_at
+            USING ERRCODE = 'check_violation';
+    END IF;
+    sync_amount := coalesce($2, sync_hold.amount);
+    IF sync_amount IS NULL THEN
+        RAISE EXCEPTION 'captured amount must not be null' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF sync_amount IN ('NaN', 'Infinity', '-Infinity') OR sync_amount <= 0 OR sync_amount::integer <> sync_amount OR sync_amount::integer <> sync_amount OR sync_amount::integer <> sync_amount THEN
+        RAISE EXCEPTION 'captured amount must be a positive amount that public.app_wallet holds exactly, got %', sync_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF sync_amount > sync_hold.amount THEN
+        RAISE EXCEPTION 'hold % holds %: cannot capture %', $1, sync_hold.amount, sync_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE economy.attached_hold h SET status = 'captured' WHERE h.id = $1;
+    UPDATE public.app_wallet w SET pending_balance = w.pending_balance - sync_hold.amount WHERE w.id = sync_hold.wallet_id;
+    INSERT INTO public.app_transaction AS r (wallet_id, amount, reason)
+    VALUES (sync_hold.wallet_id, -sync_amount, $3)
+    RETURNING r.id::bigint AS id, NULL::timestamptz AS created_at,
+        NULL::numeric AS balance_after, r.wallet_id::bigint AS wallet_id, r.amount::numeric AS amount
+    INTO sync_entry;
+    -- as it was written (a trigger of the ledger may change or skip a row)
+    IF sync_entry.wallet_id IS DISTINCT FROM sync_hold.wallet_id
+        OR sync_entry.amount IS DISTINCT FROM -sync_amount THEN
+        RAISE EXCEPTION 'hold %: its debit of % to wallet % was written as % to wallet %',
+            $1, -sync_amount, sync_hold.wallet_id, sync_entry.amount, sync_entry.wallet_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE economy.attached_hold h SET captured_entry_id = sync_entry.id WHERE h.id = $1;
+    RETURN pg_catalog.jsonb_populate_record(NULL::economy.transaction, pg_catalog.jsonb_build_object(
+        'id', sync_entry.id, 'wallet_id', sync_hold.wallet_id, 'amount', -sync_amount,
+        'kind', $3, 'memo', NULL, 'created_at', sync_entry.created_at,
+        'balance_after', sync_entry.balance_after));
+END;
+$function$
+
 CREATE OR REPLACE FUNCTION economy.attached_seed_checkpoint_lag()
  RETURNS bigint
  LANGUAGE plpgsql
@@ -80,7 +149,7 @@ BEGIN
             w.lifetime_earnings::numeric + coalesce(pk.earnings, 0) AS cached_earnings,
             coalesce(pk.balance, 0) AS parked_balance,
             coalesce(pk.earnings, 0) AS parked_earnings,
-            NULL::numeric AS cached_held, coalesce(hd.held, 0) AS holds_held
+            w.pending_balance::numeric AS cached_held, coalesce(hd.held, 0) AS holds_held
         FROM public.app_wallet w
         LEFT JOIN parked pk ON pk.wallet_id = w.id
         LEFT JOIN holds hd ON hd.wallet_id = w.id
@@ -145,7 +214,7 @@ BEGIN
         UNION ALL
         SELECT pw.owner_id, pw.wallet_id, 3, 'wallet.held', pw.cached_held, pw.holds_held
         FROM per_wallet pw
-        WHERE 'f'
+        WHERE 't'
         UNION ALL
         SELECT pp.user_id, pp.wallet_id, 4, 'profile.balance',
             pp.cached_balance, pp.ledger_balance
@@ -170,6 +239,50 @@ CREATE OR REPLACE FUNCTION economy.attached_seed_earns(amount integer)
  LANGUAGE sql
 AS $function$
     SELECT coalesce((amount > 0), false);
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_expire()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_wallets bigint[];
+    sync_expired integer;
+BEGIN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    sync_wallets := ARRAY(
+        SELECT DISTINCT h.wallet_id FROM economy.attached_hold h
+        WHERE h.attachment = 'seed' AND h.status = 'held' AND h.expires_at <= pg_catalog.now()
+    );
+    PERFORM economy.lock_rows(<oid>::regclass, 'id', sync_wallets);
+    WITH expired AS (
+        UPDATE economy.attached_hold h SET status = 'expired'
+        WHERE h.attachment = 'seed' AND h.status = 'held' AND h.expires_at <= pg_catalog.now()
+            AND h.wallet_id = ANY (sync_wallets)
+        RETURNING h.wallet_id, h.amount
+    ),
+
+    per_wallet AS (
+        SELECT e.wallet_id, sum(e.amount) AS amount, count(*) AS holds
+        FROM expired e
+        GROUP BY e.wallet_id
+    ),
+
+    updated AS (
+        UPDATE public.app_wallet w SET pending_balance = w.pending_balance - p.amount
+        FROM per_wallet p
+        WHERE w.id = p.wallet_id
+    )
+
+    SELECT coalesce(sum(p.holds), 0) INTO sync_expired FROM per_wallet p;
+    RETURN sync_expired;
+END;
 $function$
 
 CREATE OR REPLACE FUNCTION economy.attached_seed_fold(wallet_ids bigint[])
@@ -323,6 +436,7 @@ BEGIN
     IF TG_OP = 'UPDATE' THEN
         NEW.cached_balance := OLD.cached_balance;
         NEW.lifetime_earnings := OLD.lifetime_earnings;
+        NEW.pending_balance := OLD.pending_balance;
         RETURN NEW;
     END IF;
     -- the ledger's figures for the new row (and its holds')
@@ -330,9 +444,76 @@ BEGIN
     INTO sync_balance, sync_earnings
     FROM public.app_transaction AS r
     WHERE r.wallet_id = NEW.id;
+    SELECT coalesce(sum(h.amount), 0) INTO sync_held FROM economy.attached_hold h
+    WHERE h.attachment = 'seed' AND h.wallet_id = NEW.id AND h.status = 'held';
     NEW.cached_balance := sync_balance;
     NEW.lifetime_earnings := sync_earnings;
+    NEW.pending_balance := sync_held;
     RETURN NEW;
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_hold(wallet_id bigint, amount numeric, expires_at timestamp with time zone, idempotency_key text, memo text)
+ RETURNS economy.wallet_hold
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_balance numeric;
+    sync_limit numeric;
+    placed economy.attached_hold;
+BEGIN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF $2 IS NULL THEN
+        RAISE EXCEPTION 'hold amount must not be null' USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF $2 IN ('NaN', 'Infinity', '-Infinity') OR $2 <= 0 OR $2::integer <> $2 OR $2::integer <> $2 OR $2::integer <> $2 THEN
+        RAISE EXCEPTION 'hold amount must be a positive amount that public.app_wallet holds exactly, got %', $2
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF EXISTS (
+        SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed' AND h.wallet_id = $1
+    ) THEN
+        PERFORM economy.attached_seed_fold(ARRAY[$1]);
+    END IF;
+    SELECT w.cached_balance::numeric, (CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END)::numeric - coalesce(w.pending_balance::numeric, 'Infinity') INTO sync_balance, sync_limit
+    FROM public.app_wallet w
+    WHERE w.id = $1
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'wallet % does not exist', $1 USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF $4 IS NOT NULL THEN
+        SELECT * INTO placed FROM economy.attached_hold h
+        WHERE h.attachment = 'seed' AND h.wallet_id = $1 AND h.idempotency_key = $4;
+        IF FOUND THEN
+            IF placed.amount <> $2 OR placed.expires_at IS DISTINCT FROM $3
+                OR placed.memo IS DISTINCT FROM $5 THEN
+                RAISE EXCEPTION 'idempotency key % of wallet % was used for a different hold (#%)',
+                    $4, $1, placed.id
+                    USING ERRCODE = 'unique_violation';
+            END IF;
+            RETURN pg_catalog.jsonb_populate_record(NULL::economy.wallet_hold, to_jsonb(placed));
+        END IF;
+    END IF;
+    IF sync_balance - $2 < -sync_limit THEN
+        RAISE EXCEPTION 'wallet % cannot hold %: its available amount would go below its'
+            ' overdraft limit (balance %, less what it holds, must stay at or above %)',
+            $1, $2, sync_balance, -sync_limit
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO economy.attached_hold AS h (
+        attachment, wallet_id, amount, expires_at, idempotency_key, memo
+    )
+    VALUES ('seed', $1, $2, $3, $4, $5)
+    RETURNING h.* INTO placed;
+    UPDATE public.app_wallet w SET pending_balance = w.pending_balance + $2 WHERE w.id = $1;
+    RETURN pg_catalog.jsonb_populate_record(NULL::economy.wallet_hold, to_jsonb(placed));
 END;
 $function$
 
@@ -504,7 +685,7 @@ BEGIN
     ),
 
     wallet_fix AS (
-        UPDATE public.app_wallet w SET cached_balance = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.cached_balance), lifetime_earnings = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.lifetime_earnings)
+        UPDATE public.app_wallet w SET cached_balance = coalesce(b.ledger_value - coalesce(pk.balance, 0), w.cached_balance), lifetime_earnings = coalesce(e.ledger_value - coalesce(pk.earnings, 0), w.lifetime_earnings), pending_balance = coalesce(h.ledger_value, w.pending_balance)
         FROM (SELECT DISTINCT d.wallet_id FROM drift d WHERE d.field LIKE 'wallet.%') u
         LEFT JOIN drift b ON b.wallet_id = u.wallet_id AND b.field = 'wallet.balance'
         LEFT JOIN drift e ON e.wallet_id = u.wallet_id AND e.field = 'wallet.lifetime_earnings'
@@ -550,6 +731,41 @@ BEGIN
     FROM jsonb_to_recordset(repaired) AS r (
         user_id bigint, wallet_id bigint, field text, cached_value numeric, ledger_value numeric
     );
+END;
+$function$
+
+CREATE OR REPLACE FUNCTION economy.attached_seed_release(hold_id bigint)
+ RETURNS economy.wallet_hold
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    sync_hold economy.attached_hold;
+BEGIN
+    IF CURRENT_USER OPERATOR(pg_catalog.<>) '<sync role>' THEN
+        RAISE EXCEPTION 'economy-sync: this function runs only as its owner, <sync role>'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM FROM public.app_wallet w
+    WHERE w.id = (
+        SELECT h.wallet_id FROM economy.attached_hold h WHERE h.attachment = 'seed' AND h.id = $1
+    )
+    FOR NO KEY UPDATE;
+    SELECT * INTO sync_hold FROM economy.attached_hold h
+    WHERE h.attachment = 'seed' AND h.id = $1
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'hold % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    IF sync_hold.status <> 'held' THEN
+        RAISE EXCEPTION 'hold % is %', $1, sync_hold.status USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE economy.attached_hold h SET status = 'released' WHERE h.id = $1
+    RETURNING h.* INTO sync_hold;
+    UPDATE public.app_wallet w SET pending_balance = w.pending_balance - sync_hold.amount WHERE w.id = sync_hold.wallet_id;
+    RETURN pg_catalog.jsonb_populate_record(NULL::economy.wallet_hold, to_jsonb(sync_hold));
 END;
 $function$
 
@@ -642,9 +858,13 @@ BEGIN
         END IF;
         UPDATE public.app_wallet w SET cached_balance = w.cached_balance + sync_amount, lifetime_earnings = w.lifetime_earnings + sync_earned
         WHERE w.id = NEW.wallet_id
-        RETURNING w.profile_id, w.id, w.cached_balance, NULL::numeric
+        RETURNING w.profile_id, w.id, w.cached_balance, (CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END)::numeric - coalesce(w.pending_balance::numeric, 'Infinity')
         INTO sync_owner, sync_wallet, sync_balance, sync_limit;
-        
+        IF sync_amount < 0 AND sync_balance < -sync_limit THEN
+            RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < %',
+                sync_wallet, sync_balance, -sync_limit
+                USING ERRCODE = 'check_violation';
+        END IF;
         IF sync_owner IS NOT NULL THEN
             UPDATE public.app_profile p SET deltacoin_balance = p.deltacoin_balance + sync_amount, lifetime_earnings = p.lifetime_earnings + sync_earned WHERE p.id = sync_owner;
             IF EXISTS (SELECT FROM economy.attached_hot_wallet h WHERE h.attachment = 'seed') THEN
@@ -679,9 +899,13 @@ BEGIN
         IF sync_amounts[i] <> 0 OR sync_earnings[i] <> 0 THEN
             UPDATE public.app_wallet w SET cached_balance = w.cached_balance + sync_amounts[i], lifetime_earnings = w.lifetime_earnings + sync_earnings[i]
             WHERE w.id = sync_wallets[i]
-            RETURNING w.profile_id, w.id, w.cached_balance, NULL::numeric, (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id)
+            RETURNING w.profile_id, w.id, w.cached_balance, (CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END)::numeric - coalesce(w.pending_balance::numeric, 'Infinity'), (SELECT ROW((w.cached_balance + coalesce(sum(c.amount), 0))::integer, (w.lifetime_earnings + coalesce(sum(c.earnings), 0))::integer) IS NOT NULL FROM economy.attached_hot_credit c WHERE c.attachment = 'seed' AND c.wallet_id = w.id)
             INTO sync_owner, sync_wallet, sync_balance, sync_limit, sync_fits;
-            
+            IF sync_amounts[i] < 0 AND sync_balance < -sync_limit THEN
+            RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < %',
+                sync_wallet, sync_balance, -sync_limit
+                USING ERRCODE = 'check_violation';
+        END IF;
         END IF;
         sync_owners := sync_owners || sync_owner;
     END LOOP;
@@ -794,7 +1018,29 @@ BEGIN
     FROM public.app_wallet w
     LEFT JOIN public.app_profile p ON p.id = w.profile_id
     WHERE w.id = ANY (sync_parked);
-    
+    -- every debit of the statement, in its order, against the overdraft limit
+    SELECT r.wallet_key, r.running, r.overdraft INTO sync_refused
+    FROM (
+        SELECT n.wallet_key, n.amount, b.overdraft,
+            b.balance - sum(n.amount) OVER (PARTITION BY n.wallet_key)
+            + sum(n.amount) OVER (PARTITION BY n.wallet_key ORDER BY n.position) AS running
+        FROM (
+            SELECT row_number() OVER () AS position, s.wallet_id AS wallet_key, s.amount AS amount
+            FROM sync_inserted s
+        ) n
+        JOIN (
+            SELECT w.id AS wallet_key, w.cached_balance::numeric AS balance, (CASE WHEN profile_id IS NULL THEN NULL ELSE 0 END)::numeric - coalesce(w.pending_balance::numeric, 'Infinity') AS overdraft
+            FROM public.app_wallet w
+            WHERE w.id IN (SELECT s.wallet_id FROM sync_inserted s)
+        ) b ON b.wallet_key = n.wallet_key
+    ) r
+    WHERE r.amount < 0 AND r.running < -r.overdraft
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet % would go below its overdraft limit: balance % < %',
+            sync_refused.wallet_key, sync_refused.running, -sync_refused.overdraft
+            USING ERRCODE = 'check_violation';
+    END IF;
     
     IF cardinality(array_remove(sync_owners, NULL)) > 1 THEN
         PERFORM FROM public.app_profile p WHERE p.id = ANY (sync_owners) ORDER BY p.id FOR NO KEY UPDATE;
@@ -876,7 +1122,7 @@ END;
 $function$
 
 CREATE OR REPLACE TRIGGER economy_seed_keep_cached BEFORE UPDATE ON app_profile FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>' AND (OLD.deltacoin_balance IS DISTINCT FROM NEW.deltacoin_balance OR OLD.lifetime_earnings IS DISTINCT FROM NEW.lifetime_earnings)) EXECUTE FUNCTION economy.attached_seed_guard_profile();
-CREATE OR REPLACE TRIGGER economy_seed_keep_cached BEFORE UPDATE ON app_wallet FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>' AND (OLD.cached_balance IS DISTINCT FROM NEW.cached_balance OR OLD.lifetime_earnings IS DISTINCT FROM NEW.lifetime_earnings)) EXECUTE FUNCTION economy.attached_seed_guard_wallet();
+CREATE OR REPLACE TRIGGER economy_seed_keep_cached BEFORE UPDATE ON app_wallet FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>' AND (OLD.cached_balance IS DISTINCT FROM NEW.cached_balance OR OLD.lifetime_earnings IS DISTINCT FROM NEW.lifetime_earnings OR OLD.pending_balance IS DISTINCT FROM NEW.pending_balance)) EXECUTE FUNCTION economy.attached_seed_guard_wallet();
 CREATE OR REPLACE TRIGGER economy_seed_move AFTER UPDATE OF profile_id ON app_wallet FOR EACH ROW WHEN (OLD.profile_id IS DISTINCT FROM NEW.profile_id) EXECUTE FUNCTION economy.attached_seed_move();
 CREATE OR REPLACE TRIGGER economy_seed_new_cached BEFORE INSERT ON app_profile FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>') EXECUTE FUNCTION economy.attached_seed_guard_profile();
 CREATE OR REPLACE TRIGGER economy_seed_new_cached BEFORE INSERT ON app_wallet FOR EACH ROW WHEN (CURRENT_USER <> '<sync role>') EXECUTE FUNCTION economy.attached_seed_guard_wallet();
