@@ -193,7 +193,9 @@ class LedgerModel(RuleBasedStateMachine):
             "SELECT id FROM economy.transfer(%s, %s, %s, %s)", [a, b, amount, key]
         )
         debit, credit = self.keys.get((a, key)), self.keys.get((b, key))
-        if a == b or amount <= 0:
+        # (an amount the ledger cannot hold is refused by its check, before any
+        # key is compared)
+        if a == b or amount <= 0 or not valid_amount(amount):
             assert error is errors.CheckViolation
         elif debit is not None:
             same = (
@@ -205,7 +207,7 @@ class LedgerModel(RuleBasedStateMachine):
                 assert (error, rows) == (None, [(debit["id"],), (credit["id"],)])
             else:
                 assert error is errors.UniqueViolation
-        elif not valid_amount(amount) or self.overdraws(a, -amount):
+        elif self.overdraws(a, -amount):
             assert error is errors.CheckViolation
         elif credit is not None:
             assert error is errors.UniqueViolation  # the key is taken on the receiving wallet
