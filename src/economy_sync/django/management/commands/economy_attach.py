@@ -128,15 +128,16 @@ class Command(BaseCommand):
     def mapping(self, models: dict, options: dict) -> dict[str, str]:
         """The field arguments: what the flags name, else what the models say."""
         ledger, wallet, profile = models["ledger"], models["wallet"], models.get("profile")
+        wallet_cached, profile_cached = cached(wallet), cached(profile) if profile else {}
         found = {
             "ledger_wallet_field": foreign_key_to(ledger, wallet),
             "amount_field": "amount" if hasattr_field(ledger, "amount") else None,
-            "wallet_balance_field": cached(wallet)["balance"],
-            "wallet_earnings_field": cached(wallet)["earnings"],
-            "held_field": cached(wallet)["held"],
+            "wallet_balance_field": wallet_cached["balance"],
+            "wallet_earnings_field": wallet_cached["earnings"],
+            "held_field": wallet_cached["held"],
             "wallet_owner_field": foreign_key_to(wallet, profile) if profile else None,
-            "profile_balance_field": cached(profile)["balance"] if profile else None,
-            "profile_earnings_field": cached(profile)["earnings"] if profile else None,
+            "profile_balance_field": profile_cached.get("balance"),
+            "profile_earnings_field": profile_cached.get("earnings"),
         }
         fields = {field: options[field] or found.get(field) for field in FIELD_ARGUMENTS}
         for required in ("ledger_wallet_field", "amount_field", "wallet_balance_field"):
